@@ -1,0 +1,116 @@
+import type { Context } from 'koa';
+import type { Expiry } from './expiry';
+import type { HeldLock } from './lock';
+import type { SessionState } from './session';
+import type { Storage } from './storage';
+import type { SessionData } from './stores/store';
+import { replayChanges } from './stores/store';
+import { report, trace } from './events';
+
+/** What the response does with the session cookie. */
+export type CookieAction =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'expire' }
+  | { readonly kind: 'send'; readonly id: string; readonly expiresAt: number };
+
+const NO_COOKIE: CookieAction = { kind: 'none' };
+
+/** What a request has to write at its end. */
+export type CommitPlan =
+  /** Nothing to store. */
+  | 'none'
+  /** destroy() already removed it: only the cookie is left to expire. */
+  | 'expire'
+  /** A session no store knows yet: first save. */
+  | 'create'
+  /** New ID for a stored session: save under the new ID, remove the old. */
+  | 'regenerate'
+  /** Changes to a stored session. */
+  | 'update'
+  /** No changes, but the idle expiry is due to be pushed out. */
+  | 'push';
+
+export function planCommit(state: SessionState, expiry: Expiry, now: number): CommitPlan {
+  const changed = state.changes.length > 0;
+  if (state.destroyed) return changed ? 'create' : 'expire';
+  if (state.loadedId === undefined) return changed ? 'create' : 'none';
+  if (state.regenerated) return 'regenerate';
+  if (changed) return 'update';
+  return expiry.pushDue(state.touchedAt, now) ? 'push' : 'none';
+}
+
+export interface CommitScope {
+  readonly ctx: Context;
+  readonly state: SessionState;
+  /** The request's lock on `state.loadedId`; undefined for a session loaded from nowhere. */
+  readonly lock: HeldLock | undefined;
+  readonly storage: Storage;
+  readonly expiry: Expiry;
+}
+
+function dataOf(values: Map<string, unknown>): SessionData {
+  // Object.fromEntries defines own properties, so a key named __proto__ stays a key.
+  return Object.fromEntries(values);
+}
+
+/**
+ * Carries out `plan` through the store and says what the cookie must do.
+ * Whenever a commit writes over data this request did not load itself, it
+ * holds the exclusive lock and starts from the freshest stored copy: that is
+ * what keeps concurrent requests from losing each other's updates.
+ */
+export async function commit(scope: CommitScope, plan: CommitPlan, now: number): Promise<CookieAction> {
+  const { ctx, state, storage, expiry } = scope;
+  switch (plan) {
+    case 'none':
+      return NO_COOKIE;
+    case 'expire':
+      return { kind: 'expire' };
+    case 'create': {
+      await storage.save(state.id, { data: dataOf(state.values), createdAt: now, touchedAt: now }, expiry.ttl(now, now));
+      report(ctx, 'session:created', state.id);
+      return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
+    }
+    case 'regenerate':
+      return regenerate(scope, now);
+    case 'update':
+    case 'push': {
+      const loadedId = state.loadedId as string;
+      // A push alone is safe under a shared lock only where the store applies it atomically.
+      if (plan === 'update' || !storage.atomic) await scope.lock?.exclusive();
+      const stored = await storage.apply(loadedId, state.changes, now, expiry.ttl(state.createdAt, now));
+      if (!stored) return interrupted(scope);
+      trace(plan, loadedId);
+      return { kind: 'send', id: loadedId, expiresAt: expiry.endsAt(state.createdAt, now) };
+    }
+  }
+}
+
+/**
+ * The new ID gets the freshest stored data plus this request's changes, and
+ * a new absoluteTimeout lifetime. It is saved before the old ID is removed,
+ * so a failure in between loses nothing.
+ */
+async function regenerate(scope: CommitScope, now: number): Promise<CookieAction> {
+  const { ctx, state, storage, expiry } = scope;
+  const oldId = state.loadedId as string;
+  await scope.lock?.exclusive();
+  const fresh = await storage.load(oldId, now);
+  if (fresh === undefined) return interrupted(scope);
+  replayChanges(fresh.data, state.changes);
+  await storage.save(state.id, { data: fresh.data, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
+  report(ctx, 'session:created', state.id);
+  await storage.remove(oldId);
+  report(ctx, 'session:regenerated', state.id, oldId);
+  return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
+}
+
+/**
+ * Another request destroyed or regenerated this session while we ran.
+ * Writing now would bring back a logged-out session, so this request's
+ * changes are dropped and no cookie goes out for the old ID.
+ */
+function interrupted(scope: CommitScope): CookieAction {
+  report(scope.ctx, 'session:interrupted', scope.state.loadedId);
+  return NO_COOKIE;
+}

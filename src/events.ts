@@ -1,0 +1,44 @@
+import { debuglog } from 'node:util';
+import type { Context } from 'koa';
+import { idHash } from './ids';
+
+/** Events emitted on `app`, each with `{ ctx, idHash }` (`session:invalid` has no `idHash`). */
+export type SessionEventName =
+  | 'session:created'
+  | 'session:regenerated'
+  | 'session:destroyed'
+  | 'session:missed'
+  | 'session:invalid'
+  | 'session:interrupted'
+  | 'session:lock-timeout';
+
+export interface SessionEvent {
+  ctx: Context;
+  /** First 16 hex characters of SHA-256(ID): never the raw ID. */
+  idHash?: string;
+  /** On `session:regenerated`: the hash of the ID it replaced. */
+  oldIdHash?: string;
+}
+
+const debug = debuglog('koa-locked-session');
+
+/**
+ * Tells the app (events) and the developer (NODE_DEBUG=koa-locked-session)
+ * what happened to a session, naming it only by `idHash`. Hashing is done
+ * only when someone listens, so the default set-up pays nothing.
+ */
+export function report(ctx: Context, event: SessionEventName, id?: string, oldId?: string): void {
+  const listening = ctx.app.listenerCount(event) > 0;
+  if (!listening && !debug.enabled) return;
+  const payload: SessionEvent = { ctx };
+  if (id !== undefined) payload.idHash = idHash(id);
+  if (oldId !== undefined) payload.oldIdHash = idHash(oldId);
+  if (debug.enabled) trace(`${event.slice('session:'.length)}`, id, oldId === undefined ? '' : `old=${payload.oldIdHash}`);
+  if (listening) ctx.app.emit(event, payload);
+}
+
+/** A debug line about session `id`, named by its hash. */
+export function trace(what: string, id?: string, detail = ''): void {
+  if (!debug.enabled) return;
+  debug('%s %s %s', what, id === undefined ? '-' : idHash(id), detail);
+}

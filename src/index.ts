@@ -1,0 +1,11 @@
+export { session, session as default, withStore, getSession, fromContext } from './middleware';
+export { Session } from './session';
+export { MemoryStore, createMemoryStore } from './stores/memory';
+export type { MemoryStoreOptions } from './stores/memory';
+export { RedisStore } from './stores/redis';
+export type { RedisStoreOptions } from './stores/redis';
+export { SessionLockTimeoutError, SessionStoreError, SessionConfigError } from './errors';
+export type { SessionOptions, SameSite } from './options';
+export type { LockMode } from './lock';
+export type { Store, SessionData, AtomicStore, Change, SessionRecord, DistributedLock } from './stores/store';
+export type { SessionEvent, SessionEventName } from './events';

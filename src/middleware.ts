@@ -1,0 +1,158 @@
+import type { Context, Middleware, Next } from 'koa';
+import type { CookieAction } from './commit';
+import type { CookieRead } from './cookie';
+import type { HeldLock, LockMode } from './lock';
+import type { SessionOptions } from './options';
+import type { SessionState } from './session';
+import type { Store } from './stores/store';
+import { commit, planCommit } from './commit';
+import { assertCookieCanBeSent, expireSessionCookie, isSigned, readSessionCookie, writeSessionCookie } from './cookie';
+import { SessionLockTimeoutError } from './errors';
+import { report, trace } from './events';
+import { Expiry } from './expiry';
+import { SessionLocks } from './lock';
+import { resolveOptions } from './options';
+import { Session, newState } from './session';
+import { Storage } from './storage';
+
+declare module 'koa' {
+  interface ExtendableContext {
+    /** This request's session, set by koa-locked-session's middleware. */
+    session: Session;
+  }
+}
+
+/**
+ * The session middleware. Each request: read the cookie → lock → load →
+ * run the handler → commit → unlock → cookie.
+ */
+export function session(opts?: SessionOptions): Middleware {
+  const options = resolveOptions(opts);
+  const expiry = new Expiry(options.maxAge, options.absoluteTimeout);
+  const storage = new Storage(options.store, expiry, options.hashIds);
+  const locks = new SessionLocks(options.lockTimeout, storage.writeLock);
+
+  interface Opened {
+    state: SessionState;
+    lock: HeldLock | undefined;
+  }
+
+  const fresh = (): Opened => ({ state: newState(options.genid()), lock: undefined });
+
+  async function open(ctx: Context, cookie: CookieRead): Promise<Opened> {
+    if (cookie.state !== 'valid') return fresh();
+    const id = cookie.id;
+    // Lock before load: a request must not read what a writer ahead of it is about to change.
+    const lock = await lockingReported(ctx, id, () => locks.acquire(id, lockModeOf(ctx)));
+    trace('locked', id, lock.mode);
+    try {
+      const record = await storage.load(id, Date.now());
+      if (record !== undefined) return { state: newState(id, record), lock };
+    } catch (error) {
+      await lock.release();
+      throw error;
+    }
+    // The store does not know this ID: start afresh under a new one, never the client's.
+    await lock.release();
+    report(ctx, 'session:missed', id);
+    return fresh();
+  }
+
+  function lockModeOf(ctx: Context): LockMode {
+    const mode = options.lockMode(ctx);
+    if (mode !== 'read' && mode !== 'write') throw new TypeError("koa-locked-session: lockMode must return 'read' or 'write'");
+    return mode;
+  }
+
+  async function lockingReported<T>(ctx: Context, id: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      if (error instanceof SessionLockTimeoutError) report(ctx, 'session:lock-timeout', id);
+      throw error;
+    }
+  }
+
+  function sendCookie(ctx: Context, action: CookieAction, signed: boolean): void {
+    if (action.kind === 'send') writeSessionCookie(ctx, options.cookie, signed, action.id, new Date(action.expiresAt));
+    else if (action.kind === 'expire') expireSessionCookie(ctx, options.cookie, signed);
+  }
+
+  return async function lockedSession(ctx: Context, next: Next): Promise<void> {
+    // 1. Read the cookie; a malformed or badly signed one never reaches the store.
+    const signed = isSigned(ctx, options.cookie);
+    const cookie = readSessionCookie(ctx, options.cookie, options.idPattern, signed);
+    if (cookie.state === 'invalid') report(ctx, 'session:invalid');
+
+    // 2. Lock and load.
+    const { state, lock } = await open(ctx, cookie);
+
+    // 3. The handler.
+    ctx.session = new Session(state, {
+      newId: options.genid,
+      removeStored: async (id) => {
+        await storage.remove(id);
+        report(ctx, 'session:destroyed', id);
+      },
+    });
+    let failure: { error: unknown } | undefined;
+    try {
+      await next();
+    } catch (error) {
+      failure = { error }; // committed all the same, like a statement already made
+    }
+
+    // 4. Commit, then unlock.
+    const now = Date.now();
+    const plan = planCommit(state, expiry, now);
+    const live = state.loadedId !== undefined && !state.destroyed;
+    const refreshCookie = live && (options.rolling || (cookie.state === 'valid' && cookie.resign));
+    let action: CookieAction;
+    try {
+      // Refuse before writing anything when the cookie could not be sent.
+      if (plan !== 'none' || refreshCookie) assertCookieCanBeSent(ctx, options.cookie);
+      action = await lockingReported(ctx, state.id, () => commit({ ctx, state, lock, storage, expiry }, plan, now));
+    } finally {
+      await lock?.release();
+    }
+    if (action.kind === 'none' && plan === 'none' && refreshCookie) {
+      action = { kind: 'send', id: state.id, expiresAt: expiry.endsAt(state.createdAt, state.touchedAt) };
+    }
+
+    // 5. The cookie.
+    sendCookie(ctx, action, signed);
+    if (failure !== undefined) throw keepCookieThroughError(ctx, failure.error, action);
+  };
+}
+
+/** `session({ ...opts, store })`. */
+export function withStore(store: Store, opts?: SessionOptions): Middleware {
+  return session({ ...opts, store });
+}
+
+/** The session of `ctx`; throws when the session middleware did not run for it. */
+export function getSession(ctx: Context): Session {
+  const current: unknown = (ctx as { session?: unknown }).session;
+  if (current instanceof Session) return current;
+  throw new Error('koa-locked-session: no session on this context; is the session middleware installed (app.use(session())) before this code?');
+}
+
+/** Alias of getSession. */
+export const fromContext = getSession;
+
+/**
+ * Koa's error handler drops every response header. When the session cookie
+ * changed (a regenerated ID, a destroyed session), the client must still
+ * hear of it, so its headers ride on the error, which Koa sets again.
+ */
+function keepCookieThroughError(ctx: Context, error: unknown, action: CookieAction): unknown {
+  if (action.kind === 'none' || typeof error !== 'object' || error === null || !Object.isExtensible(error)) return error;
+  const carrier = error as { headers?: Record<string, unknown> };
+  const kept: Record<string, unknown> = {};
+  for (const name of ['Set-Cookie', 'Vary', 'Cache-Control']) {
+    const value: unknown = ctx.response.get(name);
+    if (value !== '' && value !== undefined) kept[name] = value;
+  }
+  carrier.headers = { ...carrier.headers, ...kept };
+  return error;
+}

@@ -1,0 +1,169 @@
+import type { Context } from 'koa';
+import type { LockMode } from './lock';
+import type { Store } from './stores/store';
+import { MemoryStore } from './stores/memory';
+import { checkedGenerator, generateId, idPattern } from './ids';
+
+export type SameSite = 'lax' | 'strict' | 'none' | false;
+
+export interface SessionOptions {
+  /** Cookie name. Default `'session_id'`. */
+  cookieName?: string;
+  /** Cookie Path. Default `'/'`. */
+  cookiePath?: string;
+  /** Cookie Domain. Default: unset (host-only cookie). */
+  cookieDomain?: string;
+  /** Secure attribute: the cookie is only sent over HTTPS. Default `false`. */
+  cookieSecure?: boolean;
+  /** HttpOnly attribute. Default `true`. */
+  cookieHttpOnly?: boolean;
+  /** SameSite attribute; `false` omits it. Default `'lax'`. */
+  sameSite?: SameSite;
+  /** Idle lifetime in ms: a session unused this long is gone. Default 24 h. */
+  maxAge?: number;
+  /** Hard lifetime in ms from creation, whatever the activity. Default: unset. */
+  absoluteTimeout?: number;
+  /** Sign the cookie with `app.keys`. Default: `true` when `app.keys` is set. */
+  signed?: boolean;
+  /** Where sessions live. Default: a new MemoryStore. */
+  store?: Store;
+  /** The lock a request takes. Default: `'read'` for GET, HEAD, OPTIONS, else `'write'`. */
+  lockMode?: (ctx: Context) => LockMode;
+  /** Longest wait in ms for a session's lock. Default 5000. */
+  lockTimeout?: number;
+  /** Re-send the cookie on every response of a live session. Default `false`. */
+  rolling?: boolean;
+  /** ID generator: 22-256 characters of `[A-Za-z0-9_-]`. Default: 32 random bytes, hex. */
+  genid?: () => string;
+  /** The store sees SHA-256(ID), never the ID. Default `false`. */
+  hashIds?: boolean;
+}
+
+export interface CookieSettings {
+  readonly name: string;
+  readonly path: string;
+  readonly domain: string | undefined;
+  readonly secure: boolean;
+  readonly httpOnly: boolean;
+  readonly sameSite: SameSite;
+  /** `undefined`: sign exactly when `app.keys` is set. */
+  readonly signed: boolean | undefined;
+}
+
+export interface ResolvedOptions {
+  readonly cookie: CookieSettings;
+  readonly maxAge: number;
+  readonly absoluteTimeout: number | undefined;
+  readonly store: Store;
+  readonly lockMode: (ctx: Context) => LockMode;
+  readonly lockTimeout: number;
+  readonly rolling: boolean;
+  readonly genid: () => string;
+  /** What a cookie value must match before it may reach the store. */
+  readonly idPattern: RegExp;
+  readonly hashIds: boolean;
+}
+
+const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+export function defaultLockMode(ctx: Context): LockMode {
+  return READ_METHODS.has(ctx.method) ? 'read' : 'write';
+}
+
+const KNOWN = new Set<string>([
+  'cookieName', 'cookiePath', 'cookieDomain', 'cookieSecure', 'cookieHttpOnly', 'sameSite',
+  'maxAge', 'absoluteTimeout', 'signed', 'store', 'lockMode', 'lockTimeout', 'rolling',
+  'genid', 'hashIds',
+]);
+
+// RFC 6265: a cookie name is an RFC 7230 token; path and domain as the cookies package accepts them.
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const PATH = /^[\x20-\x3a\x3c-\x7e]+$/;
+const DOMAIN = /^([.]?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)([.][a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+function invalid(option: string, expected: string): TypeError {
+  return new TypeError(`koa-locked-session: option ${option} must be ${expected}`);
+}
+
+function optionalBoolean(opts: SessionOptions, option: keyof SessionOptions, fallback: boolean): boolean;
+function optionalBoolean(opts: SessionOptions, option: keyof SessionOptions, fallback: undefined): boolean | undefined;
+function optionalBoolean(opts: SessionOptions, option: keyof SessionOptions, fallback: boolean | undefined): boolean | undefined {
+  const value = opts[option];
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw invalid(option, 'a boolean');
+  return value;
+}
+
+function positiveMs(opts: SessionOptions, option: 'maxAge' | 'absoluteTimeout'): number | undefined {
+  const value = opts[option];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw invalid(option, 'a positive, finite number of milliseconds');
+  }
+  return value;
+}
+
+function cookieString(opts: SessionOptions, option: 'cookieName' | 'cookiePath' | 'cookieDomain', pattern: RegExp, what: string): string | undefined {
+  const value = opts[option];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !pattern.test(value)) throw invalid(option, what);
+  return value;
+}
+
+function checkStore(store: unknown): Store {
+  const methods = ['get', 'set', 'destroy'] as const;
+  if (typeof store !== 'object' || store === null) throw invalid('store', 'an object with get, set and destroy methods');
+  for (const method of methods) {
+    if (typeof (store as Record<string, unknown>)[method] !== 'function') {
+      throw invalid('store', `an object with get, set and destroy methods (${method} is missing)`);
+    }
+  }
+  const touch = (store as Record<string, unknown>).touch;
+  if (touch !== undefined && typeof touch !== 'function') throw invalid('store', 'a store whose touch, if present, is a function');
+  return store as Store;
+}
+
+/** Fills in defaults and checks every option; throws a TypeError naming the first bad one. */
+export function resolveOptions(opts: SessionOptions = {}): ResolvedOptions {
+  if (typeof opts !== 'object' || opts === null) throw new TypeError('koa-locked-session: options must be an object');
+  for (const key of Object.keys(opts)) {
+    if (!KNOWN.has(key)) throw new TypeError(`koa-locked-session: unknown option ${key}`);
+  }
+
+  const secure = optionalBoolean(opts, 'cookieSecure', false);
+  const sameSite = opts.sameSite === undefined ? 'lax' : opts.sameSite;
+  if (sameSite !== 'lax' && sameSite !== 'strict' && sameSite !== 'none' && sameSite !== false) {
+    throw invalid('sameSite', "'lax', 'strict', 'none' or false");
+  }
+  if (sameSite === 'none' && !secure) {
+    throw invalid('sameSite', "'lax', 'strict' or false unless cookieSecure is true ('none' needs Secure)");
+  }
+
+  const lockTimeout = opts.lockTimeout === undefined ? 5000 : opts.lockTimeout;
+  if (typeof lockTimeout !== 'number' || Number.isNaN(lockTimeout) || lockTimeout < 0) {
+    throw invalid('lockTimeout', 'a non-negative number of milliseconds (Infinity waits for ever)');
+  }
+  if (opts.lockMode !== undefined && typeof opts.lockMode !== 'function') throw invalid('lockMode', 'a function (ctx) => "read" | "write"');
+  if (opts.genid !== undefined && typeof opts.genid !== 'function') throw invalid('genid', 'a function returning a string');
+
+  return {
+    cookie: {
+      name: cookieString(opts, 'cookieName', TOKEN, 'a valid cookie name (an RFC 7230 token)') ?? 'session_id',
+      path: cookieString(opts, 'cookiePath', PATH, 'a valid cookie path') ?? '/',
+      domain: cookieString(opts, 'cookieDomain', DOMAIN, 'a valid cookie domain'),
+      secure,
+      httpOnly: optionalBoolean(opts, 'cookieHttpOnly', true),
+      sameSite,
+      signed: optionalBoolean(opts, 'signed', undefined),
+    },
+    maxAge: positiveMs(opts, 'maxAge') ?? 86_400_000,
+    absoluteTimeout: positiveMs(opts, 'absoluteTimeout'),
+    store: opts.store === undefined ? new MemoryStore() : checkStore(opts.store),
+    lockMode: opts.lockMode ?? defaultLockMode,
+    lockTimeout,
+    rolling: optionalBoolean(opts, 'rolling', false),
+    genid: opts.genid === undefined ? generateId : checkedGenerator(opts.genid),
+    idPattern: idPattern(opts.genid !== undefined),
+    hashIds: optionalBoolean(opts, 'hashIds', false),
+  };
+}

@@ -1,0 +1,155 @@
+import type { Change, SessionData } from './stores/store';
+import { assignOwn, cloneChecked, copyValue } from './values';
+
+/** What the middleware lends a Session for the two operations that reach out. */
+export interface SessionHooks {
+  /** A fresh ID from the configured generator. */
+  newId(): string;
+  /** Removes the stored session `id` from the store (resolves once removed). */
+  removeStored(id: string): Promise<void>;
+}
+
+/**
+ * Everything the middleware needs to commit a request's session. The
+ * Session object is the handler's view of it.
+ */
+export interface SessionState {
+  /** The current ID: changed by regenerate(), and by a set() after destroy(). */
+  id: string;
+  /** The ID whose stored record this request loaded; undefined for a new session. */
+  readonly loadedId: string | undefined;
+  /** Stored meta of the loaded record. */
+  readonly createdAt: number;
+  readonly touchedAt: number;
+  readonly values: Map<string, unknown>;
+  /** Every set/delete/clear since load (or since destroy()), in order, replayed at commit. */
+  changes: Change[];
+  regenerated: boolean;
+  /** destroy() was called: the loaded record is gone from the store. */
+  destroyed: boolean;
+  /** After destroy(), the next set() starts a new session under a new ID. */
+  needsNewId: boolean;
+}
+
+export function newState(id: string, loaded?: { data: SessionData; createdAt: number; touchedAt: number }): SessionState {
+  return {
+    id,
+    loadedId: loaded === undefined ? undefined : id,
+    createdAt: loaded?.createdAt ?? 0,
+    touchedAt: loaded?.touchedAt ?? 0,
+    values: loaded === undefined ? new Map() : new Map(Object.entries(loaded.data)),
+    changes: [],
+    regenerated: false,
+    destroyed: false,
+    needsNewId: false,
+  };
+}
+
+function checkKey(key: unknown): asserts key is string {
+  if (typeof key !== 'string') throw new TypeError('koa-locked-session: session keys must be strings');
+}
+
+/** The session of one request: `ctx.session`. */
+export class Session {
+  readonly #state: SessionState;
+  readonly #hooks: SessionHooks;
+  readonly #isNew: boolean;
+
+  constructor(state: SessionState, hooks: SessionHooks) {
+    this.#state = state;
+    this.#hooks = hooks;
+    this.#isNew = state.loadedId === undefined;
+  }
+
+  /** The session ID (64 lowercase hex characters with the default generator). */
+  get id(): string {
+    return this.#state.id;
+  }
+
+  /** True when no stored session was loaded for this request. */
+  get isNew(): boolean {
+    return this.#isNew;
+  }
+
+  /** True when this request has changes to commit. */
+  get changed(): boolean {
+    return this.#state.changes.length > 0;
+  }
+
+  /** A copy of the value under `key`: changing it does not change the session. */
+  get<T = unknown>(key: string): T | undefined {
+    return cloneChecked(this.#state.values.get(key)) as T | undefined;
+  }
+
+  /**
+   * Stores a copy of `value` under `key`. Throws a TypeError, keeping the
+   * previous value, for anything JSON would not carry back unchanged.
+   */
+  set(key: string, value: unknown): void {
+    checkKey(key);
+    const copy = copyValue(value, `session value ${JSON.stringify(key)}`);
+    const state = this.#state;
+    if (state.needsNewId) {
+      state.id = this.#hooks.newId();
+      state.needsNewId = false;
+    }
+    state.values.set(key, copy);
+    state.changes.push({ op: 'set', key, value: copy });
+  }
+
+  has(key: string): boolean {
+    return this.#state.values.has(key);
+  }
+
+  delete(key: string): void {
+    checkKey(key);
+    // Deleting what this request cannot see is no change at all.
+    if (!this.#state.values.delete(key)) return;
+    this.#state.changes.push({ op: 'delete', key });
+  }
+
+  /** Empties the data; the (empty) session stays, with its cookie. */
+  clear(): void {
+    if (this.#state.values.size === 0) return;
+    this.#state.values.clear();
+    this.#state.changes.push({ op: 'clear' });
+  }
+
+  keys(): string[] {
+    return [...this.#state.values.keys()];
+  }
+
+  /** A copy of the data. */
+  toJSON(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [key, value] of this.#state.values) assignOwn(out, key, cloneChecked(value));
+    return out;
+  }
+
+  /**
+   * Gives the session a fresh ID at once, keeping its data. The old ID is
+   * removed from the store before the response is sent, and the response
+   * carries the new one. Call it after login and any privilege change.
+   */
+  async regenerate(): Promise<void> {
+    const state = this.#state;
+    state.id = this.#hooks.newId();
+    state.needsNewId = false;
+    if (!state.destroyed) state.regenerated = true;
+  }
+
+  /**
+   * Removes the session from the store (resolves once it is removed) and
+   * empties it; the response expires the cookie. A later set() starts a new
+   * session under a new ID.
+   */
+  async destroy(): Promise<void> {
+    const state = this.#state;
+    if (state.loadedId !== undefined && !state.destroyed) await this.#hooks.removeStored(state.loadedId);
+    state.destroyed = true;
+    state.regenerated = false;
+    state.needsNewId = true;
+    state.values.clear();
+    state.changes = [];
+  }
+}

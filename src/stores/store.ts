@@ -1,0 +1,122 @@
+/**
+ * The Store contract. Its method names and argument orders are koa-session's
+ * external stores' (get / set / destroy), so a store written for koa-session
+ * plugs in unchanged.
+ */
+
+/** What a store keeps under one ID: a JSON-serialisable record. */
+export type SessionData = Record<string, unknown>;
+
+export interface Store {
+  /**
+   * The record stored for `id`, or `undefined` when there is none or it has
+   * expired. Rejects only when the store itself failed: "not found" is never
+   * an error, and an error is never "not found".
+   */
+  get(id: string): Promise<SessionData | undefined>;
+
+  /** Stores `data` under `id` for `maxAgeMs`, replacing what was there. */
+  set(id: string, data: SessionData, maxAgeMs: number): Promise<void>;
+
+  /** Removes `id`; removing a missing ID is not an error. */
+  destroy(id: string): Promise<void>;
+
+  /**
+   * Optional: pushes the expiry of `id` out to `maxAgeMs` from now without
+   * rewriting its data. Never creates a session that is not stored.
+   */
+  touch?(id: string, maxAgeMs: number): Promise<void>;
+}
+
+/** One entry of a request's change log, replayed in order at commit. */
+export type Change =
+  | { readonly op: 'set'; readonly key: string; readonly value: unknown }
+  | { readonly op: 'delete'; readonly key: string }
+  | { readonly op: 'clear' };
+
+/**
+ * A store that applies a request's change log on its own side in one atomic
+ * step (MemoryStore, RedisStore). The middleware prefers it to
+ * get-merge-set, so concurrent commits to different keys never race, even
+ * across processes.
+ */
+export interface AtomicStore extends Store {
+  /**
+   * Replays `changes` on the data stored under `id`, records `touchedAt` as
+   * the last expiry push and sets the expiry to `maxAgeMs` from now, all at
+   * once. Resolves `false`, changing nothing, when `id` is not stored: a
+   * commit never brings back a session that was destroyed meanwhile.
+   */
+  applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean>;
+}
+
+export function isAtomicStore(store: Store): store is AtomicStore {
+  return typeof (store as Partial<AtomicStore>).applyChanges === 'function';
+}
+
+/**
+ * The record the middleware hands to `set()`. What the library keeps for
+ * itself sits beside the user's data, never among its keys, so no key is
+ * reserved.
+ */
+export interface SessionRecord {
+  /** The session's values, key by key. */
+  data: SessionData;
+  /** When the session's ID was created (ms since epoch): `absoluteTimeout` counts from here. */
+  createdAt: number;
+  /** When the expiry was last pushed out (ms since epoch): the touch throttle counts from here. */
+  touchedAt: number;
+}
+
+function isPlainObject(value: unknown): value is SessionData {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Reads what a store returned as a SessionRecord. A record in another shape
+ * (written by another library, or by hand) is taken as plain data created now.
+ */
+export function toRecord(stored: SessionData, now: number): SessionRecord {
+  const { data, createdAt, touchedAt } = stored;
+  if (isPlainObject(data) && Number.isFinite(createdAt) && Number.isFinite(touchedAt)) {
+    return { data, createdAt: createdAt as number, touchedAt: touchedAt as number };
+  }
+  return { data: stored, createdAt: now, touchedAt: now };
+}
+
+/** Replays a change log on `data`, in place. */
+export function replayChanges(data: SessionData, changes: readonly Change[]): void {
+  for (const change of changes) {
+    if (change.op === 'set') {
+      Object.defineProperty(data, change.key, {
+        value: change.value, writable: true, enumerable: true, configurable: true,
+      });
+    } else if (change.op === 'delete') {
+      delete data[change.key];
+    } else {
+      for (const key of Object.keys(data)) delete data[key];
+    }
+  }
+}
+
+/**
+ * A write lock shared by every process using the same store
+ * (`RedisStore({ lock: true })`). Taken after the in-process lock, so one
+ * process never has more than one waiter per session at the store.
+ */
+export interface DistributedLock {
+  /**
+   * Takes the write lock on `id`; resolves with the function that gives it
+   * back. Rejects with SessionLockTimeoutError after `timeoutMs`.
+   */
+  acquire(id: string, timeoutMs: number): Promise<() => Promise<void>>;
+}
+
+/** A store that offers a cross-process write lock. */
+export interface LockingStore extends Store {
+  readonly writeLock: DistributedLock | undefined;
+}
+
+export function writeLockOf(store: Store): DistributedLock | undefined {
+  return (store as Partial<LockingStore>).writeLock;
+}

@@ -1,0 +1,84 @@
+/**
+ * What a session value may be: exactly what JSON carries unchanged, so that
+ * what a handler `set()`s is what it `get()`s back, in this request and the
+ * next. Checking and copying are one walk, done once per `set()`.
+ */
+
+/** A deep copy of `value`; throws a TypeError naming where it is not JSON-safe. */
+export function copyValue(value: unknown, where = 'value'): unknown {
+  return copy(value, where, []);
+}
+
+/** A deep copy of a value that was already checked (no checks, no errors). */
+export function cloneChecked<T>(value: T): T {
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) return value.map(cloneChecked) as T;
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) {
+    assignOwn(out, key, cloneChecked((value as Record<string, unknown>)[key]));
+  }
+  return out as T;
+}
+
+/**
+ * `out[key] = v` that also works for the key `__proto__`, which a plain
+ * assignment would turn into a prototype change instead of a property.
+ */
+export function assignOwn(out: Record<string, unknown>, key: string, v: unknown): void {
+  if (key === '__proto__') {
+    Object.defineProperty(out, key, { value: v, writable: true, enumerable: true, configurable: true });
+  } else {
+    out[key] = v;
+  }
+}
+
+function refuse(where: string, what: string): TypeError {
+  return new TypeError(`koa-locked-session: ${where} is ${what}, which JSON cannot carry unchanged`);
+}
+
+function copy(value: unknown, where: string, ancestors: object[]): unknown {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return value;
+    case 'number':
+      if (!Number.isFinite(value)) throw refuse(where, `a non-finite number (${value})`);
+      return value === 0 ? 0 : value; // -0 comes back as 0, as JSON carries it
+    case 'object':
+      return value === null ? null : copyObject(value, where, ancestors);
+    default:
+      throw refuse(where, typeof value === 'undefined' ? 'undefined' : `a ${typeof value}`);
+  }
+}
+
+function copyObject(value: object, where: string, ancestors: object[]): unknown {
+  if (ancestors.includes(value)) throw refuse(where, 'a circular reference');
+  if (Object.getOwnPropertySymbols(value).length > 0) throw refuse(where, 'an object with symbol keys');
+  const proto: unknown = Object.getPrototypeOf(value);
+  ancestors.push(value);
+  try {
+    if (Array.isArray(value)) {
+      if (proto !== Array.prototype) throw refuse(where, 'an array subclass');
+      if (Object.keys(value).length !== value.length) {
+        throw refuse(where, 'a sparse array or an array with extra properties');
+      }
+      const out = new Array<unknown>(value.length);
+      for (let i = 0; i < value.length; i++) out[i] = copy(value[i], `${where}[${i}]`, ancestors);
+      return out;
+    }
+    if (proto !== Object.prototype && proto !== null) {
+      const name = (value as { constructor?: { name?: string } }).constructor?.name ?? 'object';
+      throw refuse(where, `an instance of ${name}`);
+    }
+    if (typeof (value as { toJSON?: unknown }).toJSON === 'function') {
+      throw refuse(where, 'an object with a toJSON method');
+    }
+    const out: Record<string, unknown> = {};
+    for (const key of Object.keys(value)) {
+      assignOwn(out, key, copy((value as Record<string, unknown>)[key], `${where}.${key}`, ancestors));
+    }
+    return out;
+  } finally {
+    ancestors.pop();
+  }
+}
