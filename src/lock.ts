@@ -50,6 +50,7 @@ export class LockTable {
       entry = { semaphore: new Semaphore(CAPACITY), users: 0 };
       this.entries.set(id, entry);
     }
+    if (!uncontended) trace('lock-wait', id, mode);
     entry.users++;
     const granted = entry.semaphore.acquire(mode === 'write' ? CAPACITY : 1);
     const owned = entry;

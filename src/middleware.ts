@@ -47,7 +47,10 @@ export function session(opts?: SessionOptions): Middleware {
     trace('locked', id, lock.mode);
     try {
       const record = await storage.load(id, Date.now());
-      if (record !== undefined) return { state: newState(id, record), lock };
+      if (record !== undefined) {
+        trace('loaded', id);
+        return { state: newState(id, record), lock };
+      }
     } catch (error) {
       await lock.release();
       throw error;
