@@ -50,9 +50,10 @@ export class LockTable {
       entry = { semaphore: new Semaphore(CAPACITY), users: 0 };
       this.entries.set(id, entry);
     }
-    if (!uncontended) trace('lock-wait', id, mode);
+    const weight = mode === 'write' ? CAPACITY : 1;
+    if (entry.semaphore.getValue() < weight) trace('lock-wait', id, mode);
     entry.users++;
-    const granted = entry.semaphore.acquire(mode === 'write' ? CAPACITY : 1);
+    const granted = entry.semaphore.acquire(weight);
     const owned = entry;
     const leave = (release: () => void): Release => {
       let done = false;

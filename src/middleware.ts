@@ -114,7 +114,7 @@ export function session(opts?: SessionOptions): Middleware {
     try {
       // Refuse before writing anything when the cookie could not be sent.
       if (plan !== 'none' || refreshCookie) assertCookieCanBeSent(ctx, options.cookie);
-      action = await lockingReported(ctx, state.id, () => commit({ ctx, state, lock, storage, expiry }, plan, now));
+      action = await lockingReported(ctx, state.loadedId ?? state.id, () => commit({ ctx, state, lock, storage, expiry }, plan, now));
     } finally {
       await lock?.release();
     }

@@ -3,6 +3,7 @@ import { isAtomicStore, replayChanges, toRecord, writeLockOf } from './stores/st
 import { SessionStoreError } from './errors';
 import type { Expiry } from './expiry';
 import { sha256Hex } from './ids';
+import { cloneChecked } from './values';
 
 /**
  * The middleware's view of the user's store: IDs hashed when `hashIds` is
@@ -31,7 +32,9 @@ export class Storage {
   async load(id: string, now: number): Promise<SessionRecord | undefined> {
     const stored = await this.call('load', () => this.store.get(this.key(id)));
     if (stored === undefined || stored === null) return undefined;
-    const record = toRecord(stored, now);
+    // Changes are replayed onto what we load; a plain store may have handed
+    // out its own object, which must stay untouched until set() succeeds.
+    const record = toRecord(this.atomic ? stored : cloneChecked(stored), now);
     return this.expiry.isLive(record, now) ? record : undefined;
   }
 

@@ -1,4 +1,358 @@
-export interface RedisStoreOptions { client: unknown; prefix?: string; lock?: boolean }
-export class RedisStore {
-  constructor(readonly options: RedisStoreOptions) {}
+import { createHash, randomBytes } from 'node:crypto';
+import type { AtomicStore, Change, DistributedLock, LockingStore, SessionData } from './store';
+import { toRecord } from './store';
+import { SessionLockTimeoutError } from '../errors';
+import { trace } from '../events';
+
+/**
+ * The part of an ioredis client (`Redis` or `Cluster`) the store uses.
+ * Declared here rather than imported, so ioredis stays an optional peer:
+ * nothing in this file loads it, and its types are not needed to compile
+ * against the library.
+ */
+export interface RedisClient {
+  evalsha(sha1: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>;
+  eval(script: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>;
+  hgetall(key: string): Promise<Record<string, string>>;
+  del(...keys: string[]): Promise<number>;
+}
+
+export interface RedisStoreOptions {
+  /** An ioredis client, `new Redis(...)` or `new Cluster(...)`. See docs/scaling-out.md for its settings. */
+  client: RedisClient;
+  /** Put before every key. Default `'sess:'`. Must not contain `{` or `}` (they would change the hash tag). */
+  prefix?: string;
+  /** Also hold write locks in Redis, so write mode is exclusive across processes. Default `false`. */
+  lock?: boolean;
+  /** Expiry of a lock key in ms, renewed every third of it while its request runs. Default 10 000. */
+  lockTtl?: number;
+  /**
+   * Longest wait for one Redis call, in ms, whatever the client's own retry
+   * settings; then the call rejects and the request gets a 503. Default 5000.
+   */
+  timeout?: number;
+}
+
+/*
+ * Layout: one hash per session, `${prefix}{${id}}`, expiring with the session.
+ * Field `d:<key>` holds the JSON of one session value; `m:c` and `m:t` hold
+ * createdAt and touchedAt. The prefixes keep the library's meta apart from
+ * the user's keys, so no key is reserved. The lock, when used, is
+ * `${prefix}{${id}}:lock`: the hash tag `{id}` puts both in one Cluster slot.
+ */
+const DATA = 'd:';
+const CREATED = 'm:c';
+const TOUCHED = 'm:t';
+
+class Script {
+  readonly sha: string;
+
+  constructor(readonly source: string) {
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+}
+
+/** KEYS[1] the session hash; ARGV[1] expiry ms; ARGV[2..] field, value pairs. Replaces the whole record. */
+const REPLACE = new Script(`
+redis.call('DEL', KEYS[1])
+local n = #ARGV
+local i = 2
+while i <= n do
+  local last = math.min(i + 199, n)
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, last))
+  i = last + 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+`);
+
+/**
+ * KEYS[1] the session hash; ARGV[1] touchedAt; ARGV[2] expiry ms; ARGV[3..]
+ * the change log: 's' field json | 'd' field | 'c'. The existence check and
+ * the writes run as one step on the server, so a session destroyed by any
+ * process is never brought back, and commits to different keys by different
+ * processes never overwrite each other.
+ */
+const APPLY = new Script(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local i = 3
+while i <= #ARGV do
+  local op = ARGV[i]
+  if op == 's' then
+    redis.call('HSET', KEYS[1], ARGV[i + 1], ARGV[i + 2])
+    i = i + 3
+  elseif op == 'd' then
+    redis.call('HDEL', KEYS[1], ARGV[i + 1])
+    i = i + 2
+  else
+    local doomed = {}
+    for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+      if string.sub(field, 1, 2) == '${DATA}' then
+        doomed[#doomed + 1] = field
+        if #doomed == 200 then
+          redis.call('HDEL', KEYS[1], unpack(doomed))
+          doomed = {}
+        end
+      end
+    end
+    if #doomed > 0 then redis.call('HDEL', KEYS[1], unpack(doomed)) end
+    i = i + 1
+  end
+end
+redis.call('HSET', KEYS[1], '${TOUCHED}', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`);
+
+/** KEYS[1] the lock; ARGV[1] token; ARGV[2] ttl ms. */
+const LOCK = new Script(`return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])`);
+
+/** Only the holder may extend or delete its lock: another token means it expired and someone else has it. */
+const RENEW = new Script(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`);
+const UNLOCK = new Script(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`);
+
+/** Lock polling: the first retry after a few ms, then doubling up to this. */
+const FIRST_RETRY_MS = 3;
+const MAX_RETRY_MS = 50;
+
+const KNOWN = new Set(['client', 'prefix', 'lock', 'lockTtl', 'timeout']);
+
+function invalid(option: string, expected: string): TypeError {
+  return new TypeError(`koa-locked-session: RedisStore option ${option} must be ${expected}`);
+}
+
+function positiveMs(value: unknown, option: string, fallback: number, allowInfinity: boolean): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || Number.isNaN(value) || value < 1 || (!allowInfinity && !Number.isFinite(value))) {
+    throw invalid(option, `a number of milliseconds, at least 1${allowInfinity ? ' (Infinity: no limit)' : ''}`);
+  }
+  return Number.isFinite(value) ? Math.ceil(value) : value;
+}
+
+function checkOptions(options: RedisStoreOptions): Required<RedisStoreOptions> {
+  if (typeof options !== 'object' || options === null) throw new TypeError('koa-locked-session: RedisStore options must be an object');
+  for (const key of Object.keys(options)) {
+    if (!KNOWN.has(key)) throw new TypeError(`koa-locked-session: unknown RedisStore option ${key}`);
+  }
+  const client: unknown = options.client;
+  if (typeof client !== 'object' || client === null ||
+      !['evalsha', 'eval', 'hgetall', 'del'].every((method) => typeof (client as Record<string, unknown>)[method] === 'function')) {
+    throw invalid('client', 'an ioredis client (new Redis(...) or new Cluster(...))');
+  }
+  const prefix = options.prefix ?? 'sess:';
+  if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
+    throw invalid('prefix', 'a string without { or } (the session ID is the hash tag)');
+  }
+  const lock = options.lock ?? false;
+  if (typeof lock !== 'boolean') throw invalid('lock', 'a boolean');
+  return {
+    client: client as RedisClient,
+    prefix,
+    lock,
+    lockTtl: positiveMs(options.lockTtl, 'lockTtl', 10_000, false),
+    timeout: positiveMs(options.timeout, 'timeout', 5000, true),
+  };
+}
+
+function expiryMs(maxAgeMs: number): number {
+  if (typeof maxAgeMs !== 'number' || !(maxAgeMs > 0) || !Number.isFinite(maxAgeMs)) {
+    throw new TypeError('koa-locked-session: RedisStore needs a positive, finite maxAgeMs');
+  }
+  return Math.ceil(maxAgeMs);
+}
+
+/** A Redis call that did not answer in time. */
+class RedisTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`koa-locked-session: Redis did not answer within ${ms} ms`);
+    this.name = 'RedisTimeoutError';
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Sessions in Redis, shared by every process that uses the same server (or
+ * Cluster) and prefix. Commits are Lua scripts that apply a request's change
+ * log key by key on the server, so concurrent commits from different
+ * processes to different keys all survive, and none brings back a session
+ * that was destroyed. With `lock: true` the write lock is held in Redis too,
+ * making write mode exclusive across processes.
+ */
+export class RedisStore implements AtomicStore, LockingStore {
+  readonly client: RedisClient;
+  readonly prefix: string;
+  /** The cross-process write lock; `undefined` unless `lock: true`. */
+  readonly writeLock: DistributedLock | undefined;
+  private readonly lockTtl: number;
+  private readonly timeout: number;
+
+  constructor(options: RedisStoreOptions) {
+    const checked = checkOptions(options);
+    this.client = checked.client;
+    this.prefix = checked.prefix;
+    this.lockTtl = checked.lockTtl;
+    this.timeout = checked.timeout;
+    this.writeLock = checked.lock ? { acquire: (id, timeoutMs) => this.acquireLock(id, timeoutMs) } : undefined;
+  }
+
+  /** The Redis key of session `id`. */
+  key(id: string): string {
+    return `${this.prefix}{${id}}`;
+  }
+
+  /** The Redis key of session `id`'s write lock. */
+  lockKey(id: string): string {
+    return `${this.key(id)}:lock`;
+  }
+
+  /** The record stored for `id` ({ data, createdAt, touchedAt }), or undefined. Redis drops expired ones itself. */
+  async get(id: string): Promise<SessionData | undefined> {
+    const fields = await this.guard(this.client.hgetall(this.key(id)), this.timeout);
+    const names = Object.keys(fields);
+    if (names.length === 0) return undefined;
+    const entries: [string, unknown][] = [];
+    for (const name of names) {
+      if (name.startsWith(DATA)) entries.push([name.slice(DATA.length), JSON.parse(fields[name] as string)]);
+    }
+    const now = Date.now();
+    const createdAt = Number(fields[CREATED] ?? now);
+    const touchedAt = Number(fields[TOUCHED] ?? now);
+    // Object.fromEntries defines own properties: a key named __proto__ stays a key.
+    return { data: Object.fromEntries(entries), createdAt, touchedAt };
+  }
+
+  /** Replaces what is stored under `id` with `record`, expiring in `maxAgeMs`, in one step. */
+  async set(id: string, record: SessionData, maxAgeMs: number): Promise<void> {
+    const { data, createdAt, touchedAt } = toRecord(record, Date.now());
+    const args: (string | number)[] = [expiryMs(maxAgeMs), CREATED, createdAt, TOUCHED, touchedAt];
+    for (const [key, value] of Object.entries(data)) {
+      const json = JSON.stringify(value);
+      if (json !== undefined) args.push(DATA + key, json); // as JSON would: undefined values are left out
+    }
+    await this.run(REPLACE, this.key(id), args);
+  }
+
+  /** Removes `id`. Its lock, if held, stays with its holder, who removes it. */
+  async destroy(id: string): Promise<void> {
+    await this.guard(this.client.del(this.key(id)), this.timeout);
+  }
+
+  /** Pushes the expiry of `id` out to `maxAgeMs` from now; never creates a session. */
+  async touch(id: string, maxAgeMs: number): Promise<void> {
+    await this.applyChanges(id, [], Date.now(), maxAgeMs);
+  }
+
+  async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
+    const args: (string | number)[] = [touchedAt, expiryMs(maxAgeMs)];
+    for (const change of changes) {
+      if (change.op === 'set') {
+        const json = JSON.stringify(change.value);
+        if (json === undefined) args.push('d', DATA + change.key);
+        else args.push('s', DATA + change.key, json);
+      } else if (change.op === 'delete') {
+        args.push('d', DATA + change.key);
+      } else {
+        args.push('c');
+      }
+    }
+    return (await this.run(APPLY, this.key(id), args)) === 1;
+  }
+
+  /**
+   * Takes `id`'s lock key with SET NX PX and a random token, polling with a
+   * growing pause until `timeoutMs`. Polling, not queueing: processes are
+   * not served in arrival order, but each sends at most one waiter per
+   * session (SessionLocks takes the in-process lock first).
+   */
+  private async acquireLock(id: string, timeoutMs: number): Promise<() => Promise<void>> {
+    const key = this.lockKey(id);
+    const token = randomBytes(16).toString('hex');
+    const deadline = Date.now() + timeoutMs;
+    let pause = FIRST_RETRY_MS;
+    for (let attempt = 0; ; attempt++) {
+      // The first try is one store call like any other (bounded by `timeout`),
+      // even when the in-process wait used up the whole lockTimeout; later
+      // tries are waiting for the lock, and stop at the deadline.
+      const cap = attempt === 0 ? this.timeout : Math.max(1, Math.min(deadline - Date.now(), this.timeout));
+      let reply: unknown;
+      try {
+        reply = await this.run(LOCK, key, [token, this.lockTtl], cap);
+      } catch (error) {
+        // A SET still queued in the client may land later: queue its undoing behind it.
+        this.run(UNLOCK, key, [token]).catch(() => undefined);
+        if (error instanceof RedisTimeoutError && cap < this.timeout) throw new SessionLockTimeoutError(timeoutMs);
+        throw error;
+      }
+      if (reply === 'OK') return this.holdLock(key, token);
+      const wait = deadline - Date.now();
+      if (wait <= 0) throw new SessionLockTimeoutError(timeoutMs);
+      // Jitter keeps waiters of different processes from polling in step.
+      await sleep(Math.min(wait, pause * (0.5 + Math.random() / 2)));
+      pause = Math.min(pause * 2, MAX_RETRY_MS);
+    }
+  }
+
+  /**
+   * Keeps the lock alive while its request runs (a long handler must not
+   * lose it), and returns its release. A renewal that finds another token
+   * stops: the lock expired meanwhile and is someone else's now.
+   */
+  private holdLock(key: string, token: string): () => Promise<void> {
+    const renewal = setInterval(() => {
+      this.run(RENEW, key, [token, this.lockTtl]).then(
+        (renewed) => {
+          if (renewed !== 1) {
+            clearInterval(renewal);
+            trace('redis-lock-lost');
+          }
+        },
+        () => trace('redis-lock-renew-failed'), // Redis hiccup: try again next tick
+      );
+    }, Math.max(1, Math.floor(this.lockTtl / 3)));
+    renewal.unref(); // a held lock never keeps the process alive
+    let released: Promise<void> | undefined;
+    return () => {
+      released ??= (async () => {
+        clearInterval(renewal);
+        await this.run(UNLOCK, key, [token]);
+      })();
+      return released;
+    };
+  }
+
+  /** Runs `script` on `key` by its SHA, loading it on a node that does not have it yet. */
+  private run(script: Script, key: string, args: (string | number)[], timeoutMs = this.timeout): Promise<unknown> {
+    const call = async () => {
+      try {
+        return await this.client.evalsha(script.sha, 1, key, ...args);
+      } catch (error) {
+        if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+        return this.client.eval(script.source, 1, key, ...args);
+      }
+    };
+    return this.guard(call(), timeoutMs);
+  }
+
+  /**
+   * Rejects after `ms` when Redis has not answered: with Redis gone, an
+   * ioredis client on default settings would queue a command for many
+   * seconds. The command itself may still run later; the request has
+   * already been answered with a 503 by then.
+   */
+  private guard<T>(pending: Promise<T>, ms: number): Promise<T> {
+    if (ms === Infinity) return pending;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new RedisTimeoutError(ms)), ms);
+    });
+    pending.catch(() => undefined); // a late failure has no one left to tell
+    return Promise.race([pending, timedOut]).finally(() => clearTimeout(timer));
+  }
 }

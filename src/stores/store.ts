@@ -41,6 +41,7 @@ export type Change =
  * across processes.
  */
 export interface AtomicStore extends Store {
+  // An AtomicStore's get() must hand out a copy the caller may change.
   /**
    * Replays `changes` on the data stored under `id`, records `touchedAt` as
    * the last expiry push and sets the expiry to `maxAgeMs` from now, all at

@@ -1,0 +1,178 @@
+/**
+ * SPEC "Options", cookie rows: cookieName, cookiePath, cookieDomain,
+ * cookieSecure (with Koa's app.proxy), cookieHttpOnly and sameSite reach the
+ * Set-Cookie header; a Secure cookie that would go out on plain HTTP fails
+ * the request and commits nothing.
+ */
+import type { Context } from 'koa';
+import type { SessionOptions } from '../src';
+import { Jar, RecordingStore, call, closeAll, cookieNamed, expect, setCookies, start } from './support/app';
+
+afterEach(closeAll);
+
+const HTTPS = { 'X-Forwarded-Proto': 'https' };
+
+/** POST sets a=<query a or 1>, DELETE destroys; other responses report the session. */
+async function handler(ctx: Context): Promise<void> {
+  if (ctx.method === 'POST') ctx.session.set('a', Number(ctx.query.a ?? 1));
+  if (ctx.method === 'DELETE') {
+    await ctx.session.destroy();
+    ctx.body = 'gone';
+    return;
+  }
+  ctx.body = { id: ctx.session.id, isNew: ctx.session.isNew, a: ctx.session.get('a') ?? null };
+}
+
+async function firstCookie(opts: SessionOptions, startOpts: { proxy?: boolean; keys?: string[] } = {}, headers: Record<string, string> = {}) {
+  const store = new RecordingStore();
+  const run = await start({ store, ...opts }, handler, startOpts);
+  const res = await call(run, new Jar(), 'post', '/app/page', headers);
+  return { res, store, run };
+}
+
+describe('Cookie settings reach the Set-Cookie header', () => {
+  it('cookieName names the cookie, and the session comes back under that name', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, cookieName: 'app_sid' }, handler);
+    const jar = new Jar();
+    const res = await call(run, jar, 'post');
+    expect(setCookies(res).map((c) => c.name)).to.deep.equal(['app_sid']);
+    expect(cookieNamed(res, 'app_sid')?.value).to.equal(res.body.id);
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id: res.body.id, isNew: false, a: 1 });
+  });
+
+  it('with a custom cookieName, a session_id cookie is ignored', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, cookieName: 'app_sid' }, handler);
+    const id = (await call(run, new Jar(), 'post')).body.id;
+    const res = await call(run, new Jar().set('session_id', id), 'get');
+    expect(res.body.isNew).to.equal(true);
+  });
+
+  it('with a custom cookieName and app.keys, the signature cookie is <name>.sig', async () => {
+    const { res } = await firstCookie({ cookieName: 'app_sid' }, { keys: ['k'] });
+    expect(setCookies(res).map((c) => c.name).sort()).to.deep.equal(['app_sid', 'app_sid.sig']);
+  });
+
+  it('cookiePath sets Path', async () => {
+    const { res } = await firstCookie({ cookiePath: '/app' });
+    expect(cookieNamed(res)?.attrs.path).to.equal('/app');
+  });
+
+  it('cookiePath also goes on the signature cookie', async () => {
+    const { res } = await firstCookie({ cookiePath: '/app' }, { keys: ['k'] });
+    expect(cookieNamed(res, 'session_id.sig')?.attrs.path).to.equal('/app');
+  });
+
+  it('cookieDomain sets Domain', async () => {
+    const { res } = await firstCookie({ cookieDomain: 'example.com' });
+    expect(cookieNamed(res)?.attrs.domain).to.equal('example.com');
+  });
+
+  it('cookieHttpOnly: false leaves HttpOnly off', async () => {
+    const { res } = await firstCookie({ cookieHttpOnly: false });
+    const cookie = cookieNamed(res);
+    expect(cookie?.value).to.match(/^[0-9a-f]{64}$/);
+    expect(cookie?.attrs.httponly).to.equal(undefined);
+  });
+
+  it('sameSite: strict sends SameSite=Strict', async () => {
+    const { res } = await firstCookie({ sameSite: 'strict' });
+    expect(String(cookieNamed(res)?.attrs.samesite).toLowerCase()).to.equal('strict');
+  });
+
+  it('sameSite: false leaves SameSite off', async () => {
+    const { res } = await firstCookie({ sameSite: false });
+    const cookie = cookieNamed(res);
+    expect(cookie?.value).to.match(/^[0-9a-f]{64}$/);
+    expect(cookie?.attrs.samesite).to.equal(undefined);
+  });
+
+  it('sameSite: none with cookieSecure sends SameSite=None and Secure', async () => {
+    const { res } = await firstCookie({ sameSite: 'none', cookieSecure: true }, { proxy: true }, HTTPS);
+    expect(res.status).to.equal(200);
+    const cookie = cookieNamed(res);
+    expect(String(cookie?.attrs.samesite).toLowerCase()).to.equal('none');
+    expect(cookie?.attrs.secure).to.equal(true);
+  });
+
+  it('a response carries exactly one Set-Cookie for the session however often the handler sets values', async () => {
+    const run = await start({ store: new RecordingStore() }, (ctx) => {
+      for (let i = 0; i < 5; i++) ctx.session.set(`k${i}`, i);
+      ctx.body = 'ok';
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(setCookies(res).filter((c) => c.name === 'session_id')).to.have.length(1);
+  });
+});
+
+describe('cookieSecure', () => {
+  it('behind a proxy (app.proxy and X-Forwarded-Proto: https) the cookie is Secure and the session works', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, cookieSecure: true }, handler, { proxy: true });
+    const jar = new Jar();
+    const res = await call(run, jar, 'post', '/', HTTPS);
+    expect(res.status).to.equal(200);
+    expect(cookieNamed(res)?.attrs.secure).to.equal(true);
+    expect((await call(run, jar, 'get', '/', HTTPS)).body).to.deep.equal({ id: res.body.id, isNew: false, a: 1 });
+  });
+
+  it('on plain HTTP a request that must send the cookie fails with an error naming cookieSecure and app.proxy, and stores nothing', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, cookieSecure: true }, handler);
+    const res = await call(run, new Jar(), 'post');
+    expect(res.status).to.be.at.least(500);
+    expect(setCookies(res)).to.deep.equal([]);
+    expect(store.callsOf('set')).to.deep.equal([]);
+    expect(store.map.size).to.equal(0);
+    expect(run.errors).to.have.length(1);
+    const message = (run.errors[0] as Error).message;
+    expect(message).to.include('cookieSecure');
+    expect(message).to.include('app.proxy');
+  });
+
+  it('on plain HTTP a change to a stored session fails and is not committed', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, cookieSecure: true }, handler, { proxy: true });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/?a=1', HTTPS);
+    const writes = store.callsOf('set').length;
+    const res = await call(run, jar, 'post', '/?a=2');
+    expect(res.status).to.be.at.least(500);
+    expect(store.callsOf('set').length).to.equal(writes);
+    expect((await call(run, jar, 'get', '/', HTTPS)).body.a).to.equal(1);
+  });
+
+  it('on plain HTTP a request that needs no cookie is not failed', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, cookieSecure: true }, handler, { proxy: true });
+    const fresh = await call(run, new Jar(), 'get');
+    expect(fresh.status).to.equal(200);
+    expect(fresh.body.isNew).to.equal(true);
+    const jar = new Jar();
+    await call(run, jar, 'post', '/?a=7', HTTPS);
+    const read = await call(run, jar, 'get');
+    expect(read.status).to.equal(200);
+    expect(read.body.a).to.equal(7);
+  });
+
+  it('without app.proxy an X-Forwarded-Proto: https header is not trusted, and the request fails', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, cookieSecure: true }, handler, { proxy: false });
+    const res = await call(run, new Jar(), 'post', '/', HTTPS);
+    expect(res.status).to.be.at.least(500);
+    expect(setCookies(res)).to.deep.equal([]);
+    expect(store.callsOf('set')).to.deep.equal([]);
+  });
+
+  it('on plain HTTP a destroy() still removes the session, and the request fails', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, cookieSecure: true }, handler, { proxy: true });
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/', HTTPS)).body.id;
+    const res = await call(run, new Jar().set('session_id', id), 'delete');
+    expect(res.status).to.be.at.least(500);
+    expect(store.map.has(id)).to.equal(false);
+    expect((await call(run, jar, 'get', '/', HTTPS)).body.isNew).to.equal(true);
+  });
+});

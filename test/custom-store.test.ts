@@ -1,0 +1,329 @@
+/**
+ * SPEC "Store": custom stores (koa-session's get / set / destroy), plugged
+ * in with withStore or the store option, and what a failing store does to
+ * a request (SessionStoreError, 503; a failed load is never "no session",
+ * a failed commit never a success).
+ */
+import type { Context } from 'koa';
+import { SessionStoreError, createMemoryStore, withStore } from '../src';
+import type { SessionData, Store } from '../src';
+import { HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, setCookies, start } from './support/app';
+
+afterEach(closeAll);
+
+/** POST /?k=&v= sets k to v, DELETE destroys; every other response reports the session. */
+async function handler(ctx: Context): Promise<void> {
+  const k = ctx.query.k;
+  if (ctx.method === 'POST' && typeof k === 'string') ctx.session.set(k, JSON.parse(String(ctx.query.v ?? 'true')));
+  if (ctx.method === 'DELETE') await ctx.session.destroy();
+  ctx.body = { id: ctx.session.id, isNew: ctx.session.isNew, data: ctx.session.toJSON() };
+}
+
+/** A koa-session-style external store over a Map, written as a plain JS object. */
+function koaSessionStyleStore(map: Map<string, unknown>, sync: boolean): Store {
+  const wrap = <T>(value: T) => (sync ? value : Promise.resolve(value));
+  const store = {
+    get(key: string) {
+      return wrap(map.get(key));
+    },
+    set(key: string, sess: unknown, maxAge: number) {
+      void maxAge;
+      map.set(key, JSON.parse(JSON.stringify(sess)));
+      return wrap(undefined);
+    },
+    destroy(key: string) {
+      map.delete(key);
+      return wrap(undefined);
+    },
+  };
+  // A JavaScript store written for koa-session has no types; its methods may be synchronous.
+  return store as unknown as Store;
+}
+
+describe('Store: custom stores', () => {
+  it('a custom store plugged in with withStore is used to save and to load the session', async () => {
+    const store = new RecordingStore();
+    const run = await start(undefined, handler, { middleware: withStore(store) });
+    const jar = new Jar();
+    const first = await call(run, jar, 'post', '/?k=n&v=1');
+    expect(store.callsOf('set').map((c) => c.id)).to.deep.equal([first.body.id]);
+    expect(store.map.has(first.body.id)).to.equal(true);
+    store.calls.length = 0;
+    const next = await call(run, jar, 'get');
+    expect(store.callsOf('get').map((c) => c.id)).to.deep.equal([first.body.id]);
+    expect(next.body.data).to.deep.equal({ n: 1 });
+  });
+
+  it('withStore(store, opts) applies the other options too', async () => {
+    const store = new RecordingStore();
+    const run = await start(undefined, handler, { middleware: withStore(store, { cookieName: 'sid', sameSite: 'strict' }) });
+    const res = await call(run, new Jar(), 'post', '/?k=n&v=1');
+    const cookie = cookieNamed(res, 'sid');
+    expect(cookie?.value).to.equal(res.body.id);
+    expect(String(cookie?.attrs.samesite).toLowerCase()).to.equal('strict');
+    expect(store.map.has(res.body.id)).to.equal(true);
+  });
+
+  it('the store option of session() is used the same way', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store }, handler);
+    const jar = new Jar();
+    const res = await call(run, jar, 'post', '/?k=n&v=2');
+    expect(store.map.has(res.body.id)).to.equal(true);
+    expect((await call(run, jar, 'get')).body.data).to.deep.equal({ n: 2 });
+  });
+
+  it('the store is called as set(id, data, maxAgeMs): the session ID, a JSON-serialisable object and a lifetime in ms', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, maxAge: 600_000 }, handler);
+    const res = await call(run, new Jar(), 'post', '/?k=list&v=[1,2]');
+    const [write] = store.callsOf('set');
+    expect(write.id).to.equal(res.body.id).and.match(HEX64);
+    const data = write.args[0] as SessionData;
+    expect(data).to.be.an('object');
+    expect(JSON.parse(JSON.stringify(data))).to.deep.equal(data);
+    expect(JSON.stringify(data)).to.include('"list":[1,2]');
+    expect(write.args[1]).to.be.a('number');
+    expect(write.args[1] as number).to.be.greaterThan(0).and.at.most(600_000);
+  });
+
+  for (const sync of [true, false]) {
+    it(`a koa-session-style store over a Map (${sync ? 'synchronous' : 'async'} get/set/destroy) works unchanged through withStore`, async () => {
+      const map = new Map<string, unknown>();
+      const run = await start(undefined, handler, { middleware: withStore(koaSessionStyleStore(map, sync)) });
+      const jar = new Jar();
+      const first = await call(run, jar, 'post', '/?k=n&v=1');
+      expect(first.status).to.equal(200);
+      expect([...map.keys()]).to.deep.equal([first.body.id]);
+      const second = await call(run, jar, 'post', '/?k=m&v=2');
+      expect(second.body).to.deep.equal({ id: first.body.id, isNew: false, data: { n: 1, m: 2 } });
+      const read = await call(run, jar, 'get');
+      expect(read.body.data).to.deep.equal({ n: 1, m: 2 });
+      const gone = await call(run, jar, 'delete');
+      expect(gone.status).to.equal(200);
+      expect(map.size).to.equal(0);
+      expect((await call(run, jar, 'get')).body.isNew).to.equal(true);
+    });
+  }
+
+  it('a store that answers null for a missing session (as koa-redis does) gives a new session', async () => {
+    const store: Store = {
+      get: async () => null as unknown as undefined,
+      set: async () => {},
+      destroy: async () => {},
+    };
+    const run = await start(undefined, handler, { middleware: withStore(store) });
+    const res = await call(run, new Jar().set('session_id', hexId('d')), 'get');
+    expect(res.status).to.equal(200);
+    expect(res.body.isNew).to.equal(true);
+    expect(res.body.id).to.not.equal(hexId('d'));
+  });
+
+  it('a record seeded into a Map store as plain data ({ n: 5 }) is read as the session\'s data', async () => {
+    const map = new Map<string, unknown>();
+    const id = hexId('e');
+    map.set(id, { n: 5 });
+    const run = await start(undefined, handler, { middleware: withStore(koaSessionStyleStore(map, false)) });
+    const res = await call(run, new Jar().set('session_id', id), 'get');
+    expect(res.body).to.deep.equal({ id, isNew: false, data: { n: 5 } });
+  });
+
+  it('a session seeded as plain data can be changed, and keeps its seeded values', async () => {
+    const map = new Map<string, unknown>();
+    const id = hexId('f');
+    map.set(id, { n: 5 });
+    const run = await start(undefined, handler, { middleware: withStore(koaSessionStyleStore(map, true)) });
+    const jar = new Jar().set('session_id', id);
+    await call(run, jar, 'post', '/?k=m&v=6');
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, data: { n: 5, m: 6 } });
+  });
+
+  it('destroy() removes the session from a custom store', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store }, handler);
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/?k=n&v=1')).body.id;
+    await call(run, jar, 'delete');
+    expect(store.callsOf('destroy').map((c) => c.id)).to.include(id);
+    expect(store.map.has(id)).to.equal(false);
+  });
+
+  it('a MemoryStore from createMemoryStore() plugs in through withStore', async () => {
+    const store = createMemoryStore();
+    try {
+      const run = await start(undefined, handler, { middleware: withStore(store) });
+      const jar = new Jar();
+      await call(run, jar, 'post', '/?k=n&v=3');
+      expect(store.size).to.equal(1);
+      expect((await call(run, jar, 'get')).body.data).to.deep.equal({ n: 3 });
+    } finally {
+      store.close();
+    }
+  });
+});
+
+describe('Store errors', () => {
+  /** A RecordingStore with a stored session `{ n: 1 }` and the cookie naming it. */
+  async function seeded() {
+    const store = new RecordingStore();
+    let handlerRuns = 0;
+    const run = await start({ store }, async (ctx) => {
+      handlerRuns++;
+      await handler(ctx);
+    });
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/?k=n&v=1')).body.id as string;
+    handlerRuns = 0;
+    store.calls.length = 0;
+    return { store, run, jar, id, handlerRuns: () => handlerRuns };
+  }
+
+  it('a store whose get rejects makes the request fail with 503, and the handler does not run', async () => {
+    const { store, run, jar, handlerRuns } = await seeded();
+    store.fail.add('get');
+    const res = await call(run, jar, 'get');
+    expect(res.status).to.equal(503);
+    expect(handlerRuns()).to.equal(0);
+  });
+
+  it('a store whose get throws synchronously makes the request fail with 503, and the handler does not run', async () => {
+    let ran = false;
+    const store = {
+      get() {
+        throw new Error('sync failure');
+      },
+      set() {},
+      destroy() {},
+    } as unknown as Store;
+    const run = await start(undefined, (ctx) => {
+      ran = true;
+      ctx.body = 'ran';
+    }, { middleware: withStore(store) });
+    const res = await call(run, new Jar().set('session_id', hexId('1')), 'get');
+    expect(res.status).to.equal(503);
+    expect(ran).to.equal(false);
+  });
+
+  it('the error is a SessionStoreError with code ESESSIONSTORE, status 503 and the store\'s own error as cause', async () => {
+    const original = new Error('connection refused');
+    const store: Store = {
+      get: async () => {
+        throw original;
+      },
+      set: async () => {},
+      destroy: async () => {},
+    };
+    const run = await start(undefined, handler, { middleware: withStore(store) });
+    await call(run, new Jar().set('session_id', hexId('2')), 'get');
+    expect(run.errors).to.have.length(1);
+    const error = run.errors[0] as SessionStoreError;
+    expect(error).to.be.instanceOf(SessionStoreError);
+    expect(error).to.be.instanceOf(Error);
+    expect(error.code).to.equal('ESESSIONSTORE');
+    expect(error.status).to.equal(503);
+    expect(error.cause).to.equal(original);
+  });
+
+  it('a store error carrying its own status (404) still gives 503: a failed load is never "not found"', async () => {
+    const store: Store = {
+      get: async () => {
+        throw Object.assign(new Error('not found?'), { status: 404, expose: true });
+      },
+      set: async () => {},
+      destroy: async () => {},
+    };
+    const run = await start(undefined, handler, { middleware: withStore(store) });
+    const res = await call(run, new Jar().set('session_id', hexId('3')), 'get');
+    expect(res.status).to.equal(503);
+  });
+
+  it('a failed load is never treated as "no session": nothing is written, and the session is intact once the store is back', async () => {
+    const { store, run, jar, id } = await seeded();
+    store.fail.add('get');
+    const res = await call(run, jar, 'post', '/?k=n&v=99');
+    expect(res.status).to.equal(503);
+    expect(setCookies(res)).to.deep.equal([]);
+    expect(store.callsOf('set')).to.deep.equal([]);
+    expect(store.callsOf('destroy')).to.deep.equal([]);
+    store.fail.delete('get');
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, data: { n: 1 } });
+  });
+
+  it('a store whose set rejects on a new session\'s first save gives 503, never a 2xx, and no cookie', async () => {
+    const store = new RecordingStore();
+    store.fail.add('set');
+    const run = await start({ store }, handler);
+    const res = await call(run, new Jar(), 'post', '/?k=n&v=1');
+    expect(res.status).to.equal(503);
+    expect(cookieNamed(res)).to.equal(undefined);
+    expect(store.map.size).to.equal(0);
+    expect(run.errors[0]).to.be.instanceOf(SessionStoreError);
+  });
+
+  it('a store whose set rejects on a change to a stored session gives 503 and overwrites nothing', async () => {
+    const { store, run, jar, id } = await seeded();
+    store.fail.add('set');
+    const res = await call(run, jar, 'post', '/?k=n&v=2');
+    expect(res.status).to.equal(503);
+    store.fail.delete('set');
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, data: { n: 1 } });
+  });
+
+  it('a failing set on a store that hands out its own objects (no copies, like koa-session\'s examples) overwrites nothing', async () => {
+    // The plain Map store of koa-session's README: get returns the stored object itself.
+    const map = new Map<string, unknown>();
+    let failSet = false;
+    const store = {
+      get: async (key: string) => map.get(key),
+      set: async (key: string, sess: unknown) => {
+        if (failSet) throw new Error('store set is down');
+        map.set(key, sess);
+      },
+      destroy: async (key: string) => {
+        map.delete(key);
+      },
+    } as unknown as Store;
+    const run = await start(undefined, handler, { middleware: withStore(store) });
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/?k=n&v=1')).body.id;
+    failSet = true;
+    expect((await call(run, jar, 'post', '/?k=n&v=2')).status).to.equal(503);
+    expect((await call(run, jar, 'post', '/?k=extra&v=3')).status).to.equal(503);
+    failSet = false;
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, data: { n: 1 } });
+  });
+
+  it('a store whose set throws synchronously gives 503, never a 2xx', async () => {
+    const store = {
+      get: async () => undefined,
+      set() {
+        throw new Error('disk full');
+      },
+      destroy: async () => {},
+    } as unknown as Store;
+    const run = await start(undefined, handler, { middleware: withStore(store) });
+    const res = await call(run, new Jar(), 'post', '/?k=n&v=1');
+    expect(res.status).to.equal(503);
+  });
+
+  it('a failed commit after a handler that set a 201 still gives 503', async () => {
+    const store = new RecordingStore();
+    store.fail.add('set');
+    const run = await start({ store }, (ctx) => {
+      ctx.session.set('order', 1);
+      ctx.status = 201;
+      ctx.body = { created: true };
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(res.status).to.equal(503);
+  });
+
+  it('a store whose destroy rejects makes destroy() fail the request with 503, and the session stays', async () => {
+    const { store, run, jar, id } = await seeded();
+    store.fail.add('destroy');
+    const res = await call(run, jar, 'delete');
+    expect(res.status).to.equal(503);
+    store.fail.delete('destroy');
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, data: { n: 1 } });
+  });
+});

@@ -1,0 +1,419 @@
+/**
+ * SPEC "Request lifecycle": reading the cookie (missing, malformed, unknown,
+ * signed), when the session is committed and when Set-Cookie is sent, and
+ * a handler that throws. Everything over real HTTP.
+ */
+import type { Context, Next } from 'koa';
+import { Session } from '../src';
+import {
+  HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, memoryStore, setCookies, start,
+} from './support/app';
+
+afterEach(closeAll);
+
+interface Seen {
+  id: string;
+  isNew: boolean;
+  keys: string[];
+}
+
+/** An app that reports the session it sees; POST /set?k=v sets k. */
+async function reporter(store = new RecordingStore(), keys?: string[]) {
+  const run = await start({ store }, (ctx) => {
+    const k = ctx.query.k;
+    if (ctx.method === 'POST' && typeof k === 'string') ctx.session.set(k, String(ctx.query.v ?? true));
+    ctx.body = { id: ctx.session.id, isNew: ctx.session.isNew, keys: ctx.session.keys() } satisfies Seen;
+  }, { keys });
+  return { run, store };
+}
+
+describe('Request lifecycle: reading the cookie', () => {
+  it('a request without a cookie gets a new, empty session with a fresh ID', async () => {
+    const { run } = await reporter();
+    const res = await call(run, new Jar());
+    expect(res.status).to.equal(200);
+    expect(res.body.isNew).to.equal(true);
+    expect(res.body.keys).to.deep.equal([]);
+    expect(res.body.id).to.match(HEX64);
+  });
+
+  it('a stored session is loaded from its cookie (isNew false, same ID, its data)', async () => {
+    const { run } = await reporter();
+    const jar = new Jar();
+    const first = await call(run, jar, 'post', '/?k=a');
+    const next = await call(run, jar, 'get');
+    expect(next.body).to.deep.equal({ id: first.body.id, isNew: false, keys: ['a'] });
+  });
+
+  const MALFORMED: Array<[string, (stored: string) => string]> = [
+    ['the stored ID in uppercase hex', (id) => id.toUpperCase()],
+    ['63 hex characters (the stored ID minus one)', (id) => id.slice(0, 63)],
+    ['65 hex characters (the stored ID plus one)', (id) => `${id}0`],
+    ['64 non-hex characters', () => 'z'.repeat(64)],
+    ['the stored ID with one non-hex character', (id) => `${id.slice(0, 63)}g`],
+    ['the stored ID with a dash inside', (id) => `${id.slice(0, 32)}-${id.slice(33)}`],
+  ];
+
+  for (const [label, malform] of MALFORMED) {
+    it(`a malformed cookie (${label}) gives a new session with a fresh ID and never reaches the store`, async () => {
+      const { run, store } = await reporter();
+      const owner = new Jar();
+      const stored = (await call(run, owner, 'post', '/?k=secret')).body.id as string;
+      const sent = malform(stored);
+      store.calls.length = 0;
+
+      const attacker = new Jar().set('session_id', sent);
+      const res = await call(run, attacker, 'post', '/?k=mine');
+      expect(res.status).to.equal(200);
+      expect(res.body.isNew).to.equal(true);
+      expect(res.body.keys).to.deep.equal(['mine']);
+      expect(res.body.id).to.match(HEX64);
+      expect(res.body.id).to.not.equal(sent);
+      expect(res.body.id).to.not.equal(stored);
+      expect(cookieNamed(res)?.value).to.equal(res.body.id);
+      expect(store.ids, 'ids the store was called with').to.not.include(sent);
+      expect(store.ids).to.not.include(stored);
+      // The owner's session is untouched.
+      expect((await call(run, owner, 'get')).body.keys).to.deep.equal(['secret']);
+    });
+  }
+
+  it('an ID the store does not have gives a new session with a fresh ID, never the one sent', async () => {
+    const { run, store } = await reporter();
+    const sent = hexId('5');
+    const res = await call(run, new Jar().set('session_id', sent), 'post', '/?k=a');
+    expect(res.body.isNew).to.equal(true);
+    expect(res.body.id).to.match(HEX64);
+    expect(res.body.id).to.not.equal(sent);
+    expect(cookieNamed(res)?.value).to.equal(res.body.id);
+    expect(store.callsOf('set').map((c) => c.id)).to.deep.equal([res.body.id]);
+    expect(store.map.has(sent)).to.equal(false);
+  });
+
+  it('a client-chosen ID is never adopted, however many times it is sent', async () => {
+    const { run, store } = await reporter();
+    const sent = hexId('c');
+    for (let i = 0; i < 3; i++) {
+      const res = await call(run, new Jar().set('session_id', sent), 'post', '/?k=a');
+      expect(res.body.id).to.not.equal(sent);
+    }
+    expect(store.callsOf('set').map((c) => c.id)).to.not.include(sent);
+    expect(store.map.has(sent)).to.equal(false);
+  });
+
+  it('an empty cookie value gives a new session', async () => {
+    const { run } = await reporter();
+    const res = await run.http.post('/?k=a').set('Cookie', 'session_id=');
+    expect(res.body.isNew).to.equal(true);
+    expect(res.body.id).to.match(HEX64);
+  });
+
+  it('other cookies on the request are ignored', async () => {
+    const { run, store } = await reporter();
+    const other = hexId('b');
+    const res = await run.http.post('/?k=a').set('Cookie', `sid=${other}; session=${other}`);
+    expect(res.body.isNew).to.equal(true);
+    expect(store.ids).to.not.include(other);
+  });
+});
+
+describe('Request lifecycle: the handler sees the session', () => {
+  it('ctx.session is a Session before the handler runs, and middleware before the session middleware sees it after next()', async () => {
+    const seen: Record<string, unknown> = {};
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      seen.inHandler = ctx.session instanceof Session;
+      ctx.session.set('a', 1);
+      ctx.body = 'ok';
+    }, {
+      before: [async (ctx: Context, next: Next) => {
+        seen.before = (ctx as { session?: unknown }).session === undefined;
+        await next();
+        seen.after = ctx.session instanceof Session && ctx.session.get('a') === 1;
+      }],
+    });
+    await call(run, new Jar(), 'post');
+    expect(seen).to.deep.equal({ before: true, inHandler: true, after: true });
+  });
+});
+
+describe('Request lifecycle: commit and Set-Cookie', () => {
+  it('a new session that is never changed gets no Set-Cookie and is not saved', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store }, (ctx) => {
+      ctx.body = { a: ctx.session.get('a') ?? null, has: ctx.session.has('a'), keys: ctx.session.keys() };
+    });
+    for (const method of ['get', 'post', 'put', 'delete'] as const) {
+      const res = await call(run, new Jar(), method);
+      expect(res.status, method).to.equal(200);
+      expect(setCookies(res), method).to.deep.equal([]);
+    }
+    expect(store.callsOf('set')).to.deep.equal([]);
+    expect(store.map.size).to.equal(0);
+  });
+
+  it('a new session whose delete() and clear() find nothing gets no Set-Cookie and is not saved', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store }, (ctx) => {
+      ctx.session.delete('a');
+      ctx.session.clear();
+      ctx.body = 'ok';
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(setCookies(res)).to.deep.equal([]);
+    expect(store.callsOf('set')).to.deep.equal([]);
+  });
+
+  it('the first save sends Set-Cookie with the new ID and stores the data under it', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store }, (ctx) => {
+      ctx.session.set('cart', ['apple']);
+      ctx.body = { id: ctx.session.id };
+    });
+    const res = await call(run, new Jar(), 'post');
+    const cookie = cookieNamed(res);
+    expect(cookie?.value).to.equal(res.body.id);
+    expect(store.callsOf('set').map((c) => c.id)).to.deep.equal([res.body.id]);
+    expect(JSON.stringify(store.map.get(res.body.id))).to.include('"cart":["apple"]');
+  });
+
+  it('a read right after a save sends no Set-Cookie and writes nothing', async () => {
+    const { run, store } = await reporter();
+    const jar = new Jar();
+    await call(run, jar, 'post', '/?k=a');
+    const writes = store.callsOf('set').length;
+    const res = await call(run, jar, 'get');
+    expect(res.body.keys).to.deep.equal(['a']);
+    expect(setCookies(res)).to.deep.equal([]);
+    expect(store.callsOf('set').length).to.equal(writes);
+  });
+
+  it('changing a stored session keeps its ID: any cookie sent names the same ID', async () => {
+    const { run, store } = await reporter();
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/?k=a')).body.id;
+    const res = await call(run, jar, 'post', '/?k=b');
+    expect(res.body.id).to.equal(id);
+    const cookie = cookieNamed(res);
+    if (cookie !== undefined) expect(cookie.value).to.equal(id);
+    expect(store.callsOf('set').map((c) => c.id).every((written) => written === id)).to.equal(true);
+    expect((await call(run, jar, 'get')).body.keys.sort()).to.deep.equal(['a', 'b']);
+  });
+});
+
+describe('Request lifecycle: a handler that throws', () => {
+  it('changes made before the handler threw are committed, and the error status reaches the client', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/seed') ctx.session.set('step', 1);
+      if (ctx.path === '/fail') {
+        ctx.session.set('step', 2);
+        ctx.throw(409, 'conflict');
+      }
+      ctx.body = { step: ctx.session.get('step') ?? null };
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/seed');
+    const failed = await call(run, jar, 'post', '/fail');
+    expect(failed.status).to.equal(409);
+    expect(failed.text).to.equal('conflict');
+    expect((await call(run, jar, 'get', '/')).body).to.deep.equal({ step: 2 });
+  });
+
+  it('a new session changed before the handler threw is saved and its cookie still reaches the client', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/fail') {
+        ctx.session.set('draft', 'kept');
+        ctx.throw(400, 'bad input');
+      }
+      ctx.body = { draft: ctx.session.get('draft') ?? null };
+    });
+    const jar = new Jar();
+    const failed = await call(run, jar, 'post', '/fail');
+    expect(failed.status).to.equal(400);
+    expect(cookieNamed(failed)?.value).to.match(HEX64);
+    expect((await call(run, jar, 'get', '/')).body).to.deep.equal({ draft: 'kept' });
+  });
+
+  it('an error without a status gives 500 and the change is still committed', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/seed') ctx.session.set('n', 1);
+      if (ctx.path === '/fail') {
+        ctx.session.set('n', 2);
+        throw new Error('boom');
+      }
+      ctx.body = { n: ctx.session.get('n') ?? null };
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/seed');
+    expect((await call(run, jar, 'post', '/fail')).status).to.equal(500);
+    expect((await call(run, jar, 'get', '/')).body).to.deep.equal({ n: 2 });
+  });
+
+  it('the error the app sees is the handler\'s own error', async () => {
+    const thrown = Object.assign(new Error('teapot'), { status: 418 });
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('a', 1);
+      throw thrown;
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(res.status).to.equal(418);
+    expect(run.errors).to.have.length(1);
+    expect(run.errors[0]).to.equal(thrown);
+  });
+
+  it('an error an upstream middleware catches still leaves the change committed', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/fail') {
+        ctx.session.set('x', 'saved');
+        throw new Error('handled upstream');
+      }
+      ctx.body = { x: ctx.session.get('x') ?? null };
+    }, {
+      before: [async (ctx: Context, next: Next) => {
+        try {
+          await next();
+        } catch {
+          ctx.status = 202;
+          ctx.body = 'handled';
+        }
+      }],
+    });
+    const jar = new Jar();
+    const res = await call(run, jar, 'post', '/fail');
+    expect(res.status).to.equal(202);
+    expect((await call(run, jar, 'get', '/')).body).to.deep.equal({ x: 'saved' });
+  });
+});
+
+describe('Request lifecycle: signed cookies', () => {
+  it('with app.keys the session cookie is signed: a .sig cookie goes with it, with the same attributes', async () => {
+    const { run } = await reporter(new RecordingStore(), ['k1']);
+    const res = await call(run, new Jar(), 'post', '/?k=a');
+    const value = cookieNamed(res);
+    const sig = cookieNamed(res, 'session_id.sig');
+    expect(value?.value).to.equal(res.body.id);
+    expect(sig?.value).to.be.a('string').and.not.equal('');
+    expect(sig?.attrs.path).to.equal(value?.attrs.path);
+    expect(sig?.attrs.httponly).to.equal(value?.attrs.httponly);
+    expect(sig?.attrs.samesite).to.equal(value?.attrs.samesite);
+  });
+
+  it('a signed cookie with its signature brings the session back', async () => {
+    const { run } = await reporter(new RecordingStore(), ['k1']);
+    const jar = new Jar();
+    const first = await call(run, jar, 'post', '/?k=a');
+    const next = await call(run, jar, 'get');
+    expect(next.body).to.deep.equal({ id: first.body.id, isNew: false, keys: ['a'] });
+  });
+
+  it('a tampered signature gives a new session, and the ID is never looked up', async () => {
+    const { run, store } = await reporter(new RecordingStore(), ['k1']);
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/?k=a')).body.id;
+    const sig = jar.get('session_id.sig') as string;
+    const tampered = `${sig.slice(0, -1)}${sig.endsWith('A') ? 'B' : 'A'}`;
+    store.calls.length = 0;
+    const res = await call(run, new Jar().set('session_id', id).set('session_id.sig', tampered), 'get');
+    expect(res.body.isNew).to.equal(true);
+    expect(res.body.id).to.not.equal(id);
+    expect(store.ids).to.not.include(id);
+  });
+
+  it('a missing signature gives a new session, and the ID is never looked up', async () => {
+    const { run, store } = await reporter(new RecordingStore(), ['k1']);
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/?k=a')).body.id;
+    store.calls.length = 0;
+    const res = await call(run, new Jar().set('session_id', id), 'get');
+    expect(res.body.isNew).to.equal(true);
+    expect(res.body.id).to.not.equal(id);
+    expect(store.ids).to.not.include(id);
+  });
+
+  it('one session\'s signature does not vouch for another session\'s ID', async () => {
+    const { run } = await reporter(new RecordingStore(), ['k1']);
+    const alice = new Jar();
+    const bob = new Jar();
+    await call(run, alice, 'post', '/?k=alice');
+    const bobId = (await call(run, bob, 'post', '/?k=bob')).body.id;
+    const mixed = new Jar().set('session_id', bobId).set('session_id.sig', alice.get('session_id.sig') as string);
+    const res = await call(run, mixed, 'get');
+    expect(res.body.isNew).to.equal(true);
+    expect(res.body.id).to.not.equal(bobId);
+  });
+
+  it('a cookie signed with a key not in app.keys gives a new session', async () => {
+    const store = new RecordingStore();
+    const other = await reporter(store, ['someone-else']);
+    const mine = await reporter(store, ['k1']);
+    const jar = new Jar();
+    const id = (await call(other.run, jar, 'post', '/?k=a')).body.id;
+    const res = await call(mine.run, jar, 'get');
+    expect(res.body.isNew).to.equal(true);
+    expect(res.body.id).to.not.equal(id);
+  });
+
+  it('without app.keys the cookie is not signed', async () => {
+    const { run } = await reporter();
+    const res = await call(run, new Jar(), 'post', '/?k=a');
+    expect(cookieNamed(res)?.value).to.match(HEX64);
+    expect(cookieNamed(res, 'session_id.sig')).to.equal(undefined);
+  });
+
+  it('signed: false with app.keys sends an unsigned cookie that brings the session back on its own', async () => {
+    const run = await start({ store: memoryStore(), signed: false }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('a', 1);
+      ctx.body = { a: ctx.session.get('a') ?? null };
+    }, { keys: ['k1'] });
+    const jar = new Jar();
+    const res = await call(run, jar, 'post');
+    expect(cookieNamed(res, 'session_id.sig')).to.equal(undefined);
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ a: 1 });
+  });
+
+  it('signed: true without app.keys fails the request with an error naming app.keys, before the handler runs', async () => {
+    const store = new RecordingStore();
+    let ran = false;
+    const run = await start({ store, signed: true }, (ctx) => {
+      ran = true;
+      ctx.session.set('a', 1);
+      ctx.body = 'ok';
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(res.status).to.be.at.least(500);
+    expect(ran, 'handler ran').to.equal(false);
+    expect(setCookies(res)).to.deep.equal([]);
+    expect(store.calls).to.deep.equal([]);
+    expect(run.errors).to.have.length(1);
+    expect((run.errors[0] as Error).message).to.include('app.keys');
+  });
+
+  it('signed: true without app.keys fails even a request that would not touch the session', async () => {
+    let ran = false;
+    const run = await start({ store: memoryStore(), signed: true }, (ctx) => {
+      ran = true;
+      ctx.body = 'ok';
+    });
+    const res = await call(run, new Jar(), 'get');
+    expect(res.status).to.be.at.least(500);
+    expect(ran).to.equal(false);
+  });
+
+  it('key rotation: a cookie signed with the old key still verifies once a new key is put first', async () => {
+    const { run } = await reporter(new RecordingStore(), ['old']);
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/?k=a')).body.id;
+    run.app.keys = ['new', 'old'];
+    const res = await call(run, jar, 'get');
+    expect(res.body).to.deep.equal({ id, isNew: false, keys: ['a'] });
+  });
+
+  it('key rotation: new cookies are signed with the first key, so they verify once the old key is dropped', async () => {
+    const { run } = await reporter(new RecordingStore(), ['new', 'old']);
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/?k=a')).body.id;
+    run.app.keys = ['new'];
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, keys: ['a'] });
+    run.app.keys = ['old'];
+    expect((await call(run, jar, 'get')).body.isNew).to.equal(true);
+  });
+});

@@ -1,0 +1,390 @@
+/**
+ * SPEC "Options": validation when session() is called, the defaults of the
+ * table, and that each option takes effect. Cookie attributes are in
+ * cookie.test.ts, custom stores in custom-store.test.ts.
+ */
+import type { Context } from 'koa';
+import { session, withStore } from '../src';
+import type { SessionOptions, Store } from '../src';
+import {
+  HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, memoryStore, setCookies, sleep, start,
+} from './support/app';
+
+afterEach(closeAll);
+
+const okStore = (): Store => new RecordingStore();
+
+describe('Options: an invalid option throws a TypeError naming it when session() is called', () => {
+  const INVALID: Array<[string, string, Record<string, unknown>]> = [
+    ['a negative maxAge', 'maxAge', { maxAge: -1 }],
+    ['a zero maxAge', 'maxAge', { maxAge: 0 }],
+    ['a NaN maxAge', 'maxAge', { maxAge: NaN }],
+    ['an infinite maxAge', 'maxAge', { maxAge: Infinity }],
+    ['a string maxAge', 'maxAge', { maxAge: '1000' }],
+    ['a negative absoluteTimeout', 'absoluteTimeout', { absoluteTimeout: -5 }],
+    ['a NaN absoluteTimeout', 'absoluteTimeout', { absoluteTimeout: NaN }],
+    ['a cookieName with a space', 'cookieName', { cookieName: 'a b' }],
+    ['a cookieName with a semicolon', 'cookieName', { cookieName: 'a;b' }],
+    ['a cookieName with an equals sign', 'cookieName', { cookieName: 'a=b' }],
+    ['a cookieName with a comma', 'cookieName', { cookieName: 'a,b' }],
+    ['a cookieName with a non-ASCII letter', 'cookieName', { cookieName: 'sessión' }],
+    ['an empty cookieName', 'cookieName', { cookieName: '' }],
+    ['a number as cookieName', 'cookieName', { cookieName: 42 }],
+    ['sameSite none without cookieSecure', 'sameSite', { sameSite: 'none' }],
+    ['sameSite none with cookieSecure false', 'sameSite', { sameSite: 'none', cookieSecure: false }],
+    ['an unknown sameSite value', 'sameSite', { sameSite: 'sometimes' }],
+    ['sameSite true', 'sameSite', { sameSite: true }],
+    ['a store without get', 'store', { store: { set: async () => {}, destroy: async () => {} } }],
+    ['a store without set', 'store', { store: { get: async () => undefined, destroy: async () => {} } }],
+    ['a store without destroy', 'store', { store: { get: async () => undefined, set: async () => {} } }],
+    ['a store whose get is not a function', 'store', { store: { get: 1, set: async () => {}, destroy: async () => {} } }],
+    ['a null store', 'store', { store: null }],
+    ['a negative lockTimeout', 'lockTimeout', { lockTimeout: -1 }],
+    ['a NaN lockTimeout', 'lockTimeout', { lockTimeout: NaN }],
+    ['a string lockTimeout', 'lockTimeout', { lockTimeout: '5000' }],
+    ['a cookieSecure that is not a boolean', 'cookieSecure', { cookieSecure: 'yes' }],
+    ['a cookieHttpOnly that is not a boolean', 'cookieHttpOnly', { cookieHttpOnly: 0 }],
+    ['a rolling that is not a boolean', 'rolling', { rolling: 'true' }],
+    ['a signed that is not a boolean', 'signed', { signed: 1 }],
+    ['a hashIds that is not a boolean', 'hashIds', { hashIds: 'no' }],
+    ['a lockMode that is not a function', 'lockMode', { lockMode: 'write' }],
+    ['a genid that is not a function', 'genid', { genid: 'abc' }],
+    ['a cookiePath with a semicolon', 'cookiePath', { cookiePath: '/a;b' }],
+    ['a cookieDomain with a space', 'cookieDomain', { cookieDomain: 'exa mple.com' }],
+    ['an unknown option (a typo of maxAge)', 'maxage', { maxage: 1000 }],
+    ['an unknown option (secret)', 'secret', { secret: 'x' }],
+  ];
+
+  for (const [label, option, opts] of INVALID) {
+    it(`${label} throws a TypeError naming ${option}`, () => {
+      expect(() => session(opts as SessionOptions)).to.throw(TypeError, option);
+    });
+  }
+
+  it('withStore() with a store missing get throws a TypeError naming store', () => {
+    const bad = { set: async () => {}, destroy: async () => {} } as unknown as Store;
+    expect(() => withStore(bad)).to.throw(TypeError, 'store');
+  });
+
+  it('withStore() checks the other options too', () => {
+    expect(() => withStore(okStore(), { maxAge: -1 })).to.throw(TypeError, 'maxAge');
+  });
+});
+
+describe('Options: valid options are accepted', () => {
+  const VALID: Array<[string, SessionOptions]> = [
+    ['no options at all', {}],
+    ['sameSite none with cookieSecure', { sameSite: 'none', cookieSecure: true }],
+    ['sameSite false', { sameSite: false }],
+    ['sameSite strict', { sameSite: 'strict' }],
+    ['a cookieName with dots, dashes and underscores', { cookieName: 'my.app-sid_v2' }],
+    ['a __Host- prefixed cookieName', { cookieName: '__Host-sid' }],
+    ['a fractional maxAge', { maxAge: 1500.5 }],
+    ['lockTimeout 0', { lockTimeout: 0 }],
+    ['a store with get, set and destroy only', { store: { get: async () => undefined, set: async () => {}, destroy: async () => {} } }],
+  ];
+  for (const [label, opts] of VALID) {
+    it(`${label} is accepted`, () => {
+      expect(session(opts)).to.be.a('function');
+    });
+  }
+
+  it('session() with no argument gives a middleware', () => {
+    expect(session()).to.be.a('function');
+  });
+});
+
+describe('Options: defaults', () => {
+  const setter = (ctx: Context) => {
+    ctx.session.set('a', 1);
+    ctx.body = { id: ctx.session.id };
+  };
+
+  it('by default the cookie is session_id with Path=/, HttpOnly, SameSite=Lax, no Secure and no Domain', async () => {
+    const run = await start(undefined, setter);
+    const res = await call(run, new Jar(), 'post');
+    const cookies = setCookies(res);
+    expect(cookies.map((c) => c.name)).to.deep.equal(['session_id']);
+    const cookie = cookies[0];
+    expect(cookie.value).to.equal(res.body.id);
+    expect(cookie.attrs.path).to.equal('/');
+    expect(cookie.attrs.httponly).to.equal(true);
+    expect(String(cookie.attrs.samesite).toLowerCase()).to.equal('lax');
+    expect(cookie.attrs.secure).to.equal(undefined);
+    expect(cookie.attrs.domain).to.equal(undefined);
+  });
+
+  it('by default the cookie expires 24 hours from now', async () => {
+    const run = await start(undefined, setter);
+    const before = Date.now();
+    const res = await call(run, new Jar(), 'post');
+    const expires = Date.parse(String(cookieNamed(res)?.attrs.expires));
+    expect(expires).to.be.closeTo(before + 86_400_000, 60_000);
+  });
+
+  it('by default the store is told a 24-hour lifetime', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store }, setter);
+    await call(run, new Jar(), 'post');
+    const [write] = store.callsOf('set');
+    expect(write.args[1]).to.be.a('number');
+    expect(write.args[1] as number).to.be.closeTo(86_400_000, 60_000);
+  });
+
+  it('by default the session is kept in memory: a value set is found by the next request', async () => {
+    const run = await start(undefined, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('a', 'kept');
+      ctx.body = { a: ctx.session.get('a') ?? null };
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post');
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ a: 'kept' });
+  });
+
+  it('by default two GETs of one session run at the same time (read lock)', async () => {
+    const { run, jar, maxActive } = await overlapApp(undefined);
+    await Promise.all([call(run, jar, 'get', '/wait'), call(run, jar, 'get', '/wait')]);
+    expect(maxActive()).to.equal(2);
+  });
+
+  it('by default two POSTs of one session run one after the other (write lock)', async () => {
+    const { run, jar, maxActive } = await overlapApp(undefined);
+    const results = await Promise.all([call(run, jar, 'post', '/wait'), call(run, jar, 'post', '/wait')]);
+    expect(results.map((r) => r.status)).to.deep.equal([200, 200]);
+    expect(maxActive()).to.equal(1);
+  });
+
+  it('by default a plain read of a live session sends no cookie (rolling is off)', async () => {
+    const run = await start(undefined, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('a', 1);
+      ctx.body = 'ok';
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post');
+    expect(setCookies(await call(run, jar, 'get'))).to.deep.equal([]);
+  });
+});
+
+/**
+ * An app where /wait holds the request until a second request of the same
+ * session is inside a handler too (or 600 ms pass), recording how many ran
+ * at once. POST / and GET / (no wait) create and read the session.
+ */
+async function overlapApp(opts: SessionOptions | undefined) {
+  let active = 0;
+  let max = 0;
+  let wake: (() => void) | undefined;
+  const run = await start({ store: memoryStore(), ...opts }, async (ctx) => {
+    if (ctx.path === '/wait') {
+      active++;
+      max = Math.max(max, active);
+      if (active >= 2) {
+        wake?.();
+      } else {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, 600);
+        });
+      }
+      active--;
+      ctx.body = 'done';
+      return;
+    }
+    ctx.session.set('a', 1);
+    ctx.body = 'ok';
+  });
+  const jar = new Jar();
+  await call(run, jar, 'put', '/');
+  return { run, jar, maxActive: () => max };
+}
+
+describe('Options: each option takes effect', () => {
+  it('maxAge sets the cookie expiry and the lifetime the store is told', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, maxAge: 3_600_000 }, (ctx) => {
+      ctx.session.set('a', 1);
+      ctx.body = 'ok';
+    });
+    const before = Date.now();
+    const res = await call(run, new Jar(), 'post');
+    expect(Date.parse(String(cookieNamed(res)?.attrs.expires))).to.be.closeTo(before + 3_600_000, 60_000);
+    expect(store.callsOf('set')[0].args[1] as number).to.be.closeTo(3_600_000, 60_000);
+  });
+
+  it('a session unused for longer than maxAge is gone', async () => {
+    const run = await start({ store: memoryStore(), maxAge: 400 }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('a', 1);
+      ctx.body = { a: ctx.session.get('a') ?? null, isNew: ctx.session.isNew };
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post');
+    const cookie = jar.get() as string;
+    await sleep(900);
+    const res = await call(run, new Jar().set('session_id', cookie), 'get');
+    expect(res.body).to.deep.equal({ a: null, isNew: true });
+  });
+
+  it('absoluteTimeout shorter than maxAge caps the cookie expiry', async () => {
+    const run = await start({ store: memoryStore(), absoluteTimeout: 60_000 }, (ctx) => {
+      ctx.session.set('a', 1);
+      ctx.body = 'ok';
+    });
+    const before = Date.now();
+    const res = await call(run, new Jar(), 'post');
+    expect(Date.parse(String(cookieNamed(res)?.attrs.expires))).to.be.closeTo(before + 60_000, 5_000);
+  });
+
+  it('a custom lockMode is asked with the request\'s ctx and its answer is used: read for POSTs lets them overlap', async () => {
+    const asked: string[] = [];
+    const { run, jar, maxActive } = await overlapApp({
+      lockMode: (ctx) => {
+        asked.push(`${ctx.method} ${ctx.path}`);
+        return 'read';
+      },
+    });
+    await Promise.all([call(run, jar, 'post', '/wait'), call(run, jar, 'post', '/wait')]);
+    expect(maxActive()).to.equal(2);
+    expect(asked).to.include('POST /wait');
+  });
+
+  it('a custom lockMode answering write makes GETs of one session run one after the other', async () => {
+    const { run, jar, maxActive } = await overlapApp({ lockMode: () => 'write' });
+    await Promise.all([call(run, jar, 'get', '/wait'), call(run, jar, 'get', '/wait')]);
+    expect(maxActive()).to.equal(1);
+  });
+
+  it('a request waiting longer than lockTimeout for its session gets 503 and its handler does not run', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+      setTimeout(resolve, 10_000);
+    });
+    let entered: () => void = () => {};
+    const holding = new Promise<void>((resolve) => (entered = resolve));
+    const ran: string[] = [];
+    const run = await start({ store: memoryStore(), lockTimeout: 100 }, async (ctx) => {
+      ran.push(ctx.path);
+      if (ctx.path === '/hold') {
+        entered();
+        await gate;
+      }
+      ctx.session.set(ctx.path, true);
+      ctx.body = 'ok';
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/seed');
+    const held = call(run, jar, 'post', '/hold');
+    await holding;
+    const waited = await call(run, jar, 'post', '/late');
+    release();
+    expect(waited.status).to.equal(503);
+    expect((await held).status).to.equal(200);
+    expect(ran).to.deep.equal(['/seed', '/hold']);
+  });
+
+  it('rolling re-sends the cookie, with the same ID, on every response of a live session', async () => {
+    const run = await start({ store: memoryStore(), rolling: true }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('a', 1);
+      ctx.body = { id: ctx.session.id };
+    });
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post')).body.id;
+    for (let i = 0; i < 3; i++) {
+      const res = await call(run, jar, 'get');
+      expect(cookieNamed(res)?.value, `read ${i}`).to.equal(id);
+    }
+  });
+
+  it('rolling sends no cookie for a new session that was never changed', async () => {
+    const run = await start({ store: memoryStore(), rolling: true }, (ctx) => {
+      ctx.body = 'ok';
+    });
+    expect(setCookies(await call(run, new Jar(), 'get'))).to.deep.equal([]);
+  });
+});
+
+describe('Options: genid', () => {
+  const custom = (() => {
+    let n = 0;
+    return () => `user_${String(++n).padStart(20, '0')}`;
+  });
+
+  it('a custom genid names new sessions, and its IDs bring the session back', async () => {
+    const run = await start({ store: memoryStore(), genid: custom() }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('a', 1);
+      ctx.body = { id: ctx.session.id, a: ctx.session.get('a') ?? null };
+    });
+    const jar = new Jar();
+    const first = await call(run, jar, 'post');
+    expect(first.body.id).to.match(/^user_\d{20}$/);
+    expect(jar.get()).to.equal(first.body.id);
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id: first.body.id, a: 1 });
+  });
+
+  it('with a custom genid, a cookie outside 22–256 characters of [A-Za-z0-9_-] never reaches the store', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, genid: custom() }, (ctx) => {
+      ctx.body = { isNew: ctx.session.isNew };
+    });
+    const bad = ['a'.repeat(21), 'a'.repeat(257), `${'a'.repeat(30)}.x`, `${'a'.repeat(30)}+`, `${'a'.repeat(30)}=`];
+    for (const value of bad) {
+      const res = await call(run, new Jar().set('session_id', value), 'get');
+      expect(res.body.isNew, value).to.equal(true);
+    }
+    for (const value of bad) expect(store.ids).to.not.include(value);
+  });
+
+  it('with a custom genid, a well-formed cookie of 22 or 256 characters is looked up in the store', async () => {
+    const store = new RecordingStore();
+    const run = await start({ store, genid: custom() }, (ctx) => {
+      ctx.body = { isNew: ctx.session.isNew };
+    });
+    const good = ['A'.repeat(22), `${'b-_'.repeat(85)}z`];
+    for (const value of good) await call(run, new Jar().set('session_id', value), 'get');
+    expect(store.callsOf('get').map((c) => c.id)).to.deep.equal(good);
+  });
+
+  const BAD_IDS: Array<[string, string]> = [
+    ['a 21-character ID', 'a'.repeat(21)],
+    ['a 257-character ID', 'a'.repeat(257)],
+    ['an ID with a dot', `${'a'.repeat(30)}.b`],
+    ['an ID with a slash', `${'a'.repeat(30)}/b`],
+  ];
+  for (const [label, id] of BAD_IDS) {
+    it(`a genid returning ${label} fails the request with a TypeError and stores nothing`, async () => {
+      const store = new RecordingStore();
+      const run = await start({ store, genid: () => id }, (ctx) => {
+        ctx.session.set('a', 1);
+        ctx.body = 'ok';
+      });
+      const res = await call(run, new Jar(), 'post');
+      expect(res.status).to.be.at.least(500);
+      expect(setCookies(res)).to.deep.equal([]);
+      expect(store.callsOf('set')).to.deep.equal([]);
+      expect(run.errors.some((e) => e instanceof TypeError), 'a TypeError reached the app').to.equal(true);
+    });
+  }
+
+  it('a genid is checked on each call: a later bad ID fails that request only', async () => {
+    const ids = ['g'.repeat(22), 'bad id', 'h'.repeat(22)];
+    const store = new RecordingStore();
+    const run = await start({ store, genid: () => ids.shift() ?? 'x' }, (ctx) => {
+      ctx.session.set('a', 1);
+      ctx.body = { id: ctx.session.id };
+    });
+    const statuses = [];
+    for (let i = 0; i < 3; i++) statuses.push((await call(run, new Jar(), 'post')).status);
+    expect(statuses[0]).to.equal(200);
+    expect(statuses[1]).to.be.at.least(500);
+    expect(statuses[2]).to.equal(200);
+    expect(store.callsOf('set').map((c) => c.id)).to.deep.equal(['g'.repeat(22), 'h'.repeat(22)]);
+  });
+
+  it('without genid the IDs are 64 lowercase hex', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('a', 1);
+      ctx.body = { id: ctx.session.id };
+    });
+    expect((await call(run, new Jar(), 'post')).body.id).to.match(HEX64);
+  });
+});

@@ -1,0 +1,543 @@
+/**
+ * SPEC "Session": the Session object a handler sees as ctx.session, its
+ * values (what JSON carries, copied in and out), its keys, and
+ * getSession / fromContext. Everything over real HTTP.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import type { Context } from 'koa';
+import { fromContext, getSession, Session } from '../src';
+import { HEX64, Jar, call, closeAll, cookieNamed, expect, isExpired, memoryStore, start } from './support/app';
+
+afterEach(closeAll);
+
+describe('Session: values across requests', () => {
+  it('a value set in one request is read back in the next with the same cookie', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('user', { name: 'ada', roles: ['admin'] });
+      ctx.body = { user: ctx.session.get('user') ?? null };
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post');
+    expect(jar.get()).to.match(HEX64);
+    const res = await call(run, jar, 'get');
+    expect(res.body).to.deep.equal({ user: { name: 'ada', roles: ['admin'] } });
+  });
+
+  it('a request without the cookie does not see the value', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('n', 1);
+      ctx.body = { n: ctx.session.get('n') ?? null };
+    });
+    await call(run, new Jar(), 'post');
+    const res = await call(run, new Jar(), 'get');
+    expect(res.body).to.deep.equal({ n: null });
+  });
+
+  it('get() of a key never set is undefined and has() is false', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.body = { got: ctx.session.get('nope') === undefined, has: ctx.session.has('nope') };
+    });
+    const res = await call(run, new Jar());
+    expect(res.body).to.deep.equal({ got: true, has: false });
+  });
+
+  it('has() and keys() see what was set, in this request and the next', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') {
+        ctx.session.set('a', 1);
+        ctx.session.set('b', null);
+      }
+      ctx.body = { has: [ctx.session.has('a'), ctx.session.has('b'), ctx.session.has('c')], keys: ctx.session.keys().sort() };
+    });
+    const jar = new Jar();
+    const first = await call(run, jar, 'post');
+    expect(first.body).to.deep.equal({ has: [true, true, false], keys: ['a', 'b'] });
+    const next = await call(run, jar, 'get');
+    expect(next.body).to.deep.equal({ has: [true, true, false], keys: ['a', 'b'] });
+  });
+
+  it('delete(key) removes that one value and keeps the others', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/seed') {
+        ctx.session.set('a', 1);
+        ctx.session.set('b', 2);
+      }
+      if (ctx.path === '/delete') ctx.session.delete('a');
+      ctx.body = ctx.session.toJSON();
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/seed');
+    const deleted = await call(run, jar, 'post', '/delete');
+    expect(deleted.body).to.deep.equal({ b: 2 });
+    const next = await call(run, jar, 'get', '/');
+    expect(next.body).to.deep.equal({ b: 2 });
+  });
+
+  it('clear() empties the session, in this request and the next', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/seed') {
+        ctx.session.set('a', 1);
+        ctx.session.set('b', { c: 2 });
+      }
+      if (ctx.path === '/clear') ctx.session.clear();
+      ctx.body = { keys: ctx.session.keys(), a: ctx.session.get('a') ?? null };
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/seed');
+    const cleared = await call(run, jar, 'post', '/clear');
+    expect(cleared.body).to.deep.equal({ keys: [], a: null });
+    const next = await call(run, jar, 'get', '/');
+    expect(next.body).to.deep.equal({ keys: [], a: null });
+  });
+
+  it('a cleared session stays, with its ID and its cookie', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/seed') ctx.session.set('a', 1);
+      if (ctx.path === '/clear') ctx.session.clear();
+      ctx.body = { id: ctx.session.id, isNew: ctx.session.isNew };
+    });
+    const jar = new Jar();
+    const seeded = await call(run, jar, 'post', '/seed');
+    const id = jar.get();
+    const cleared = await call(run, jar, 'post', '/clear');
+    const cookie = cookieNamed(cleared);
+    if (cookie !== undefined) {
+      expect(isExpired(cookie), 'clear() must not expire the cookie').to.equal(false);
+      expect(cookie.value).to.equal(id);
+    }
+    expect(jar.get()).to.equal(id);
+    const next = await call(run, jar, 'get', '/');
+    expect(next.body).to.deep.equal({ id: seeded.body.id, isNew: false });
+  });
+
+  it('toJSON() gives a copy of all the data', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('a', { deep: [1, 2] });
+      ctx.session.set('b', 'x');
+      const json = ctx.session.toJSON() as { a: { deep: number[] } };
+      json.a.deep.push(3);
+      (json as Record<string, unknown>).c = 'added';
+      ctx.body = { json: JSON.parse(JSON.stringify(ctx.session)), keys: ctx.session.keys() };
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(res.body).to.deep.equal({ json: { a: { deep: [1, 2] }, b: 'x' }, keys: ['a', 'b'] });
+  });
+
+  it('isNew is true on the first request and false once the session is stored', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      const isNew = ctx.session.isNew;
+      ctx.session.set('visits', ((ctx.session.get<number>('visits')) ?? 0) + 1);
+      ctx.body = { isNew };
+    });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ isNew: true });
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ isNew: false });
+  });
+
+  it('changed is false until set() and true after it', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      const before = ctx.session.changed;
+      ctx.session.set('a', 1);
+      ctx.body = { before, after: ctx.session.changed };
+    });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ before: false, after: true });
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ before: false, after: true });
+  });
+
+  it('ctx.session is a Session whose id is 64 lowercase hex and is what the cookie carries', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('a', 1);
+      ctx.body = { id: ctx.session.id, isSession: ctx.session instanceof Session };
+    });
+    const jar = new Jar();
+    const res = await call(run, jar, 'post');
+    expect(res.body.isSession).to.equal(true);
+    expect(res.body.id).to.match(HEX64);
+    expect(jar.get()).to.equal(res.body.id);
+  });
+
+  it('10,000 generated IDs are all 64 lowercase hex and all distinct', async () => {
+    // A new session's ID and every regenerate() come from the generator.
+    const run = await start({ store: memoryStore() }, async (ctx) => {
+      const ids = [ctx.session.id];
+      while (ids.length < 10_000) {
+        await ctx.session.regenerate();
+        ids.push(ctx.session.id);
+      }
+      ctx.body = ids;
+    });
+    const res = await call(run, new Jar());
+    const ids = res.body as string[];
+    expect(ids).to.have.length(10_000);
+    expect(ids.filter((id) => !HEX64.test(id))).to.deep.equal([]);
+    expect(new Set(ids).size).to.equal(10_000);
+  });
+
+  it('new sessions on separate requests all get distinct IDs', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('a', 1);
+      ctx.body = 'ok';
+    });
+    const ids: string[] = [];
+    for (let batch = 0; batch < 10; batch++) {
+      const jars = Array.from({ length: 20 }, () => new Jar());
+      await Promise.all(jars.map((jar) => call(run, jar, 'post')));
+      ids.push(...jars.map((jar) => jar.get() as string));
+    }
+    expect(ids.every((id) => HEX64.test(id))).to.equal(true);
+    expect(new Set(ids).size).to.equal(200);
+  });
+});
+
+// --------------------------------------------------------------------------
+
+class Point {
+  x = 1;
+}
+
+function circularObject(): unknown {
+  const o: Record<string, unknown> = { a: 1 };
+  o.self = o;
+  return o;
+}
+
+function circularArray(): unknown {
+  const a: unknown[] = [1];
+  a.push([a]);
+  return a;
+}
+
+function sparseArray(): unknown {
+  const a = [1, 2, 3];
+  delete a[1];
+  return a;
+}
+
+function holeyArray(): unknown {
+  const a: unknown[] = [];
+  a[2] = 'x';
+  return a;
+}
+
+const REFUSED: Array<[string, () => unknown]> = [
+  ['a function', () => () => 1],
+  ['a symbol', () => Symbol('s')],
+  ['a bigint', () => 10n],
+  ['undefined', () => undefined],
+  ['NaN', () => NaN],
+  ['Infinity', () => Infinity],
+  ['-Infinity', () => -Infinity],
+  ['a circular object', circularObject],
+  ['a circular array', circularArray],
+  ['a Date', () => new Date(0)],
+  ['a Map', () => new Map([['a', 1]])],
+  ['a Set', () => new Set([1])],
+  ['a class instance', () => new Point()],
+  ['a typed array', () => new Uint8Array([1, 2])],
+  ['a Buffer', () => Buffer.from('ab')],
+  ['an object with toJSON', () => ({ toJSON: () => 'x' })],
+  ['a sparse array (deleted element)', sparseArray],
+  ['a sparse array (holes)', holeyArray],
+  ['a RegExp', () => /x/],
+  ['a boxed string', () => new String('x')],
+];
+
+describe('Session: set() refuses what JSON cannot carry unchanged', () => {
+  for (const [label, make] of REFUSED) {
+    it(`set() refuses ${label}, at any depth, with a TypeError and keeps the previous value`, async () => {
+      const run = await start({ store: memoryStore() }, (ctx) => {
+        if (ctx.path === '/seed') ctx.session.set('k', { ok: 1 });
+        if (ctx.path === '/try') {
+          const shapes: Array<[string, unknown]> = [
+            ['top', make()],
+            ['in object', { a: make() }],
+            ['deep', { a: [{ b: [1, make()] }] }],
+          ];
+          const results: Record<string, unknown> = {};
+          for (const [where, value] of shapes) {
+            let outcome: string;
+            try {
+              ctx.session.set('k', value);
+              outcome = 'accepted';
+            } catch (error) {
+              outcome = error instanceof TypeError ? 'TypeError' : `other: ${String(error)}`;
+            }
+            results[where] = { outcome, kept: ctx.session.get('k') ?? null };
+            try {
+              ctx.session.set('fresh', value);
+            } catch {
+              // refused: the key must stay absent
+            }
+            results[`${where}, new key`] = { has: ctx.session.has('fresh') };
+          }
+          ctx.body = results;
+          return;
+        }
+        ctx.body = { k: ctx.session.get('k') ?? null, fresh: ctx.session.has('fresh') };
+      });
+      const jar = new Jar();
+      await call(run, jar, 'post', '/seed');
+      const tried = await call(run, jar, 'post', '/try');
+      for (const where of ['top', 'in object', 'deep']) {
+        expect(tried.body[where], where).to.deep.equal({ outcome: 'TypeError', kept: { ok: 1 } });
+        expect(tried.body[`${where}, new key`], `${where}, new key`).to.deep.equal({ has: false });
+      }
+      const next = await call(run, jar, 'get', '/');
+      expect(next.body).to.deep.equal({ k: { ok: 1 }, fresh: false });
+    });
+  }
+});
+
+describe('Session: values JSON carries come back exactly', () => {
+  const VALUES: Record<string, unknown> = {
+    string: 'héllo \u0000 ✓ 😀',
+    empty: '',
+    int: 42,
+    negative: -7.25,
+    big: Number.MAX_VALUE,
+    tiny: 5e-324,
+    safe: Number.MIN_SAFE_INTEGER,
+    yes: true,
+    no: false,
+    nothing: null,
+    array: [1, 'two', null, [3, [4]], { five: 5 }],
+    emptyArray: [],
+    emptyObject: {},
+    nested: { a: { b: { c: { d: [{ e: 'deep' }] } } } },
+  };
+
+  it('strings, finite numbers, booleans, null, arrays and plain objects come back equal, in this request and the next', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      const equal: Record<string, boolean> = {};
+      for (const [key, value] of Object.entries(VALUES)) {
+        if (ctx.method === 'POST') ctx.session.set(key, value);
+        equal[key] = isDeepStrictEqual(ctx.session.get(key), value);
+      }
+      ctx.body = equal;
+    });
+    const jar = new Jar();
+    const all = Object.fromEntries(Object.keys(VALUES).map((k) => [k, true]));
+    expect((await call(run, jar, 'post')).body).to.deep.equal(all);
+    expect((await call(run, jar, 'get')).body).to.deep.equal(all);
+  });
+
+  it('-0 comes back as 0, in this request and the next', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') {
+        ctx.session.set('z', -0);
+        ctx.session.set('nested', { list: [-0] });
+      }
+      const z = ctx.session.get('z');
+      const nested = ctx.session.get<{ list: number[] }>('nested');
+      ctx.body = { z: Object.is(z, 0), nested: Object.is(nested?.list[0], 0) };
+    });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ z: true, nested: true });
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ z: true, nested: true });
+  });
+
+  it('null is a value: has() is true and get() gives null', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('n', null);
+      ctx.body = { has: ctx.session.has('n'), value: ctx.session.get('n') };
+    });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ has: true, value: null });
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ has: true, value: null });
+  });
+});
+
+describe('Session: set() stores a copy and get() returns a copy', () => {
+  it('mutating an object after set() does not change the session, in this request or the next', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') {
+        const cart = { items: ['apple'], meta: { count: 1 } };
+        ctx.session.set('cart', cart);
+        cart.items.push('pear');
+        cart.meta.count = 99;
+      }
+      ctx.body = ctx.session.get('cart');
+    });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ items: ['apple'], meta: { count: 1 } });
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ items: ['apple'], meta: { count: 1 } });
+  });
+
+  it('mutating an object got from get() does not change the session, in this request or the next', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/seed') ctx.session.set('cart', { items: ['apple'] });
+      if (ctx.path === '/mutate') {
+        const got = ctx.session.get<{ items: string[] }>('cart');
+        got?.items.push('pear');
+        const again = ctx.session.get<{ items: string[] }>('cart');
+        ctx.body = { again };
+        return;
+      }
+      ctx.body = { again: ctx.session.get('cart') };
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/seed');
+    expect((await call(run, jar, 'get', '/mutate')).body).to.deep.equal({ again: { items: ['apple'] } });
+    expect((await call(run, jar, 'post', '/mutate')).body).to.deep.equal({ again: { items: ['apple'] } });
+    expect((await call(run, jar, 'get', '/')).body).to.deep.equal({ again: { items: ['apple'] } });
+  });
+
+  it('a mutated copy changes the session once it is set() again', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/seed') ctx.session.set('cart', { items: ['apple'] });
+      if (ctx.path === '/add') {
+        const cart = ctx.session.get<{ items: string[] }>('cart') as { items: string[] };
+        cart.items.push('pear');
+        ctx.session.set('cart', cart);
+      }
+      ctx.body = ctx.session.get('cart');
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/seed');
+    await call(run, jar, 'post', '/add');
+    expect((await call(run, jar, 'get', '/')).body).to.deep.equal({ items: ['apple', 'pear'] });
+  });
+
+  it('two get() calls return objects that do not share state', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('o', { list: [1] });
+      const a = ctx.session.get<{ list: number[] }>('o') as { list: number[] };
+      const b = ctx.session.get<{ list: number[] }>('o') as { list: number[] };
+      a.list.push(2);
+      ctx.body = { same: a === b, b };
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(res.body).to.deep.equal({ same: false, b: { list: [1] } });
+  });
+});
+
+describe('Session: any string is a key', () => {
+  const SPECIAL = ['__proto__', 'constructor', 'hasOwnProperty', '', 'toString', 'valueOf', 'prototype'];
+
+  it('__proto__, constructor, hasOwnProperty and "" are ordinary keys that round-trip across requests', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') SPECIAL.forEach((key, i) => ctx.session.set(key, { i, key }));
+      ctx.body = {
+        values: SPECIAL.map((key) => ctx.session.get(key) ?? null),
+        has: SPECIAL.map((key) => ctx.session.has(key)),
+        keys: ctx.session.keys().sort(),
+      };
+    });
+    const jar = new Jar();
+    const expected = {
+      values: SPECIAL.map((key, i) => ({ i, key })),
+      has: SPECIAL.map(() => true),
+      keys: [...SPECIAL].sort(),
+    };
+    expect((await call(run, jar, 'post')).body).to.deep.equal(expected);
+    expect((await call(run, jar, 'get')).body).to.deep.equal(expected);
+  });
+
+  it('a fresh session has no inherited keys: has("constructor") is false and get("toString") is undefined', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('a', 1);
+      ctx.body = {
+        has: SPECIAL.map((key) => ctx.session.has(key)),
+        got: SPECIAL.map((key) => ctx.session.get(key) === undefined),
+        keys: ctx.session.keys(),
+      };
+    });
+    const jar = new Jar();
+    const none = { has: SPECIAL.map(() => false), got: SPECIAL.map(() => true) };
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ ...none, keys: [] });
+    await call(run, jar, 'post');
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ ...none, keys: ['a'] });
+  });
+
+  it('setting __proto__ pollutes no prototype, in this request or the next', async () => {
+    const protoNames = Object.getOwnPropertyNames(Object.prototype).sort();
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') {
+        ctx.session.set('__proto__', { polluted: 'yes' });
+        ctx.session.set('constructor', { prototype: { polluted: 'yes' } });
+      }
+      const json = ctx.session.toJSON();
+      ctx.body = {
+        polluted: ({} as Record<string, unknown>).polluted ?? null,
+        jsonProtoIsObject: Object.getPrototypeOf(json) === Object.prototype,
+        jsonOwnProto: Object.prototype.hasOwnProperty.call(json, '__proto__'),
+        jsonPolluted: (json as Record<string, unknown>).polluted ?? null,
+      };
+    });
+    const jar = new Jar();
+    const clean = { polluted: null, jsonProtoIsObject: true, jsonOwnProto: true, jsonPolluted: null };
+    expect((await call(run, jar, 'post')).body).to.deep.equal(clean);
+    expect((await call(run, jar, 'get')).body).to.deep.equal(clean);
+    expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
+    expect(Object.getOwnPropertyNames(Object.prototype).sort()).to.deep.equal(protoNames);
+  });
+
+  it('a value holding a __proto__ key keeps it as data and pollutes nothing', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('v', JSON.parse('{"__proto__": {"polluted": 1}, "a": [{"__proto__": {"polluted": 2}}]}'));
+      const v = ctx.session.get<Record<string, unknown>>('v') as Record<string, unknown>;
+      ctx.body = {
+        own: Object.prototype.hasOwnProperty.call(v, '__proto__'),
+        inner: Object.getOwnPropertyDescriptor(v, '__proto__')?.value ?? null,
+        protoIsObject: Object.getPrototypeOf(v) === Object.prototype,
+        polluted: (v as { polluted?: unknown }).polluted ?? null,
+        global: ({} as Record<string, unknown>).polluted ?? null,
+      };
+    });
+    const jar = new Jar();
+    const expected = { own: true, inner: { polluted: 1 }, protoIsObject: true, polluted: null, global: null };
+    expect((await call(run, jar, 'post')).body).to.deep.equal(expected);
+    expect((await call(run, jar, 'get')).body).to.deep.equal(expected);
+  });
+
+  it('no key is reserved: names a session library might keep for itself round-trip as data', async () => {
+    const names = ['data', 'createdAt', 'touchedAt', 'expires', '_expire', '_maxAge', 'cookie', 'id', 'maxAge'];
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') names.forEach((key) => ctx.session.set(key, `user ${key}`));
+      ctx.body = { values: names.map((key) => ctx.session.get(key) ?? null), keys: ctx.session.keys().sort() };
+    });
+    const jar = new Jar();
+    const expected = { values: names.map((key) => `user ${key}`), keys: [...names].sort() };
+    expect((await call(run, jar, 'post')).body).to.deep.equal(expected);
+    expect((await call(run, jar, 'get')).body).to.deep.equal(expected);
+    expect((await call(run, jar, 'get')).body).to.deep.equal(expected);
+  });
+});
+
+describe('getSession and fromContext', () => {
+  it('getSession(ctx) and fromContext(ctx) return ctx.session itself', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.body = { get: getSession(ctx) === ctx.session, from: fromContext(ctx) === ctx.session };
+    });
+    expect((await call(run, new Jar())).body).to.deep.equal({ get: true, from: true });
+  });
+
+  it('a value set through getSession(ctx) is read back through ctx.session in the next request', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') getSession(ctx).set('via', 'getSession');
+      ctx.body = { via: ctx.session.get('via') ?? null };
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post');
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ via: 'getSession' });
+  });
+
+  for (const [name, fn] of [['getSession', getSession], ['fromContext', fromContext]] as const) {
+    it(`${name}(ctx) throws an Error mentioning the session middleware when it is not installed`, async () => {
+      const run = await start(undefined, (ctx) => ctx.body = 'unused', {
+        middleware: async (ctx: Context) => {
+          try {
+            fn(ctx);
+            ctx.body = { threw: false };
+          } catch (error) {
+            ctx.body = { threw: error instanceof Error, message: (error as Error).message };
+          }
+        },
+      });
+      const res = await call(run, new Jar());
+      expect(res.body.threw).to.equal(true);
+      expect(res.body.message).to.match(/session middleware/i);
+    });
+  }
+});
