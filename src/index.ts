@@ -3,7 +3,7 @@ export { Session } from './session';
 export { MemoryStore, createMemoryStore } from './stores/memory';
 export type { MemoryStoreOptions } from './stores/memory';
 export { RedisStore } from './stores/redis';
-export type { RedisStoreOptions } from './stores/redis';
+export type { RedisStoreOptions, RedisClient } from './stores/redis';
 export { SessionLockTimeoutError, SessionStoreError, SessionConfigError } from './errors';
 export type { SessionOptions, SameSite } from './options';
 export type { LockMode } from './lock';

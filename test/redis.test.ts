@@ -1,0 +1,464 @@
+/**
+ * RedisStore against real redis-server processes (test/support/redis-server.ts
+ * starts throwaway ones on free loopback ports; the system Redis is never
+ * touched). Two Koa apps with their own middleware and their own ioredis
+ * client stand for two processes of one deployment.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import Redis from 'ioredis';
+import type { RedisOptions } from 'ioredis';
+import { RedisStore, SessionLockTimeoutError } from '../src';
+import type { SessionOptions, Store } from '../src';
+import { sha256Hex } from '../src/ids';
+import { redisTarget, skipOrFail, startRedis, type RedisServer } from './support/redis-server';
+import { CookieJar, send, sleep, startApp, type TestApp } from './support/redis-apps';
+
+/** The client settings docs/scaling-out.md recommends. */
+const RECOMMENDED: RedisOptions = {
+  maxRetriesPerRequest: 1,
+  commandTimeout: 2000,
+  retryStrategy: (times) => Math.min(times * 100, 1000),
+};
+
+describe('RedisStore options', () => {
+  const client = { evalsha: async () => 1, eval: async () => 1, hgetall: async () => ({}), del: async () => 0 };
+
+  it('refuses bad options with a TypeError naming the option', () => {
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{}, /option client/],
+      [{ client: {} }, /option client/],
+      [{ client, prefix: 'app:{x}:' }, /option prefix/],
+      [{ client, prefix: 7 }, /option prefix/],
+      [{ client, lock: 'yes' }, /option lock /],
+      [{ client, lockTtl: 0 }, /option lockTtl/],
+      [{ client, lockTtl: Infinity }, /option lockTtl/],
+      [{ client, timeout: -1 }, /option timeout/],
+      [{ client, lockttl: 100 }, /unknown RedisStore option lockttl/],
+    ];
+    for (const [options, message] of bad) {
+      assert.throws(() => new RedisStore(options as never), (error: unknown) => error instanceof TypeError && message.test(error.message));
+    }
+  });
+
+  it('offers a write lock only with lock: true', () => {
+    assert.equal(new RedisStore({ client }).writeLock, undefined);
+    assert.equal(typeof new RedisStore({ client, lock: true }).writeLock?.acquire, 'function');
+  });
+});
+
+describe('RedisStore', function () {
+  this.timeout(60_000);
+
+  let server: RedisServer | undefined;
+  let url: string;
+  let ownServer = false;
+  const clients: Redis[] = [];
+  const apps: TestApp[] = [];
+  let counter = 0;
+  let prefix: string;
+
+  before(async function () {
+    const target = redisTarget();
+    if (target.kind === 'none') {
+      skipOrFail(this, 'no redis-server binary on PATH and no REDIS_URL: the RedisStore tests need a Redis');
+    }
+    if (target.kind === 'binary') {
+      server = await startRedis();
+      url = server.url;
+      ownServer = true;
+    } else {
+      url = target.url;
+    }
+  });
+
+  after(async () => {
+    await server?.stop();
+  });
+
+  beforeEach(() => {
+    // A prefix of its own per test: tests never see each other's keys, even on a shared REDIS_URL.
+    prefix = `kls-test-${process.pid}-${++counter}:`;
+  });
+
+  afterEach(async () => {
+    for (const app of apps.splice(0)) {
+      app.release();
+      await app.close();
+    }
+    await Promise.all(clients.splice(0).map((client) => client.quit().catch(() => client.disconnect())));
+  });
+
+  function connect(options: RedisOptions = RECOMMENDED, at = url): Redis {
+    const client = new Redis(at, options);
+    client.on('error', () => undefined); // reconnects are expected in the fault test
+    clients.push(client);
+    return client;
+  }
+
+  /** One "process": its own ioredis client, RedisStore and Koa app. */
+  async function instance(storeOptions: { lock?: boolean; lockTtl?: number; timeout?: number } = {}, sessionOptions: SessionOptions = {}, client = connect()) {
+    const store = new RedisStore({ client, prefix, ...storeOptions });
+    const app = await startApp(store, sessionOptions);
+    apps.push(app);
+    return { store, client, app, url: app.url };
+  }
+
+  async function keysOf(client: Redis, match = '*'): Promise<string[]> {
+    const keys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, batch] = await client.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== '0');
+    return keys.sort();
+  }
+
+  async function ourKeys(client: Redis): Promise<string[]> {
+    return keysOf(client, `${prefix}*`);
+  }
+
+  /** Starts a session holding { seed: 1 } in `jar` through `base`. */
+  async function login(jar: CookieJar, base: string): Promise<string> {
+    const reply = await send(jar, base, 'POST', '/set?key=seed&value=1');
+    assert.equal(reply.status, 200);
+    assert.ok(jar.sessionId);
+    return jar.sessionId;
+  }
+
+  it('round-trips a session, stored as one hash that expires with maxAge', async () => {
+    const a = await instance({}, { maxAge: 60_000 });
+    const jar = new CookieJar();
+    await send(jar, a.url, 'POST', `/set?key=user&value=${encodeURIComponent('{"name":"ada","roles":["admin"]}')}`);
+    const id = jar.sessionId as string;
+
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { user: { name: 'ada', roles: ['admin'] } });
+
+    const key = `${prefix}{${id}}`;
+    assert.deepEqual(await ourKeys(a.client), [key]);
+    assert.equal(await a.client.type(key), 'hash');
+    const fields = await a.client.hgetall(key);
+    assert.deepEqual(Object.keys(fields).sort(), ['d:user', 'm:c', 'm:t']);
+    const pttl = await a.client.pttl(key);
+    assert.ok(pttl > 50_000 && pttl <= 60_000, `PTTL ${pttl} should be close to maxAge 60000`);
+  });
+
+  it('keeps any key name and any JSON value, __proto__ and the empty key included', async () => {
+    const a = await instance();
+    const jar = new CookieJar();
+    const values: [string, unknown][] = [
+      ['__proto__', { polluted: true }],
+      ['', 'empty key'],
+      ['constructor', [1, 'two', null, { three: 3 }]],
+      ['d:looks-like-ours', 'no key is reserved'],
+      ['m:c', 0],
+      ['unicode ✓', 'ünïcødé'],
+    ];
+    for (const [key, value] of values) {
+      const reply = await send(jar, a.url, 'POST', `/set?key=${encodeURIComponent(key)}&value=${encodeURIComponent(JSON.stringify(value))}`);
+      assert.equal(reply.status, 200);
+    }
+    const body = (await send(jar, a.url, 'GET', '/')).body as Record<string, unknown>;
+    for (const [key, value] of values) assert.deepEqual(Object.getOwnPropertyDescriptor(body, key)?.value, value, key);
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  });
+
+  it('with hashIds: true, only the SHA-256 of an ID ever reaches Redis, lock key included', async () => {
+    const a = await instance({ lock: true }, { hashIds: true });
+    const jar = new CookieJar();
+    const first = await login(jar, a.url);
+    await send(jar, a.url, 'POST', '/regenerate');
+    const id = jar.sessionId as string;
+    assert.notEqual(id, first);
+
+    // Hold a write request, so that its lock key exists while we look.
+    const holding = send(jar, a.url, 'POST', '/hold?key=during&value=true');
+    await a.app.held();
+    const seen: string[] = [];
+    for (const key of await keysOf(a.client)) {
+      seen.push(key);
+      const type = await a.client.type(key);
+      if (type === 'hash') seen.push(...Object.entries(await a.client.hgetall(key)).flat());
+      else if (type === 'string') seen.push((await a.client.get(key)) as string);
+    }
+    a.app.release();
+    assert.equal((await holding).status, 200);
+
+    for (const raw of [id, first]) {
+      assert.ok(!seen.some((text) => text.includes(raw)), 'a raw session ID was found in Redis');
+    }
+    assert.ok(seen.includes(`${prefix}{${sha256Hex(id)}}`), 'the session key is named by the hash');
+    assert.ok(seen.includes(`${prefix}{${sha256Hex(id)}}:lock`), 'the lock key is named by the hash');
+    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${sha256Hex(id)}}`]);
+  });
+
+  it('two processes writing different keys of one session at the same time keep every key', async () => {
+    const a = await instance();
+    const b = await instance();
+    const jar = new CookieJar();
+    await login(jar, a.url);
+
+    const writes: Promise<unknown>[] = [];
+    for (let i = 0; i < 40; i++) {
+      writes.push(send(jar, a.url, 'POST', `/set?key=a${i}&value=${i}`));
+      writes.push(send(jar, b.url, 'POST', `/set?key=b${i}&value=${i}`));
+    }
+    const replies = (await Promise.all(writes)) as { status: number }[];
+    assert.ok(replies.every((reply) => reply.status === 200));
+
+    const data = (await send(jar, b.url, 'GET', '/')).body as Record<string, number>;
+    assert.equal(Object.keys(data).length, 81);
+    for (let i = 0; i < 40; i++) {
+      assert.equal(data[`a${i}`], i);
+      assert.equal(data[`b${i}`], i);
+    }
+  });
+
+  it('with lock: true, 100 concurrent increments spread over two processes add exactly 100', async () => {
+    const a = await instance({ lock: true }, { lockTimeout: 30_000 });
+    const b = await instance({ lock: true }, { lockTimeout: 30_000 });
+    const jar = new CookieJar();
+    await login(jar, a.url);
+
+    const replies = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => send(jar, i % 2 === 0 ? a.url : b.url, 'POST', '/incr?delay=2')),
+    );
+    assert.deepEqual([...new Set(replies.map((reply) => reply.status))], [200]);
+    assert.equal(((await send(jar, a.url, 'GET', '/')).body as { n: number }).n, 100);
+    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${jar.sessionId}}`], 'no lock key left behind');
+  });
+
+  it('without lock: true, concurrent increments across processes lose updates (what lock: true is for)', async () => {
+    const a = await instance();
+    const b = await instance();
+    const jar = new CookieJar();
+    await login(jar, a.url);
+
+    await Promise.all(Array.from({ length: 100 }, (_, i) => send(jar, i % 2 === 0 ? a.url : b.url, 'POST', '/incr?delay=5')));
+    const n = ((await send(jar, a.url, 'GET', '/')).body as { n: number }).n;
+    // Each process is exact on its own (its in-process write lock), but the
+    // two read-modify-write the same key at the same time.
+    assert.ok(n > 0 && n < 100, `expected lost updates without the Redis lock, got n = ${n}`);
+  });
+
+  it('a write lock is renewed while its request runs, and other processes wait for it', async () => {
+    const lockTtl = 1000;
+    const a = await instance({ lock: true, lockTtl }, { lockTimeout: 20_000 });
+    const b = await instance({ lock: true, lockTtl }, { lockTimeout: 20_000 });
+    const jar = new CookieJar();
+    const id = await login(jar, a.url);
+
+    const holding = send(jar, a.url, 'POST', '/hold?key=first&value=1');
+    await a.app.held();
+    const waiting = send(jar, b.url, 'POST', '/set?key=second&value=2');
+    await sleep(lockTtl * 3); // several lifetimes of an unrenewed lock
+    assert.ok((await a.client.pttl(`${prefix}{${id}}:lock`)) > 0, 'the lock is still held');
+    assert.deepEqual(await a.store.get(id).then((record) => (record as { data: unknown }).data), { seed: 1 }, 'B has not written yet');
+
+    a.app.release();
+    assert.equal((await holding).status, 200);
+    assert.equal((await waiting).status, 200);
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, first: 1, second: 2 });
+  });
+
+  it('a lock whose holder process died expires, and the next request proceeds within lockTtl', async () => {
+    const lockTtl = 1500;
+    // Renewed every lockTtl / 3, the lock has at most lockTtl left when its holder dies.
+    const a = await instance({ lock: true, lockTtl }, { lockTimeout: lockTtl * 2 });
+    const jar = new CookieJar();
+    const id = await login(jar, a.url);
+
+    const child = spawn(process.execPath, ['-r', 'ts-node/register', join(__dirname, 'fixtures', 'hold-redis-lock.ts'), url, prefix, id, String(lockTtl)], {
+      cwd: join(__dirname, '..'),
+      env: { ...process.env, TS_NODE_TRANSPILE_ONLY: 'true' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let out = '';
+        child.stdout?.on('data', (chunk: Buffer) => {
+          out += chunk.toString();
+          if (out.includes('locked')) resolve();
+        });
+        child.once('exit', (code) => reject(new Error(`lock holder exited early (${code})`)));
+      });
+      assert.ok((await a.client.pttl(`${prefix}{${id}}:lock`)) > 0, 'the child holds the lock');
+    } catch (error) {
+      child.kill('SIGKILL');
+      throw error;
+    }
+    const killedAt = Date.now();
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('exit', resolve));
+
+    const reply = await send(jar, a.url, 'POST', '/set?key=after&value=1');
+    const waited = Date.now() - killedAt;
+    assert.equal(reply.status, 200, `the request should get the lock once it expired (waited ${waited} ms)`);
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, after: 1 });
+  });
+
+  it('a request that cannot get the Redis lock within lockTimeout gets a 503 and changes nothing', async () => {
+    const a = await instance({ lock: true });
+    const b = await instance({ lock: true }, { lockTimeout: 300 });
+    const jar = new CookieJar();
+    await login(jar, a.url);
+    const holding = send(jar, a.url, 'POST', '/hold?key=first&value=1');
+    await a.app.held();
+    const timedOut = await send(jar, b.url, 'POST', '/set?key=lost&value=1');
+    assert.equal(timedOut.status, 503);
+    a.app.release();
+    await holding;
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, first: 1 });
+  });
+
+  it('the lock is released only by its holder', async () => {
+    const client = connect();
+    const store = new RedisStore({ client, prefix, lock: true, lockTtl: 5000 });
+    const lock = store.writeLock!;
+    const releaseFirst = await lock.acquire('some-session', 1000);
+    await assert.rejects(lock.acquire('some-session', 100), SessionLockTimeoutError);
+    await client.del(store.lockKey('some-session')); // as if it had expired
+    const releaseSecond = await lock.acquire('some-session', 1000);
+    await releaseFirst(); // a late release from the first holder
+    assert.equal(await client.exists(store.lockKey('some-session')), 1, "the first holder's release left the second's lock alone");
+    await releaseSecond();
+    await releaseSecond(); // twice is harmless
+    assert.equal(await client.exists(store.lockKey('some-session')), 0);
+  });
+
+  it('applyChanges replays set, delete and clear in order, and never recreates a missing session', async () => {
+    const client = connect();
+    const store = new RedisStore({ client, prefix });
+    await store.set('s1', { data: { a: 1, b: 2 }, createdAt: 1000, touchedAt: 1000 }, 60_000);
+    assert.equal(await store.applyChanges('s1', [
+      { op: 'set', key: 'c', value: { deep: [1] } },
+      { op: 'delete', key: 'a' },
+      { op: 'clear' },
+      { op: 'set', key: 'after', value: true },
+    ], 2000, 30_000), true);
+    assert.deepEqual(await store.get('s1'), { data: { after: true }, createdAt: 1000, touchedAt: 2000 });
+    const pttl = await client.pttl(store.key('s1'));
+    assert.ok(pttl > 25_000 && pttl <= 30_000, `PTTL ${pttl}`);
+
+    // Big sessions go through the scripts' chunked HSET / HDEL.
+    const big = Object.fromEntries(Array.from({ length: 1500 }, (_, i) => [`k${i}`, { i }]));
+    await store.set('s2', { data: big, createdAt: 1000, touchedAt: 1000 }, 60_000);
+    assert.deepEqual(((await store.get('s2')) as { data: unknown }).data, big);
+    assert.equal(await store.applyChanges('s2', [{ op: 'clear' }, { op: 'set', key: 'only', value: 1 }], 3000, 60_000), true);
+    assert.deepEqual(await store.get('s2'), { data: { only: 1 }, createdAt: 1000, touchedAt: 3000 });
+
+    assert.equal(await store.applyChanges('gone', [{ op: 'set', key: 'x', value: 1 }], 2000, 30_000), false);
+    await store.touch('gone', 30_000);
+    assert.equal(await client.exists(store.key('gone')), 0);
+    assert.equal(await store.get('gone'), undefined);
+  });
+
+  it('regenerate and destroy remove the old keys from Redis', async () => {
+    const a = await instance({ lock: true });
+    const jar = new CookieJar();
+    const first = await login(jar, a.url);
+    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${first}}`]);
+
+    await send(jar, a.url, 'POST', '/regenerate');
+    const second = jar.sessionId as string;
+    assert.notEqual(second, first);
+    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${second}}`]);
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 });
+
+    const reply = await send(jar, a.url, 'POST', '/destroy');
+    assert.equal(reply.status, 204);
+    assert.equal(jar.sessionId, undefined);
+    assert.deepEqual(await ourKeys(a.client), []);
+  });
+
+  it('a slower request in one process never brings back a session destroyed in another', async () => {
+    const a = await instance();
+    const b = await instance();
+    const jar = new CookieJar();
+    const id = await login(jar, a.url);
+    const interrupted: unknown[] = [];
+    a.app.app.on('session:interrupted', (event) => interrupted.push(event));
+
+    const slow = send(jar, a.url, 'POST', '/hold?key=late&value=1');
+    await a.app.held();
+    assert.equal((await send(jar, b.url, 'POST', '/destroy')).status, 204);
+    a.app.release();
+    const reply = await slow;
+
+    assert.equal(reply.status, 200);
+    assert.ok(!reply.setCookies.some((line) => line.includes(id)), 'no cookie for the destroyed ID');
+    assert.equal(interrupted.length, 1);
+    assert.deepEqual(await ourKeys(a.client), [], 'the session stays destroyed');
+  });
+
+  it('with Redis down, requests fail fast with 503, and succeed again once it is back', async function () {
+    if (!ownServer) {
+      skipOrFail(this, 'stopping Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
+    }
+    const own = await startRedis();
+    try {
+      // A: the recommended client settings. B: ioredis defaults, bounded by the store's own timeout.
+      const lockTimeout = 4000;
+      const a = await instance({ lock: true }, { lockTimeout }, connect(RECOMMENDED, own.url));
+      const b = await instance({ timeout: 1500 }, { lockTimeout }, connect({}, own.url));
+      const jar = new CookieJar();
+      await login(jar, a.url);
+      assert.equal((await send(jar, b.url, 'GET', '/')).status, 200);
+
+      await own.kill();
+      for (const base of [a.url, b.url]) {
+        for (const [method, path] of [['POST', '/set?key=x&value=1'], ['GET', '/']]) {
+          const reply = await send(jar, base, method, path);
+          assert.equal(reply.status, 503, `${method} ${path} with Redis down`);
+          assert.ok(reply.ms < lockTimeout, `${method} ${path} took ${reply.ms} ms, more than lockTimeout`);
+        }
+      }
+
+      const again = await startRedis({ port: own.port });
+      try {
+        for (const base of [a.url, b.url]) {
+          // The restarted server is empty (no persistence): the session is gone, a new one starts.
+          const fresh = new CookieJar();
+          const deadline = Date.now() + 20_000;
+          let reply = await send(fresh, base, 'POST', '/set?key=back&value=1');
+          while (reply.status !== 200 && Date.now() < deadline) {
+            await sleep(100);
+            reply = await send(fresh, base, 'POST', '/set?key=back&value=1');
+          }
+          assert.equal(reply.status, 200, 'requests succeed again without a restart');
+          assert.deepEqual((await send(fresh, base, 'GET', '/')).body, { back: 1 });
+        }
+      } finally {
+        await again.stop();
+      }
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('a store written for koa-session (koa-redis) plugs in through withStore', async () => {
+    // koa-redis 4 brings its own ioredis 4 client; it stores JSON strings under the bare ID.
+    const koaRedis = require('koa-redis') as (options: Record<string, unknown>) => Store & { client: Redis };
+    const store = koaRedis({ url, keyPrefix: prefix, maxRetriesPerRequest: 1 });
+    try {
+      const app = await startApp(store, { maxAge: 60_000 });
+      apps.push(app);
+      const jar = new CookieJar();
+      await send(jar, app.url, 'POST', '/set?key=user&value=%22ada%22');
+      const id = jar.sessionId as string;
+      assert.deepEqual((await send(jar, app.url, 'GET', '/')).body, { user: 'ada' });
+
+      const check = connect();
+      const ttl = await check.ttl(prefix + id);
+      assert.ok(ttl > 50 && ttl <= 60, `TTL ${ttl} s`);
+      await send(jar, app.url, 'POST', '/regenerate');
+      assert.deepEqual(await keysOf(check, `${prefix}*`), [prefix + jar.sessionId]);
+      await send(jar, app.url, 'POST', '/destroy');
+      assert.deepEqual(await keysOf(check, `${prefix}*`), []);
+    } finally {
+      await store.client.quit();
+    }
+  });
+});
