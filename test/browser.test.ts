@@ -1,0 +1,242 @@
+/**
+ * The example app in a real browser: headless Chromium clicks through every
+ * page the way a person would, and leaves a screenshot of each in
+ * test-output/.
+ */
+import assert from 'node:assert/strict';
+import type { Browser, BrowserContext, Cookie, Page } from 'playwright-core';
+import type { RunningExample } from './support/browser';
+import { chromiumAvailable, keepToOrigin, launchChromium, screenshot, startExample } from './support/browser';
+
+describe('the example app in a real browser', function () {
+  this.timeout(120_000);
+
+  let browser: Browser | undefined;
+  let example: RunningExample | undefined;
+  let origin = '';
+  let context: BrowserContext;
+  let page: Page;
+  let foreignRequests: string[];
+
+  before(async function () {
+    if (!chromiumAvailable()) return this.skip();
+    example = await startExample();
+    origin = example.origin;
+    browser = await launchChromium();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await example?.close();
+  });
+
+  beforeEach(async () => {
+    ({ context, page, foreignRequests } = await freshPage());
+  });
+
+  afterEach(async () => {
+    await context?.close();
+    assert.deepEqual(foreignRequests, [], 'pages must load nothing from other origins');
+  });
+
+  async function freshPage(cookies: Cookie[] = []): Promise<{ context: BrowserContext; page: Page; foreignRequests: string[] }> {
+    const fresh = await browser!.newContext({ viewport: { width: 1000, height: 700 } });
+    fresh.setDefaultTimeout(30_000);
+    await fresh.addCookies(cookies);
+    const foreign = await keepToOrigin(fresh, origin);
+    return { context: fresh, page: await fresh.newPage(), foreignRequests: foreign };
+  }
+
+  const go = (path: string) => page.goto(origin + path);
+
+  async function signIn(username: string, password: string): Promise<void> {
+    await go('/login');
+    await page.getByLabel('Username').fill(username);
+    await page.getByLabel('Password').fill(password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('#name, [role=alert]').waitFor(); // the profile, or the form again with an error
+  }
+
+  async function sessionCookie(from: BrowserContext = context): Promise<Cookie | undefined> {
+    return (await from.cookies(origin)).find((cookie) => cookie.name === 'session_id');
+  }
+
+  it('signing in shows the user on the profile page', async () => {
+    await go('/');
+    await screenshot(page, 'home');
+    await go('/login');
+    await screenshot(page, 'login');
+    await signIn('alice', 'wonderland');
+    assert.equal(new URL(page.url()).pathname, '/profile');
+    assert.equal(await page.locator('#name').textContent(), 'Alice Liddell');
+    assert.match(await page.locator('header').innerText(), /Signed in as Alice Liddell/);
+    await screenshot(page, 'profile');
+  });
+
+  it('a wrong password is refused and nobody is signed in', async () => {
+    await signIn('alice', 'not-her-password');
+    assert.match(await page.getByRole('alert').innerText(), /Wrong username or password/);
+    await screenshot(page, 'login-refused');
+    await go('/profile');
+    assert.equal(new URL(page.url()).pathname, '/login');
+  });
+
+  it('the session cookie is HttpOnly and SameSite=Lax', async () => {
+    await signIn('bob', 'builder');
+    const cookie = await sessionCookie();
+    assert.ok(cookie, 'a session_id cookie is set');
+    assert.equal(cookie.httpOnly, true);
+    assert.equal(cookie.sameSite, 'Lax');
+    const visibleToScripts: string = await page.evaluate('document.cookie');
+    assert.doesNotMatch(visibleToScripts, /session_id/);
+  });
+
+  it('signing in gives the session a new ID, and the old one stops working', async () => {
+    await go('/login'); // the sign-in form's CSRF token already makes a session
+    const before = await sessionCookie();
+    assert.ok(before, 'the sign-in page starts a session');
+    const beforeCookies = await context.cookies(origin);
+    await signIn('alice', 'wonderland');
+    const after = await sessionCookie();
+    assert.ok(after);
+    assert.notEqual(after.value, before.value);
+
+    const planted = await freshPage(beforeCookies);
+    try {
+      await planted.page.goto(`${origin}/profile`);
+      assert.equal(new URL(planted.page.url()).pathname, '/login', 'the pre-sign-in ID is not signed in');
+    } finally {
+      await planted.context.close();
+    }
+  });
+
+  it('the cart survives a reload', async () => {
+    await go('/cart');
+    assert.match(await page.locator('#cart').innerText(), /empty/);
+    await page.getByRole('button', { name: 'Add Tea' }).click();
+    await page.getByRole('button', { name: 'Add Tea' }).click();
+    await page.getByRole('button', { name: 'Add Jam' }).click();
+    await page.reload();
+    let cart = await page.locator('#cart').innerText();
+    assert.match(cart, /Tea × 2/);
+    assert.match(cart, /Jam × 1/);
+
+    await page.locator('#cart li', { hasText: 'Tea' }).getByRole('button', { name: 'Remove one' }).click();
+    await page.reload();
+    cart = await page.locator('#cart').innerText();
+    assert.match(cart, /Tea × 1/);
+    assert.match(cart, /Jam × 1/);
+    await screenshot(page, 'cart');
+  });
+
+  it('the wizard walks forward and back, sums up what was entered, and is cleared when done', async () => {
+    const step = async () => Number(await page.locator('#wizard').getAttribute('data-step'));
+    const click = (name: string) => page.getByRole('button', { name, exact: true }).click();
+
+    await go('/wizard');
+    assert.equal(await step(), 1);
+    // Markup in a value must come back as text, never as markup.
+    await page.getByLabel('Team name').fill('<b>Rockets</b>');
+    await screenshot(page, 'wizard-1');
+    await click('Next');
+    assert.equal(await step(), 2);
+    await page.getByLabel('Team').check();
+    await screenshot(page, 'wizard-2');
+    await click('Back');
+    assert.equal(await step(), 1);
+    assert.equal(await page.getByLabel('Team name').inputValue(), '<b>Rockets</b>');
+    await click('Next');
+    assert.equal(await page.getByLabel('Team').isChecked(), true, 'the plan chosen before going back is kept');
+    await click('Next');
+    assert.equal(await step(), 3);
+    await page.getByLabel('Invite a teammate').fill('carol@example.test');
+    await screenshot(page, 'wizard-3');
+    await click('Next');
+    assert.equal(await step(), 4);
+
+    await page.reload(); // the wizard lives in the session, not in the page
+    const summary = await page.locator('#summary').innerText();
+    assert.match(summary, /<b>Rockets<\/b>/);
+    assert.match(summary, /Team/);
+    assert.match(summary, /carol@example\.test/);
+    assert.equal(await page.locator('#summary b').count(), 0, 'the team name is not rendered as markup');
+    await screenshot(page, 'wizard-summary');
+    await click('Back');
+    assert.equal(await step(), 3);
+    assert.equal(await page.getByLabel('Invite a teammate').inputValue(), 'carol@example.test');
+    await click('Next');
+
+    await click('Create team');
+    assert.match(await page.getByRole('status').first().innerText(), /Team “<b>Rockets<\/b>” created on the Team plan/);
+    assert.equal(await step(), 1);
+    assert.equal(await page.getByLabel('Team name').inputValue(), '', 'a finished wizard starts afresh');
+    await screenshot(page, 'wizard-done');
+  });
+
+  it('five requests at once on the concurrency page all count', async () => {
+    await go('/concurrency');
+    const counter = page.locator('#counter');
+    assert.equal(await counter.textContent(), '0');
+    for (const expected of [5, 10]) {
+      await page.getByRole('button', { name: 'Send five requests at once' }).click();
+      await page.locator('#result', { hasText: `→ ${expected}` }).waitFor();
+      assert.equal(await counter.textContent(), String(expected));
+      assert.match(await page.locator('#result').innerText(), /none lost/);
+    }
+    const stored = await page.request.get(`${origin}/concurrency/counter`);
+    assert.deepEqual(await stored.json(), { counter: 10 });
+    await page.reload();
+    assert.equal(await counter.textContent(), '10');
+    await page.getByRole('button', { name: 'Send five requests at once' }).click();
+    await page.locator('#result', { hasText: '→ 15' }).waitFor();
+    await screenshot(page, 'concurrency');
+  });
+
+  it('signing out ends the session, and its old cookie no longer works', async () => {
+    await signIn('alice', 'wonderland');
+    const signedIn = await context.cookies(origin);
+    await Promise.all([page.waitForURL(`${origin}/`), page.getByRole('button', { name: 'Sign out' }).click()]);
+    assert.match(await page.locator('header').innerText(), /Sign in/);
+    assert.equal(await sessionCookie(), undefined, 'the cookie is expired');
+    await screenshot(page, 'signed-out');
+
+    // Someone who kept a copy of the cookie (signature included) gets nothing from it.
+    const replayed = await freshPage(signedIn);
+    try {
+      await replayed.page.goto(`${origin}/profile`);
+      assert.equal(new URL(replayed.page.url()).pathname, '/login');
+      const response = await replayed.context.request.get(`${origin}/profile`, { maxRedirects: 0 });
+      assert.equal(response.status(), 302);
+    } finally {
+      await replayed.context.close();
+    }
+  });
+
+  it('a POST without the right CSRF token is refused with 403', async () => {
+    await go('/cart'); // a session, with its token
+    const post = (form: Record<string, string>, headers: Record<string, string> = {}) =>
+      page.request.post(`${origin}/cart/add`, { form, headers, maxRedirects: 0 });
+
+    assert.equal((await post({ item: 'tea' })).status(), 403);
+    assert.equal((await post({ item: 'tea', _csrf: 'not-the-token' })).status(), 403);
+    assert.equal((await post({ item: 'tea' }, { 'X-CSRF-Token': 'not-the-token' })).status(), 403);
+    await page.reload();
+    assert.match(await page.locator('#cart').innerText(), /empty/, 'nothing refused was added');
+
+    const token = await page.locator('input[name="_csrf"]').first().inputValue();
+    assert.equal((await post({ item: 'tea', _csrf: token })).status(), 302);
+
+    // The same from a form whose token was taken out.
+    await page.locator('form[action="/cart/add"] input[name="_csrf"]').first().evaluate((input) => input.remove());
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.url() === `${origin}/cart/add`),
+      page.getByRole('button', { name: 'Add Tea' }).click(),
+    ]);
+    await page.waitForLoadState();
+    assert.equal(response.status(), 403);
+    assert.match(await page.locator('main').innerText(), /did not come from this site/);
+    await screenshot(page, 'csrf-refused');
+    await go('/cart');
+    assert.match(await page.locator('#cart').innerText(), /Tea × 1/);
+  });
+});
