@@ -28,15 +28,19 @@ export type CommitPlan =
   /** Changes to a stored session. */
   | 'update'
   /** No changes, but the idle expiry is due to be pushed out. */
-  | 'push';
+  | 'push'
+  /** Nothing to store, but the cookie is re-sent (rolling, or signed with an older key). */
+  | 'refresh';
 
-export function planCommit(state: SessionState, expiry: Expiry, now: number): CommitPlan {
+/** `refreshCookie`: re-send the cookie of a live session even when nothing else would. */
+export function planCommit(state: SessionState, expiry: Expiry, now: number, refreshCookie: boolean): CommitPlan {
   const changed = state.changes.length > 0;
   if (state.destroyed) return changed ? 'create' : 'expire';
   if (state.loadedId === undefined) return changed ? 'create' : 'none';
   if (state.regenerated) return 'regenerate';
   if (changed) return 'update';
-  return expiry.pushDue(state.touchedAt, now) ? 'push' : 'none';
+  if (expiry.pushDue(state.touchedAt, now)) return 'push';
+  return refreshCookie ? 'refresh' : 'none';
 }
 
 export interface CommitScope {
@@ -73,6 +77,12 @@ export async function commit(scope: CommitScope, plan: CommitPlan, now: number):
     }
     case 'regenerate':
       return regenerate(scope, now);
+    case 'refresh': {
+      // Re-sending the cookie of a session destroyed meanwhile would hand out a dead ID.
+      const stored = await storage.load(state.loadedId as string, now);
+      if (stored === undefined) return interrupted(scope);
+      return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(stored.createdAt, stored.touchedAt) };
+    }
     case 'update':
     case 'push': {
       const loadedId = state.loadedId as string;

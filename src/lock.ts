@@ -1,4 +1,4 @@
-import { Semaphore } from 'async-mutex';
+import { Mutex } from 'async-mutex';
 import { SessionLockTimeoutError, SessionStoreError } from './errors';
 import { trace } from './events';
 import type { DistributedLock } from './stores/store';
@@ -10,19 +10,39 @@ export type LockMode = 'read' | 'write';
 export type Release = () => void;
 
 /**
- * A read/write lock out of one weighted semaphore: readers take 1 unit,
- * writers take all of them. async-mutex's semaphore serves its queue in
- * order and lets nobody jump it, so a writer waiting behind readers is not
- * starved by readers that arrive after it. Each release walks every unit of
- * the semaphore's value, so the capacity (the most readers at once, later
- * ones queue in order) is kept modest.
+ * One session's read/write lock, out of two async-mutex Mutexes (both serve
+ * waiters in arrival order):
+ * - `turn` is the line everyone queues in. A writer keeps its place at the
+ *   head until it holds `resource`, so readers that arrive after a waiting
+ *   writer queue behind it: no writer starvation, first come first served.
+ * - `resource` is held by one writer, or by the readers as a group: the
+ *   first reader in takes it, the last one out gives it back. Any number of
+ *   readers share it.
  */
-const CAPACITY = 1024;
-
-interface Entry {
-  readonly semaphore: Semaphore;
+class ReadWriteLock {
+  private readonly turn = new Mutex();
+  private readonly resource = new Mutex();
+  private readers = 0;
+  private releaseReaders: (() => void) | undefined;
   /** Requests holding or waiting for this lock. */
-  users: number;
+  users = 0;
+
+  get busy(): boolean {
+    return this.turn.isLocked() || this.resource.isLocked();
+  }
+
+  async acquire(mode: LockMode): Promise<() => void> {
+    const releaseTurn = await this.turn.acquire();
+    try {
+      if (mode === 'write') return await this.resource.acquire();
+      if (++this.readers === 1) this.releaseReaders = await this.resource.acquire();
+      return () => {
+        if (--this.readers === 0) this.releaseReaders?.();
+      };
+    } finally {
+      releaseTurn();
+    }
+  }
 }
 
 /**
@@ -31,7 +51,7 @@ interface Entry {
  * does not grow with the number of distinct sessions ever seen.
  */
 export class LockTable {
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new Map<string, ReadWriteLock>();
 
   /** How many sessions have a lock held or waited for right now. */
   get size(): number {
@@ -44,17 +64,17 @@ export class LockTable {
    * (`Infinity` waits for ever).
    */
   acquire(id: string, mode: LockMode, timeoutMs: number): Promise<Release> {
-    let entry = this.entries.get(id);
-    const uncontended = entry === undefined;
-    if (entry === undefined) {
-      entry = { semaphore: new Semaphore(CAPACITY), users: 0 };
-      this.entries.set(id, entry);
+    let lock = this.entries.get(id);
+    const uncontended = lock === undefined;
+    if (lock === undefined) {
+      lock = new ReadWriteLock();
+      this.entries.set(id, lock);
+    } else if (lock.busy) {
+      trace('lock-wait', id, mode);
     }
-    const weight = mode === 'write' ? CAPACITY : 1;
-    if (entry.semaphore.getValue() < weight) trace('lock-wait', id, mode);
-    entry.users++;
-    const granted = entry.semaphore.acquire(weight);
-    const owned = entry;
+    lock.users++;
+    const granted = lock.acquire(mode);
+    const owned = lock;
     const leave = (release: () => void): Release => {
       let done = false;
       return () => {
@@ -67,7 +87,7 @@ export class LockTable {
     };
 
     // A fresh entry is granted at once: no timer needed.
-    if (uncontended || timeoutMs === Infinity) return granted.then(([, release]) => leave(release));
+    if (uncontended || timeoutMs === Infinity) return granted.then(leave);
 
     return new Promise<Release>((resolve, reject) => {
       let timedOut = false;
@@ -75,8 +95,8 @@ export class LockTable {
         timedOut = true;
         reject(new SessionLockTimeoutError(timeoutMs));
       }, timeoutMs);
-      void granted.then(([, release]) => {
-        // A waiter cannot leave the semaphore's queue, so one that gave up
+      void granted.then((release) => {
+        // A waiter cannot leave the mutexes' queues, so one that gave up
         // takes its turn when it comes and hands it straight back.
         if (timedOut) return leave(release)();
         clearTimeout(timer);

@@ -107,19 +107,15 @@ export function session(opts?: SessionOptions): Middleware {
 
     // 4. Commit, then unlock.
     const now = Date.now();
-    const plan = planCommit(state, expiry, now);
-    const live = state.loadedId !== undefined && !state.destroyed;
-    const refreshCookie = live && (options.rolling || (cookie.state === 'valid' && cookie.resign));
+    const refreshCookie = options.rolling || (cookie.state === 'valid' && cookie.resign);
+    const plan = planCommit(state, expiry, now, refreshCookie);
     let action: CookieAction;
     try {
       // Refuse before writing anything when the cookie could not be sent.
-      if (plan !== 'none' || refreshCookie) assertCookieCanBeSent(ctx, options.cookie);
+      if (plan !== 'none') assertCookieCanBeSent(ctx, options.cookie);
       action = await lockingReported(ctx, state.loadedId ?? state.id, () => commit({ ctx, state, lock, storage, expiry }, plan, now));
     } finally {
       await lock?.release();
-    }
-    if (action.kind === 'none' && plan === 'none' && refreshCookie) {
-      action = { kind: 'send', id: state.id, expiresAt: expiry.endsAt(state.createdAt, state.touchedAt) };
     }
 
     // 5. The cookie.

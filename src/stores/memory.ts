@@ -1,5 +1,5 @@
 import type { AtomicStore, Change, SessionData } from './store';
-import { replayChanges, toRecord } from './store';
+import { isSessionRecord, replayChanges, toRecord } from './store';
 
 export interface MemoryStoreOptions {
   /** How often expired sessions are swept out, in ms. Default 10 minutes. */
@@ -12,8 +12,22 @@ interface Entry {
   expiresAt: number;
 }
 
-/** How long one slice of a sweep may keep the event loop, in ms. */
-const SWEEP_SLICE_MS = 2;
+/** The longest delay a Node timer can wait (larger ones fire after 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Entries are spread over this many Maps, and a sweep rebuilds one Map at a
+ * time between two turns of the event loop. Deleting entries one by one from
+ * a single big Map is no good: V8 rehashes a Map in one step when it shrinks,
+ * which on a million entries blocks for tens of ms.
+ */
+const SHARDS = 256;
+
+function shardOf(id: string): number {
+  let hash = 0;
+  for (let i = Math.max(0, id.length - 4); i < id.length; i++) hash = (hash * 31 + id.charCodeAt(i)) | 0;
+  return hash & (SHARDS - 1);
+}
 
 /**
  * The embedded default store, for one process. Records are kept as JSON, so
@@ -22,14 +36,14 @@ const SWEEP_SLICE_MS = 2;
  * swept out every `cleanupInterval`, a slice at a time.
  */
 export class MemoryStore implements AtomicStore {
-  private readonly entries = new Map<string, Entry>();
+  private shards: Map<string, Entry>[] = Array.from({ length: SHARDS }, () => new Map());
   private readonly timer: NodeJS.Timeout;
   private sweeping = false;
 
   constructor(options: MemoryStoreOptions = {}) {
     const interval = options.cleanupInterval ?? 10 * 60 * 1000;
-    if (typeof interval !== 'number' || !Number.isFinite(interval) || interval <= 0) {
-      throw new TypeError('koa-locked-session: MemoryStore option cleanupInterval must be a positive number of milliseconds');
+    if (typeof interval !== 'number' || !Number.isFinite(interval) || interval <= 0 || interval > MAX_TIMER_MS) {
+      throw new TypeError(`koa-locked-session: MemoryStore option cleanupInterval must be a number of milliseconds from 1 to ${MAX_TIMER_MS}`);
     }
     this.timer = setInterval(() => void this.sweep(), interval);
     this.timer.unref(); // the sweep never keeps the process alive
@@ -39,7 +53,9 @@ export class MemoryStore implements AtomicStore {
   get size(): number {
     const now = Date.now();
     let live = 0;
-    for (const entry of this.entries.values()) if (entry.expiresAt > now) live++;
+    for (const shard of this.shards) {
+      for (const entry of shard.values()) if (entry.expiresAt > now) live++;
+    }
     return live;
   }
 
@@ -49,15 +65,24 @@ export class MemoryStore implements AtomicStore {
   }
 
   async set(id: string, data: SessionData, maxAgeMs: number): Promise<void> {
-    this.entries.set(id, { json: JSON.stringify(data), expiresAt: Date.now() + maxAgeMs });
+    this.shards[shardOf(id)]!.set(id, { json: JSON.stringify(data), expiresAt: Date.now() + maxAgeMs });
   }
 
   async destroy(id: string): Promise<void> {
-    this.entries.delete(id);
+    this.shards[shardOf(id)]!.delete(id);
   }
 
+  /** Pushes the expiry out; a record the middleware wrote also notes the push time. */
   async touch(id: string, maxAgeMs: number): Promise<void> {
-    await this.applyChanges(id, [], Date.now(), maxAgeMs);
+    const entry = this.live(id);
+    if (entry === undefined) return;
+    const now = Date.now();
+    const stored = JSON.parse(entry.json) as SessionData;
+    if (isSessionRecord(stored)) {
+      stored.touchedAt = now;
+      entry.json = JSON.stringify(stored);
+    }
+    entry.expiresAt = now + maxAgeMs;
   }
 
   async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
@@ -77,26 +102,21 @@ export class MemoryStore implements AtomicStore {
   }
 
   /**
-   * Removes every expired record, yielding to the event loop every
-   * SWEEP_SLICE_MS so that even a million entries never block it for long.
-   * Resolves when the whole map has been walked.
+   * Removes every expired record, one shard per turn of the event loop, so
+   * that even a million sessions never block it for more than a few ms.
+   * Resolves when every shard has been swept.
    */
   async sweep(): Promise<void> {
     if (this.sweeping) return;
     this.sweeping = true;
     try {
       const now = Date.now();
-      const walk = this.entries.entries();
-      for (;;) {
-        const sliceEnd = performance.now() + SWEEP_SLICE_MS;
-        let walked = 0;
-        for (let step = walk.next(); ; step = walk.next()) {
-          if (step.done) return;
-          const [id, entry] = step.value;
-          if (entry.expiresAt <= now) this.entries.delete(id);
-          // Reading the clock is not free: check it every 256 entries.
-          if ((++walked & 255) === 0 && performance.now() >= sliceEnd) break;
-        }
+      for (let i = 0; i < SHARDS; i++) {
+        const kept = new Map<string, Entry>();
+        this.shards[i]!.forEach((entry, id) => {
+          if (entry.expiresAt > now) kept.set(id, entry);
+        });
+        this.shards[i] = kept;
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
@@ -105,10 +125,11 @@ export class MemoryStore implements AtomicStore {
   }
 
   private live(id: string): Entry | undefined {
-    const entry = this.entries.get(id);
+    const shard = this.shards[shardOf(id)]!;
+    const entry = shard.get(id);
     if (entry === undefined) return undefined;
     if (entry.expiresAt <= Date.now()) {
-      this.entries.delete(id);
+      shard.delete(id);
       return undefined;
     }
     return entry;

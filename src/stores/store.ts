@@ -73,15 +73,17 @@ function isPlainObject(value: unknown): value is SessionData {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** Whether a stored record has the shape the middleware writes. */
+export function isSessionRecord(stored: SessionData): stored is SessionData & SessionRecord {
+  return isPlainObject(stored.data) && Number.isFinite(stored.createdAt) && Number.isFinite(stored.touchedAt);
+}
+
 /**
  * Reads what a store returned as a SessionRecord. A record in another shape
  * (written by another library, or by hand) is taken as plain data created now.
  */
 export function toRecord(stored: SessionData, now: number): SessionRecord {
-  const { data, createdAt, touchedAt } = stored;
-  if (isPlainObject(data) && Number.isFinite(createdAt) && Number.isFinite(touchedAt)) {
-    return { data, createdAt: createdAt as number, touchedAt: touchedAt as number };
-  }
+  if (isSessionRecord(stored)) return { data: stored.data, createdAt: stored.createdAt, touchedAt: stored.touchedAt };
   return { data: stored, createdAt: now, touchedAt: now };
 }
 

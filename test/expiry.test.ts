@@ -1,0 +1,322 @@
+/**
+ * SPEC, "Expiry": maxAge is an idle lifetime pushed out at most every tenth
+ * of maxAge, absoluteTimeout a hard one from creation, expired sessions are
+ * never returned, and rolling re-sends the cookie. Real (short) lifetimes,
+ * real waiting, over HTTP on loopback.
+ */
+import { MemoryStore } from '../src';
+import type { SessionOptions, Store } from '../src';
+import {
+  ForgetfulStore,
+  SpyStore,
+  cookieFor,
+  describeSession,
+  expect,
+  sessionCookie,
+  sleep,
+  startApp,
+} from './support/concurrency';
+import type { TestApp } from './support/concurrency';
+
+const running: TestApp[] = [];
+const stores: MemoryStore[] = [];
+
+function memoryStore(): MemoryStore {
+  const store = new MemoryStore();
+  stores.push(store);
+  return store;
+}
+
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((t) => t.close()));
+  for (const store of stores.splice(0)) store.close();
+});
+
+/** An app with: POST /login (user=ann), POST /bump (counter+1), POST /noop, GET /whoami. */
+async function start(options: SessionOptions): Promise<TestApp> {
+  const t = await startApp(options, {
+    routes: {
+      'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+      'POST /bump': (ctx) => ctx.session.set('bumps', (ctx.session.get<number>('bumps') ?? 0) + 1),
+      'POST /noop': (ctx) => describeSession(ctx),
+      'GET /whoami': (ctx) => describeSession(ctx),
+    },
+  });
+  running.push(t);
+  return t;
+}
+
+async function login(t: TestApp): Promise<{ id: string; expires: Date; savedBy: number }> {
+  const res = await t.client.post('/login');
+  const savedBy = Date.now();
+  expect(res.status).to.equal(200);
+  const cookie = sessionCookie(res);
+  expect(cookie, 'login sets the session cookie').to.not.equal(undefined);
+  return { id: cookie!.value, expires: cookie!.expires as Date, savedBy };
+}
+
+/** Sleeps until the wall clock reaches `at` (ms since epoch). */
+async function sleepUntil(at: number): Promise<void> {
+  const left = at - Date.now();
+  if (left > 0) await sleep(left);
+}
+
+describe('Expiry', function () {
+  this.timeout(60_000);
+
+  describe('maxAge is an idle lifetime', () => {
+    it('a session left unused for longer than maxAge is gone', async () => {
+      const t = await start({ store: memoryStore(), maxAge: 400 });
+      const { id } = await login(t);
+
+      await sleep(600);
+      const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+      expect(res.status).to.equal(200);
+      expect(res.body.isNew).to.equal(true);
+      expect(res.body.id).to.not.equal(id);
+      expect(res.body.data).to.deep.equal({});
+    });
+
+    it('a session that keeps being read stays alive long past maxAge', async () => {
+      const t = await start({ store: memoryStore(), maxAge: 500 });
+      const { id } = await login(t);
+
+      for (let i = 0; i < 8; i++) {
+        await sleep(150);
+        const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(res.body, `read ${i + 1}, ${(i + 1) * 150} ms in`).to.deep.include({ id, isNew: false, data: { user: 'ann' } });
+      }
+    });
+
+    for (const [method, path] of [['GET', '/whoami'], ['POST', '/noop']] as const) {
+      it(`a ${method} that only loads the session, once a tenth of maxAge has passed, pushes its store expiry out`, async () => {
+        const store = memoryStore();
+        const t = await start({ store, maxAge: 1_000 });
+        const { id, savedBy } = await login(t);
+
+        await sleep(400);
+        const pushedFrom = Date.now();
+        const push = await (method === 'GET' ? t.client.get(path) : t.client.post(path)).set('Cookie', cookieFor(id));
+        expect(push.status).to.equal(200);
+
+        // Past the end the login gave it, before the end the push gave it.
+        await sleepUntil(Math.max(savedBy + 1_000 + 50, (savedBy + 1_000 + pushedFrom + 1_000) / 2));
+        expect(Date.now(), 'still before the pushed end').to.be.below(pushedFrom + 1_000);
+        expect(await store.get(id), 'store still holds the session').to.not.equal(undefined);
+        const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(res.body).to.deep.include({ id, isNew: false });
+      });
+    }
+
+    it('a read right after a save sends no Set-Cookie and writes nothing', async () => {
+      const spy = new SpyStore(memoryStore());
+      const t = await start({ store: spy });
+      const { id } = await login(t);
+      const writes = spy.writes;
+
+      const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+      expect(res.body).to.deep.include({ id, isNew: false });
+      expect(res.headers['set-cookie'], 'Set-Cookie').to.equal(undefined);
+      expect(spy.writes, 'store writes').to.equal(writes);
+    });
+
+    it('a read right after an update sends no Set-Cookie and writes nothing', async () => {
+      const spy = new SpyStore(memoryStore());
+      const t = await start({ store: spy, maxAge: 60_000 });
+      const { id } = await login(t);
+      await sleep(50);
+      const bump = await t.client.post('/bump').set('Cookie', cookieFor(id));
+      expect(sessionCookie(bump)?.value, 'the update re-sends the cookie').to.equal(id);
+      const writes = spy.writes;
+
+      const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+      expect(res.body.data).to.deep.equal({ user: 'ann', bumps: 1 });
+      expect(res.headers['set-cookie'], 'Set-Cookie').to.equal(undefined);
+      expect(spy.writes, 'store writes').to.equal(writes);
+    });
+
+    it('a write-mode request that changes nothing, right after a save, sends no Set-Cookie and writes nothing', async () => {
+      const spy = new SpyStore(memoryStore());
+      const t = await start({ store: spy });
+      const { id } = await login(t);
+      const writes = spy.writes;
+
+      const res = await t.client.post('/noop').set('Cookie', cookieFor(id));
+
+      expect(res.body).to.deep.include({ id, isNew: false });
+      expect(res.headers['set-cookie'], 'Set-Cookie').to.equal(undefined);
+      expect(spy.writes, 'store writes').to.equal(writes);
+    });
+
+    it('reads that come within a tenth of maxAge of the last push send no Set-Cookie and write nothing', async () => {
+      const spy = new SpyStore(memoryStore());
+      const t = await start({ store: spy, maxAge: 10_000 });
+      const { id } = await login(t);
+      const writes = spy.writes;
+
+      for (let i = 0; i < 5; i++) {
+        await sleep(60);
+        const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(res.body.isNew).to.equal(false);
+        expect(res.headers['set-cookie'], `Set-Cookie on read ${i + 1}`).to.equal(undefined);
+      }
+      expect(spy.writes, 'store writes').to.equal(writes);
+    });
+
+    it('a read more than a tenth of maxAge after the last push sends Set-Cookie with a later Expires and one store write', async () => {
+      const spy = new SpyStore(memoryStore());
+      const t = await start({ store: spy, maxAge: 3_000 });
+      const { id, expires } = await login(t);
+      const writes = spy.writes;
+
+      await sleep(1_100); // a tenth is 300 ms; 1.1 s also moves Expires (whole seconds) on
+      const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+      const cookie = sessionCookie(res);
+      expect(cookie?.value, 'Set-Cookie of the push').to.equal(id);
+      expect(cookie!.expires!.getTime(), 'pushed Expires').to.be.greaterThan(expires.getTime());
+      expect(spy.writes, 'store writes of the push').to.equal(writes + 1);
+    });
+
+    it('the push counts as the last push: a read right after it sends nothing again', async () => {
+      const spy = new SpyStore(memoryStore());
+      const t = await start({ store: spy, maxAge: 1_000 });
+      const { id } = await login(t);
+      await sleep(250);
+      const push = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+      expect(sessionCookie(push)?.value, 'Set-Cookie of the push').to.equal(id);
+      const writes = spy.writes;
+
+      const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+      expect(res.headers['set-cookie'], 'Set-Cookie').to.equal(undefined);
+      expect(spy.writes, 'store writes').to.equal(writes);
+    });
+
+    it("the cookie's Expires is maxAge after the last push", async () => {
+      const t = await start({ store: memoryStore(), maxAge: 3_600_000 });
+      const before = Date.now();
+      const { expires } = await login(t);
+      const after = Date.now();
+
+      expect(expires.getTime()).to.be.within(before + 3_600_000 - 1_000, after + 3_600_000);
+    });
+  });
+
+  describe('absoluteTimeout is a hard lifetime from creation', () => {
+    for (const [kind, makeStore] of [
+      ['a MemoryStore', () => memoryStore()],
+      ['a koa-session style store (get/set/destroy only)', () => new ForgetfulStore()],
+    ] as Array<[string, () => Store]>) {
+      it(`absoluteTimeout ends a busy session that long after its creation, on ${kind}`, async () => {
+        const t = await start({ store: makeStore(), maxAge: 60_000, absoluteTimeout: 900 });
+        const createdFrom = Date.now();
+        const { id, savedBy } = await login(t);
+
+        let bumps = 0;
+        while (Date.now() < createdFrom + 600) {
+          await sleep(100);
+          const write = await t.client.post('/bump').set('Cookie', cookieFor(id));
+          bumps++;
+          expect(write.status).to.equal(200);
+          const read = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+          expect(read.body, `alive ${Date.now() - createdFrom} ms after creation`).to.deep.include({ id, isNew: false });
+          expect(read.body.data).to.deep.equal({ user: 'ann', bumps });
+        }
+        await sleepUntil(savedBy + 900 + 100);
+        const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+        expect(res.body.isNew, 'a new session after absoluteTimeout').to.equal(true);
+        expect(res.body.data).to.deep.equal({});
+      });
+    }
+
+    it("the cookie's Expires is the absolute end, not maxAge after the last push", async () => {
+      const t = await start({ store: memoryStore(), maxAge: 3_600_000, absoluteTimeout: 60_000 });
+      const before = Date.now();
+      const { id, expires } = await login(t);
+      await sleep(50);
+      const bump = await t.client.post('/bump').set('Cookie', cookieFor(id));
+
+      expect(expires.getTime()).to.be.within(before + 60_000 - 1_000, before + 60_000 + 1_000);
+      expect(sessionCookie(bump)!.expires!.getTime(), 'Expires after an update').to.be.at.most(expires.getTime());
+    });
+
+    it('an expired session past its absoluteTimeout is not returned by a store that never expires anything', async () => {
+      const t = await start({ store: new ForgetfulStore(), maxAge: 60_000, absoluteTimeout: 400 });
+      const { id } = await login(t);
+
+      await sleep(550);
+      const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+      expect(res.body.isNew).to.equal(true);
+      expect(res.body.data).to.deep.equal({});
+    });
+  });
+
+  describe('an expired session is never returned, even before any sweep', () => {
+    it('an idle-expired session on a store that never expires anything comes back as a new empty session', async () => {
+      const store = new ForgetfulStore();
+      const t = await start({ store, maxAge: 300 });
+      const { id } = await login(t);
+
+      await sleep(450);
+      expect(store.records.has(id), 'the store still keeps the record').to.equal(true);
+      const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+      expect(res.body.isNew).to.equal(true);
+      expect(res.body.id).to.not.equal(id);
+      expect(res.body.data).to.deep.equal({});
+    });
+
+    it('an expired session on a MemoryStore that has not swept yet is not returned', async () => {
+      const store = new MemoryStore({ cleanupInterval: 3_600_000 });
+      stores.push(store);
+      const t = await start({ store, maxAge: 300 });
+      const { id } = await login(t);
+
+      await sleep(450);
+      expect(await store.get(id), 'store.get of the expired ID').to.equal(undefined);
+      const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+      expect(res.body.isNew).to.equal(true);
+    });
+  });
+
+  describe('rolling', () => {
+    it('with rolling, every response of a live session re-sends the cookie, even a read right after a save', async () => {
+      const t = await start({ store: memoryStore(), rolling: true });
+      const { id } = await login(t);
+
+      for (let i = 0; i < 3; i++) {
+        const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(sessionCookie(res)?.value, `Set-Cookie on read ${i + 1}`).to.equal(id);
+        expect(sessionCookie(res)!.expires!.getTime()).to.be.greaterThan(Date.now());
+      }
+      const noop = await t.client.post('/noop').set('Cookie', cookieFor(id));
+      expect(sessionCookie(noop)?.value, 'Set-Cookie on a write-mode request that changed nothing').to.equal(id);
+    });
+
+    it('with rolling, a new session that was never changed still gets no cookie', async () => {
+      const t = await start({ store: memoryStore(), rolling: true });
+
+      const res = await t.client.get('/whoami');
+
+      expect(res.body.isNew).to.equal(true);
+      expect(res.headers['set-cookie']).to.equal(undefined);
+    });
+
+    it('with rolling, an expired session gets a fresh one and no cookie for the old ID', async () => {
+      const t = await start({ store: memoryStore(), rolling: true, maxAge: 300 });
+      const { id } = await login(t);
+
+      await sleep(450);
+      const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+      expect(res.body.isNew).to.equal(true);
+      expect(sessionCookie(res)?.value ?? '(none)').to.not.equal(id);
+    });
+  });
+});

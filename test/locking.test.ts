@@ -1,0 +1,1189 @@
+/**
+ * SPEC, "Locking": one read/write lock per session, shared reads, exclusive
+ * writes, first come first served, read-mode changes merged key by key, no
+ * session brought back after a logout, lockTimeout, and no lock outliving
+ * its requests. Over real HTTP on loopback, plus LockTable as a unit.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Context, Middleware } from 'koa';
+import { MemoryStore, SessionLockTimeoutError } from '../src';
+import type { SessionOptions, Store } from '../src';
+import { LockTable } from '../src/lock';
+import type { LockMode, Release } from '../src/lock';
+import {
+  EventLog,
+  ForgetfulStore,
+  SpyStore,
+  cookieFor,
+  describeSession,
+  expect,
+  gate,
+  hexId,
+  loggingLockMode,
+  sessionCookie,
+  settle,
+  sleep,
+  startApp,
+  storedData,
+  tagOf,
+} from './support/concurrency';
+import type { AppSetup, TestApp } from './support/concurrency';
+
+const running: TestApp[] = [];
+const stores: MemoryStore[] = [];
+
+async function start(options: SessionOptions, setup: AppSetup): Promise<TestApp> {
+  const t = await startApp(options, setup);
+  running.push(t);
+  return t;
+}
+
+function memoryStore(): MemoryStore {
+  const store = new MemoryStore();
+  stores.push(store);
+  return store;
+}
+
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((t) => t.close()));
+  for (const store of stores.splice(0)) store.close();
+});
+
+/** POSTs `path` (a route that sets something) and returns the new session's ID from its cookie. */
+async function login(t: TestApp, path = '/login'): Promise<string> {
+  const res = await t.client.post(path);
+  expect(res.status, `POST ${path}`).to.equal(200);
+  const cookie = sessionCookie(res);
+  expect(cookie, `POST ${path} sets the session cookie`).to.not.equal(undefined);
+  return cookie!.value;
+}
+
+/** Records every LockTable in use and every ID a lock is asked for, until restore(). */
+function spyOnLockTables(): { tables: Set<LockTable>; ids: string[]; restore(): void } {
+  const original = LockTable.prototype.acquire;
+  const tables = new Set<LockTable>();
+  const ids: string[] = [];
+  LockTable.prototype.acquire = function acquire(this: LockTable, id: string, mode: LockMode, timeoutMs: number) {
+    tables.add(this);
+    ids.push(id);
+    return original.call(this, id, mode, timeoutMs);
+  };
+  return {
+    tables,
+    ids,
+    restore: () => {
+      LockTable.prototype.acquire = original;
+    },
+  };
+}
+
+describe('Locking', function () {
+  this.timeout(60_000);
+
+  describe('write mode is exclusive', () => {
+    it('200 concurrent POSTs that each read n, await, then set n + 1 end with n exactly 200 higher', async function () {
+      this.timeout(180_000);
+      const t = await start({ store: memoryStore(), lockTimeout: 120_000 }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('n', 7),
+          'POST /inc': async (ctx) => {
+            const n = ctx.session.get<number>('n') as number;
+            await sleep(3);
+            ctx.session.set('n', n + 1);
+          },
+          'GET /n': (ctx) => ({ n: ctx.session.get('n') }),
+        },
+      });
+      const id = await login(t);
+
+      const responses = await Promise.all(Array.from({ length: 200 }, () => t.client.post('/inc').set('Cookie', cookieFor(id))));
+
+      expect(responses.map((r) => r.status).filter((s) => s !== 200), 'non-200 statuses').to.deep.equal([]);
+      const res = await t.client.get('/n').set('Cookie', cookieFor(id));
+      expect(res.body.n).to.equal(207);
+    });
+
+    it('a second writer on the same session starts only after the first has finished', async () => {
+      const log = new EventLog();
+      const first = gate();
+      const t = await start({ store: memoryStore(), lockMode: loggingLockMode(log) }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('n', 0),
+          'POST /w': async (ctx) => {
+            const tag = tagOf(ctx);
+            log.add(`enter ${tag}`);
+            if (tag === 'W1') await first.promise;
+            ctx.session.set(tag, true);
+            log.add(`exit ${tag}`);
+          },
+        },
+      });
+      const id = await login(t);
+
+      const w1 = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W1').then((r) => r);
+      await log.waitFor('enter W1');
+      const w2 = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W2').then((r) => r);
+      await log.waitFor('queue W2');
+      await sleep(50);
+      expect(log.has('enter W2'), 'W2 entered while W1 still ran').to.equal(false);
+      first.open();
+      const [r1, r2] = await Promise.all([w1, w2]);
+
+      expect([r1.status, r2.status]).to.deep.equal([200, 200]);
+      expect(log.indexOf('enter W2')).to.be.greaterThan(log.indexOf('exit W1'));
+    });
+
+    it('a request queued behind a writer loads what the writer saved', async () => {
+      const log = new EventLog();
+      const writer = gate();
+      const t = await start({ store: memoryStore(), lockMode: loggingLockMode(log) }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('x', 0),
+          'POST /w': async (ctx) => {
+            log.add('enter W');
+            await writer.promise;
+            ctx.session.set('x', 1);
+          },
+          'GET /r': (ctx) => describeSession(ctx),
+        },
+      });
+      const id = await login(t);
+
+      const w = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W').then((r) => r);
+      await log.waitFor('enter W');
+      const r = t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', 'R').then((res) => res);
+      await log.waitFor('queue R');
+      writer.open();
+      const [, read] = await Promise.all([w, r]);
+
+      expect(read.status).to.equal(200);
+      expect(read.body.data).to.deep.equal({ x: 1 });
+    });
+
+    it('the lock is held until the commit is stored: a request arriving during a slow commit sees its result', async () => {
+      const log = new EventLog();
+      const commitHeld = gate();
+      const spy = new SpyStore(memoryStore());
+      let holdNextCommit = false;
+      spy.hooks.before = async (method) => {
+        if (method === 'applyChanges' && holdNextCommit) {
+          holdNextCommit = false;
+          log.add('commit W');
+          await commitHeld.promise;
+        }
+      };
+      const t = await start({ store: spy, lockMode: loggingLockMode(log) }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('x', 0),
+          'POST /w': (ctx) => ctx.session.set('x', 2),
+          'GET /r': (ctx) => {
+            log.add('enter R');
+            return describeSession(ctx);
+          },
+        },
+      });
+      const id = await login(t);
+
+      holdNextCommit = true;
+      const w = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W').then((r) => r);
+      await log.waitFor('commit W');
+      const r = t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', 'R').then((res) => res);
+      await log.waitFor('queue R');
+      await sleep(50);
+      expect(log.has('enter R'), 'R ran while the commit was still being stored').to.equal(false);
+      commitHeld.open();
+      const [written, read] = await Promise.all([w, r]);
+
+      expect(written.status).to.equal(200);
+      expect(read.body.data).to.deep.equal({ x: 2 });
+    });
+  });
+
+  describe('read mode is shared', () => {
+    it('50 slow GETs on one session are all inside their handler at the same time', async () => {
+      const everyone = gate();
+      // If reads were serialised the barrier would never fill; this fallback lets the test end and fail.
+      const fallback = setTimeout(() => everyone.open(), 8_000);
+      let inFlight = 0;
+      let most = 0;
+      const t = await start({ store: memoryStore(), lockTimeout: 60_000 }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+          'GET /slow': async () => {
+            inFlight++;
+            most = Math.max(most, inFlight);
+            if (inFlight === 50) everyone.open();
+            await everyone.promise;
+            await sleep(200);
+            inFlight--;
+          },
+        },
+      });
+      try {
+        const id = await login(t);
+        const responses = await Promise.all(Array.from({ length: 50 }, () => t.client.get('/slow').set('Cookie', cookieFor(id))));
+        expect(responses.every((r) => r.status === 200)).to.equal(true);
+      } finally {
+        clearTimeout(fallback);
+      }
+      expect(most, 'most GETs in flight at once').to.equal(50);
+    });
+
+    it('a writer queued behind readers is not starved by readers that arrive after it', async () => {
+      const log = new EventLog();
+      const hold = gate();
+      const t = await start({ store: memoryStore(), lockMode: loggingLockMode(log), lockTimeout: 60_000 }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('w', false),
+          'GET /r': async (ctx) => {
+            const tag = tagOf(ctx);
+            log.add(`enter ${tag}`);
+            if (['R1', 'R2', 'R3'].includes(tag)) await hold.promise;
+            await settle(2);
+            log.add(`exit ${tag}`);
+            return describeSession(ctx);
+          },
+          'POST /w': async (ctx) => {
+            log.add('enter W');
+            await sleep(20);
+            ctx.session.set('w', true);
+            log.add('exit W');
+          },
+        },
+      });
+      const id = await login(t);
+      const read = (tag: string) => t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', tag).then((r) => r);
+
+      const early = ['R1', 'R2', 'R3'].map(read);
+      await Promise.all(['R1', 'R2', 'R3'].map((tag) => log.waitFor(`enter ${tag}`)));
+      const writer = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W').then((r) => r);
+      await log.waitFor('queue W');
+      const late = ['R4', 'R5', 'R6'].map(read);
+      await Promise.all(['R4', 'R5', 'R6'].map((tag) => log.waitFor(`queue ${tag}`)));
+      await sleep(50);
+      hold.open();
+      const responses = await Promise.all([...early, writer, ...late]);
+
+      expect(responses.map((r) => r.status)).to.deep.equal([200, 200, 200, 200, 200, 200, 200]);
+      for (const tag of ['R1', 'R2', 'R3']) {
+        expect(log.indexOf('enter W'), `W entered before ${tag} left`).to.be.greaterThan(log.indexOf(`exit ${tag}`));
+      }
+      for (const tag of ['R4', 'R5', 'R6']) {
+        expect(log.indexOf(`enter ${tag}`), `${tag} overtook W; order: ${log.entries.join(', ')}`).to.be.greaterThan(log.indexOf('exit W'));
+      }
+      for (const res of responses.slice(4)) expect(res.body.data).to.deep.equal({ w: true });
+    });
+
+    it('100 concurrent GETs that each set their own key keep all 100 keys', async function () {
+      this.timeout(120_000);
+      const everyone = gate();
+      const fallback = setTimeout(() => everyone.open(), 8_000);
+      let inFlight = 0;
+      const t = await start({ store: memoryStore(), lockTimeout: 60_000 }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('base', true),
+          'GET /mark': async (ctx) => {
+            // Every reader loads the same snapshot before any of them sets its key.
+            if (++inFlight === 100) everyone.open();
+            await everyone.promise;
+            ctx.session.set(`k${String(ctx.query.i)}`, Number(ctx.query.i));
+          },
+          'GET /all': (ctx) => describeSession(ctx),
+        },
+      });
+      try {
+        const id = await login(t);
+        const responses = await Promise.all(Array.from({ length: 100 }, (_, i) => t.client.get(`/mark?i=${i}`).set('Cookie', cookieFor(id))));
+        expect(responses.map((r) => r.status).filter((s) => s !== 200), 'non-200 statuses').to.deep.equal([]);
+
+        const all = await t.client.get('/all').set('Cookie', cookieFor(id));
+        const expected: Record<string, unknown> = { base: true };
+        for (let i = 0; i < 100; i++) expected[`k${i}`] = i;
+        expect(all.body.data).to.deep.equal(expected);
+      } finally {
+        clearTimeout(fallback);
+      }
+    });
+
+    it("a read-mode request's set and delete land on top of what a concurrent request saved", async () => {
+      const log = new EventLog();
+      const gates = { R1: gate(), R2: gate() };
+      const t = await start({ store: memoryStore(), lockMode: loggingLockMode(log) }, {
+        routes: {
+          'POST /login': (ctx) => {
+            ctx.session.set('a', 1);
+            ctx.session.set('b', 1);
+          },
+          'GET /r': async (ctx) => {
+            const tag = tagOf(ctx) as 'R1' | 'R2';
+            log.add(`enter ${tag}`);
+            await gates[tag].promise;
+            if (tag === 'R1') ctx.session.delete('a');
+            else ctx.session.set('c', 1);
+            log.add(`exit ${tag}`);
+          },
+          'GET /all': (ctx) => describeSession(ctx),
+        },
+      });
+      const id = await login(t);
+      const read = (tag: string) => t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', tag).then((r) => r);
+
+      const r1 = read('R1');
+      const r2 = read('R2');
+      await Promise.all([log.waitFor('enter R1'), log.waitFor('enter R2')]);
+      gates.R2.open();
+      await log.waitFor('exit R2');
+      gates.R1.open();
+      await Promise.all([r1, r2]);
+
+      const all = await t.client.get('/all').set('Cookie', cookieFor(id));
+      expect(all.body.data).to.deep.equal({ b: 1, c: 1 });
+    });
+
+    it('a read-mode clear() then set() is replayed in that order on the freshest stored data', async () => {
+      const log = new EventLog();
+      const gates = { R1: gate(), R2: gate() };
+      const t = await start({ store: memoryStore(), lockMode: loggingLockMode(log) }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('a', 1),
+          'GET /r': async (ctx) => {
+            const tag = tagOf(ctx) as 'R1' | 'R2';
+            log.add(`enter ${tag}`);
+            await gates[tag].promise;
+            if (tag === 'R1') {
+              ctx.session.clear();
+              ctx.session.set('e', 1);
+            } else {
+              ctx.session.set('d', 1);
+            }
+            log.add(`exit ${tag}`);
+          },
+          'GET /all': (ctx) => describeSession(ctx),
+        },
+      });
+      const id = await login(t);
+      const read = (tag: string) => t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', tag).then((r) => r);
+
+      const r1 = read('R1');
+      const r2 = read('R2');
+      await Promise.all([log.waitFor('enter R1'), log.waitFor('enter R2')]);
+      gates.R2.open();
+      await log.waitFor('exit R2');
+      gates.R1.open();
+      await Promise.all([r1, r2]);
+
+      // R2 committed first (d); R1's clear then wipes everything stored, and its set adds e.
+      const all = await t.client.get('/all').set('Cookie', cookieFor(id));
+      expect(all.body.data).to.deep.equal({ e: 1 });
+    });
+  });
+
+  describe('different sessions and new sessions', () => {
+    it('a slow writer on one session does not delay a request on another session', async () => {
+      const log = new EventLog();
+      const holdA = gate();
+      const t = await start({ store: memoryStore(), lockTimeout: 1_000 }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('n', 0),
+          'POST /hold': async (ctx) => {
+            log.add('enter A');
+            await holdA.promise;
+            ctx.session.set('n', 1);
+            log.add('exit A');
+          },
+          'POST /w': (ctx) => ctx.session.set('n', 2),
+        },
+      });
+      const a = await login(t);
+      const b = await login(t);
+
+      const slow = t.client.post('/hold').set('Cookie', cookieFor(a)).then((r) => r);
+      await log.waitFor('enter A');
+      const other = await t.client.post('/w').set('Cookie', cookieFor(b));
+      const aStillHeld = !log.has('exit A');
+      holdA.open();
+      await slow;
+
+      expect(other.status).to.equal(200);
+      expect(aStillHeld, 'session B finished while A was still held').to.equal(true);
+    });
+
+    it('new sessions need no waiting: cookie-less POSTs run side by side and take no lock', async () => {
+      const everyone = gate();
+      const fallback = setTimeout(() => everyone.open(), 8_000);
+      let inFlight = 0;
+      let most = 0;
+      const spy = spyOnLockTables();
+      try {
+        const t = await start({ store: memoryStore(), lockTimeout: 60_000 }, {
+          routes: {
+            'POST /new': async (ctx) => {
+              most = Math.max(most, ++inFlight);
+              if (inFlight === 20) everyone.open();
+              await everyone.promise;
+              ctx.session.set('user', String(ctx.query.i));
+              inFlight--;
+            },
+          },
+        });
+        const responses = await Promise.all(Array.from({ length: 20 }, (_, i) => t.client.post(`/new?i=${i}`)));
+
+        expect(responses.every((r) => r.status === 200 && sessionCookie(r) !== undefined)).to.equal(true);
+        expect(most, 'cookie-less POSTs in flight at once').to.equal(20);
+        expect(spy.ids, 'IDs a lock was taken for').to.deep.equal([]);
+      } finally {
+        clearTimeout(fallback);
+        spy.restore();
+      }
+    });
+  });
+
+  describe('a slower request never brings back a session that was logged out', () => {
+    interface Race {
+      t: TestApp;
+      log: EventLog;
+      store: Store;
+      slow: ReturnType<typeof gate>;
+      interrupted: Array<{ ctx: Context }>;
+    }
+
+    const raceRoutes = (log: EventLog, slow: ReturnType<typeof gate>): AppSetup['routes'] => {
+      const slowWriter = async (ctx: Context) => {
+        log.add('enter S');
+        await slow.promise;
+        ctx.session.set('seen', true);
+        return { handled: 'S' };
+      };
+      return {
+        'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+        'GET /slow': slowWriter,
+        'POST /slow': slowWriter,
+        'GET /slow-read': async (ctx) => {
+          log.add('enter S');
+          await slow.promise;
+          return { user: ctx.session.get('user') };
+        },
+        'POST /logout': async (ctx) => ctx.session.destroy(),
+        'GET /logout': async (ctx) => ctx.session.destroy(),
+        'POST /relogin': async (ctx) => ctx.session.regenerate(),
+        'GET /whoami': (ctx) => describeSession(ctx),
+      };
+    };
+
+    async function race(options: SessionOptions = {}, store: Store = memoryStore()): Promise<Race> {
+      const log = new EventLog();
+      const slow = gate();
+      const interrupted: Array<{ ctx: Context }> = [];
+      const t = await start({ store, lockMode: loggingLockMode(log), ...options }, { routes: raceRoutes(log, slow) });
+      t.app.on('session:interrupted', (event: { ctx: Context }) => interrupted.push(event));
+      return { t, log, store, slow, interrupted };
+    }
+
+    function expectInterrupted(r: Race, sRes: { status: number; body: unknown; headers: Record<string, unknown> }, oldId: string, body: unknown): void {
+      expect(sRes.status).to.equal(200);
+      expect(sRes.body, "S's response is what its handler made").to.deep.equal(body);
+      const cookie = sessionCookie(sRes);
+      expect(cookie?.value ?? '(none)', 'S sets no cookie for the old ID').to.not.equal(oldId);
+      expect(r.interrupted.length, "'session:interrupted' events").to.equal(1);
+      expect(r.interrupted[0]).to.have.property('ctx');
+      expect(tagOf(r.interrupted[0].ctx), 'the event carries the slow request').to.equal('S');
+    }
+
+    for (const [kind, makeStore] of [
+      ['a MemoryStore', () => memoryStore()],
+      ['a koa-session style store (get/set/destroy only)', () => new ForgetfulStore()],
+    ] as Array<[string, () => Store]>) {
+      it(`a GET that sets a key after a POST /logout destroyed the session does not bring it back, on ${kind}`, async () => {
+        const r = await race({}, makeStore());
+        const id = await login(r.t);
+
+        const s = r.t.client.get('/slow').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
+        await r.log.waitFor('enter S');
+        const logout = r.t.client.post('/logout').set('Cookie', cookieFor(id)).set('x-tag', 'logout').then((res) => res);
+        await r.log.waitFor('queue logout');
+        r.slow.open();
+        const [sRes, logoutRes] = await Promise.all([s, logout]);
+
+        expect(logoutRes.status).to.equal(200);
+        expect(await r.store.get(id), 'stored session').to.equal(undefined);
+        expectInterrupted(r, sRes, id, { handled: 'S' });
+        const after = await r.t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(after.body.isNew).to.equal(true);
+        expect(after.body.data).to.deep.equal({});
+      });
+    }
+
+    it('a GET that sets a key after another GET logged the session out does not bring it back', async () => {
+      const r = await race();
+      const id = await login(r.t);
+
+      const s = r.t.client.get('/slow').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
+      await r.log.waitFor('enter S');
+      const logoutRes = await r.t.client.get('/logout').set('Cookie', cookieFor(id)).set('x-tag', 'logout');
+      expect(logoutRes.status).to.equal(200);
+      r.slow.open();
+      const sRes = await s;
+
+      expect(await r.store.get(id), 'stored session').to.equal(undefined);
+      expectInterrupted(r, sRes, id, { handled: 'S' });
+    });
+
+    it('a write-mode request on a second server sharing the store does not bring back a session logged out meanwhile', async () => {
+      const store = memoryStore();
+      const r = await race({}, store);
+      const other = await start({ store }, { routes: raceRoutes(new EventLog(), gate()) });
+      const id = await login(r.t);
+
+      const s = r.t.client.post('/slow').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
+      await r.log.waitFor('enter S');
+      const logoutRes = await other.client.post('/logout').set('Cookie', cookieFor(id));
+      expect(logoutRes.status).to.equal(200);
+      r.slow.open();
+      const sRes = await s;
+
+      expect(await store.get(id), 'stored session').to.equal(undefined);
+      expectInterrupted(r, sRes, id, { handled: 'S' });
+    });
+
+    it('a GET that sets a key after another request regenerated the session writes to neither ID', async () => {
+      const r = await race();
+      const id = await login(r.t);
+
+      const s = r.t.client.get('/slow').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
+      await r.log.waitFor('enter S');
+      const relogin = r.t.client.post('/relogin').set('Cookie', cookieFor(id)).set('x-tag', 'relogin').then((res) => res);
+      await r.log.waitFor('queue relogin');
+      r.slow.open();
+      const [sRes, reloginRes] = await Promise.all([s, relogin]);
+
+      const newId = sessionCookie(reloginRes)?.value as string;
+      expect(newId).to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
+      expect(await r.store.get(id), 'old ID in the store').to.equal(undefined);
+      expect(await storedData(r.store, newId), 'data under the new ID').to.deep.equal({ user: 'ann' });
+      expectInterrupted(r, sRes, id, { handled: 'S' });
+    });
+
+    it('an expiry push by a slow read never recreates a session that was logged out meanwhile', async () => {
+      const r = await race({ maxAge: 2_000 });
+      const id = await login(r.t);
+      await sleep(300); // more than a tenth of maxAge: S's load makes a push due
+
+      const s = r.t.client.get('/slow-read').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
+      await r.log.waitFor('enter S');
+      const logoutRes = await r.t.client.get('/logout').set('Cookie', cookieFor(id)).set('x-tag', 'logout');
+      expect(logoutRes.status).to.equal(200);
+      r.slow.open();
+      const sRes = await s;
+
+      expect(await r.store.get(id), 'stored session').to.equal(undefined);
+      expectInterrupted(r, sRes, id, { user: 'ann' });
+    });
+
+    it('with rolling, a read that overlaps a logout does not re-send the logged-out ID', async () => {
+      const r = await race({ rolling: true });
+      const id = await login(r.t);
+
+      const s = r.t.client.get('/slow-read').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
+      await r.log.waitFor('enter S');
+      const logoutRes = await r.t.client.get('/logout').set('Cookie', cookieFor(id)).set('x-tag', 'logout');
+      expect(logoutRes.status).to.equal(200);
+      r.slow.open();
+      const sRes = await s;
+
+      expect(sRes.status).to.equal(200);
+      expect(await r.store.get(id), 'stored session').to.equal(undefined);
+      expect(sessionCookie(sRes)?.value ?? '(none)', "S's Set-Cookie names the destroyed session").to.not.equal(id);
+    });
+  });
+
+  describe('lockTimeout', () => {
+    interface TimeoutApp {
+      t: TestApp;
+      log: EventLog;
+      hold: ReturnType<typeof gate>;
+      runs: { late: number };
+      caught: unknown[];
+    }
+
+    async function timeoutApp(catchErrors: boolean, lockTimeout = 100): Promise<TimeoutApp> {
+      const log = new EventLog();
+      const hold = gate();
+      const runs = { late: 0 };
+      const caught: unknown[] = [];
+      const outer: Middleware | undefined = catchErrors
+        ? async (ctx, next) => {
+            try {
+              await next();
+            } catch (error) {
+              caught.push(error);
+              const e = error as { status?: number; name?: string; code?: string };
+              ctx.status = e.status ?? 500;
+              ctx.body = { name: e.name, code: e.code };
+            }
+          }
+        : undefined;
+      const t = await start({ store: memoryStore(), lockTimeout, lockMode: loggingLockMode(log) }, {
+        outer,
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('n', 1),
+          'POST /hold': async (ctx) => {
+            log.add('enter hold');
+            await hold.promise;
+            ctx.session.set('held', true);
+          },
+          'POST /late': (ctx) => {
+            runs.late++;
+            ctx.session.set('late', true);
+          },
+          'GET /late': (ctx) => {
+            runs.late++;
+            ctx.session.set('lateRead', true);
+          },
+          'GET /read': (ctx) => describeSession(ctx),
+        },
+      });
+      return { t, log, hold, runs, caught };
+    }
+
+    it('a request waiting longer than lockTimeout behind a slow writer gets 503 and its handler never runs', async () => {
+      const a = await timeoutApp(false);
+      const id = await login(a.t);
+
+      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
+      await a.log.waitFor('enter hold');
+      const late = await a.t.client.post('/late').set('Cookie', cookieFor(id));
+      const handlerRunsWhileHeld = a.runs.late;
+      a.hold.open();
+      await holder;
+      await settle();
+
+      expect(late.status).to.equal(503);
+      expect(sessionCookie(late), 'Set-Cookie on the 503').to.equal(undefined);
+      expect(handlerRunsWhileHeld).to.equal(0);
+      expect(a.runs.late, 'handler runs after the holder left').to.equal(0);
+    });
+
+    it('nothing a timed-out request would have saved is saved', async () => {
+      const a = await timeoutApp(false);
+      const id = await login(a.t);
+
+      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
+      await a.log.waitFor('enter hold');
+      const late = await a.t.client.post('/late').set('Cookie', cookieFor(id));
+      a.hold.open();
+      await holder;
+
+      expect(late.status).to.equal(503);
+      const read = await a.t.client.get('/read').set('Cookie', cookieFor(id));
+      expect(read.body.data).to.deep.equal({ n: 1, held: true });
+    });
+
+    it('the timeout error is a SessionLockTimeoutError with code ESESSIONLOCKTIMEOUT and status 503', async () => {
+      const a = await timeoutApp(true);
+      const id = await login(a.t);
+
+      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
+      await a.log.waitFor('enter hold');
+      const late = await a.t.client.post('/late').set('Cookie', cookieFor(id));
+      a.hold.open();
+      await holder;
+
+      expect(late.status).to.equal(503);
+      expect(late.body).to.deep.equal({ name: 'SessionLockTimeoutError', code: 'ESESSIONLOCKTIMEOUT' });
+      expect(a.caught).to.have.length(1);
+      expect(a.caught[0]).to.be.an.instanceOf(SessionLockTimeoutError);
+      expect(a.caught[0]).to.include({ code: 'ESESSIONLOCKTIMEOUT', status: 503 });
+      expect(String((a.caught[0] as Error).message)).to.not.include(id);
+    });
+
+    it('a read waiting behind a slow writer also gives up after lockTimeout', async () => {
+      const a = await timeoutApp(false);
+      const id = await login(a.t);
+
+      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
+      await a.log.waitFor('enter hold');
+      const late = await a.t.client.get('/late').set('Cookie', cookieFor(id));
+      a.hold.open();
+      await holder;
+      await settle();
+
+      expect(late.status).to.equal(503);
+      expect(a.runs.late).to.equal(0);
+    });
+
+    it('a request that gave up does not hold up the requests after it', async () => {
+      const a = await timeoutApp(false);
+      const id = await login(a.t);
+
+      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
+      await a.log.waitFor('enter hold');
+      const late = await a.t.client.post('/late').set('Cookie', cookieFor(id));
+      expect(late.status).to.equal(503);
+      a.hold.open();
+      await holder;
+
+      const next = await a.t.client.get('/read').set('Cookie', cookieFor(id));
+      expect(next.status).to.equal(200);
+      expect(next.body.data).to.deep.equal({ n: 1, held: true });
+    });
+
+    it('a read that cannot get the exclusive lock for its commit within lockTimeout gets 503 and saves nothing', async () => {
+      const log = new EventLog();
+      const gates = { R: gate(), W: gate() };
+      const t = await start({ store: memoryStore(), lockTimeout: 100, lockMode: loggingLockMode(log) }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('n', 1),
+          'GET /r': async (ctx) => {
+            log.add('enter R');
+            await gates.R.promise;
+            ctx.session.set('r', true);
+          },
+          'POST /w': async (ctx) => {
+            log.add('enter W');
+            await gates.W.promise;
+            ctx.session.set('w', true);
+          },
+          'GET /read': (ctx) => describeSession(ctx),
+        },
+      });
+      const id = await login(t);
+
+      const reader = t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', 'R').then((r) => r);
+      await log.waitFor('enter R');
+      const writer = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W').then((r) => r);
+      await log.waitFor('queue W');
+      gates.R.open(); // R's commit now waits behind W, which holds on
+      const readerRes = await reader;
+      gates.W.open();
+      const writerRes = await writer;
+
+      expect(readerRes.status).to.equal(503);
+      expect(writerRes.status).to.equal(200);
+      const read = await t.client.get('/read').set('Cookie', cookieFor(id));
+      expect(read.body.data).to.deep.equal({ n: 1, w: true });
+    });
+  });
+
+  describe('a lock lives only while some request holds or waits for it', () => {
+    it('after a burst over 1,000 distinct sessions, with contention, errors and timeouts, no lock is left', async function () {
+      this.timeout(300_000);
+      const spy = spyOnLockTables();
+      try {
+        const store = memoryStore();
+        const now = Date.now();
+        const ids = Array.from({ length: 1_000 }, (_, i) => hexId(i + 1));
+        for (const id of ids) await store.set(id, { data: { n: 0 }, createdAt: now, touchedAt: now }, 600_000);
+        const tableSize = () => [...spy.tables].reduce((sum, table) => sum + table.size, 0);
+        let largestTable = 0;
+        const t = await start({ store, lockTimeout: 25 }, {
+          routes: {
+            'GET /burst': async (ctx) => {
+              largestTable = Math.max(largestTable, tableSize());
+              ctx.session.set(`r${String(ctx.query.k)}`, 1);
+              await sleep(Number(ctx.query.ms));
+            },
+            'POST /burst': async (ctx) => {
+              ctx.session.set('n', (ctx.session.get<number>('n') ?? 0) + 1);
+              await sleep(Number(ctx.query.ms));
+              if (ctx.query.fail !== undefined) throw new Error('failing on purpose');
+            },
+          },
+        });
+
+        const statuses: Record<number, number> = {};
+        for (let first = 0; first < ids.length; first += 100) {
+          const requests = ids.slice(first, first + 100).flatMap((id, i) => [
+            t.client.post(`/burst?ms=${i % 10 === 0 ? 60 : 1}`).set('Cookie', cookieFor(id)),
+            t.client.get('/burst?k=a&ms=2').set('Cookie', cookieFor(id)),
+            t.client.post(`/burst?ms=1${i % 7 === 0 ? '&fail=1' : ''}`).set('Cookie', cookieFor(id)),
+            t.client.get('/burst?k=b&ms=0').set('Cookie', cookieFor(hexId(1_000_000 + first + i))), // a session the store lacks
+          ]);
+          for (const res of await Promise.all(requests)) statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+        }
+        console.log(`      burst statuses: ${JSON.stringify(statuses)}, largest lock table seen: ${largestTable}`);
+
+        expect(spy.tables.size, 'lock tables in use').to.equal(1);
+        expect(largestTable, 'locks held at once during the burst').to.be.greaterThan(1);
+        expect(tableSize(), 'locks left after the burst').to.equal(0);
+      } finally {
+        spy.restore();
+      }
+    });
+
+    describe("a session's lock is free again (a follow-up with lockTimeout 0 gets it at once)", () => {
+      let t: TestApp;
+      let spy: SpyStore;
+      let log: EventLog;
+      let hang: ReturnType<typeof gate>;
+
+      beforeEach(async () => {
+        log = new EventLog();
+        hang = gate();
+        spy = new SpyStore(memoryStore());
+        t = await start({ store: spy, lockTimeout: 0 }, {
+          outer: async (ctx, next) => {
+            try {
+              await next();
+            } finally {
+              log.add(`done ${ctx.path}`);
+            }
+          },
+          routes: {
+            'POST /login': (ctx) => ctx.session.set('n', 0),
+            'POST /throw': (ctx) => {
+              ctx.session.set('x', 1);
+              throw new Error('handler failed on purpose');
+            },
+            'POST /inc': (ctx) => ctx.session.set('n', (ctx.session.get<number>('n') ?? 0) + 1),
+            'GET /read': (ctx) => describeSession(ctx),
+            'POST /hang': async (ctx) => {
+              log.add('enter hang');
+              await hang.promise;
+              ctx.session.set('y', 1);
+            },
+          },
+        });
+      });
+
+      async function expectFree(id: string): Promise<void> {
+        const res = await t.client.post('/inc').set('Cookie', cookieFor(id));
+        expect(res.status, 'follow-up request with lockTimeout 0').to.equal(200);
+      }
+
+      it('after a handler threw', async () => {
+        const id = await login(t);
+        const res = await t.client.post('/throw').set('Cookie', cookieFor(id));
+        expect(res.status).to.equal(500);
+        await expectFree(id);
+      });
+
+      it('after the store failed to load the session', async () => {
+        const id = await login(t);
+        spy.hooks.before = (method) => {
+          if (method === 'get') {
+            spy.hooks = {};
+            throw new Error('store down');
+          }
+        };
+        const res = await t.client.get('/read').set('Cookie', cookieFor(id));
+        expect(res.status).to.equal(503);
+        await expectFree(id);
+      });
+
+      it('after the store failed to commit', async () => {
+        const id = await login(t);
+        spy.hooks.before = (method) => {
+          if (method === 'applyChanges') {
+            spy.hooks = {};
+            throw new Error('store down');
+          }
+        };
+        const res = await t.client.post('/inc').set('Cookie', cookieFor(id));
+        expect(res.status).to.equal(503);
+        await expectFree(id);
+      });
+
+      it('after its commit found the session logged out', async () => {
+        const id = await login(t);
+        const interrupted: unknown[] = [];
+        t.app.on('session:interrupted', (e) => interrupted.push(e));
+        const s = t.client.post('/hang').set('Cookie', cookieFor(id)).then((r) => r);
+        await log.waitFor('enter hang');
+        await spy.inner.destroy(id); // logged out elsewhere
+        hang.open();
+        expect((await s).status).to.equal(200);
+        expect(interrupted).to.have.length(1);
+
+        // The old cookie now names no session: its lock must still be free to find that out.
+        const res = await t.client.get('/read').set('Cookie', cookieFor(id));
+        expect(res.status).to.equal(200);
+        expect(res.body.isNew).to.equal(true);
+      });
+
+      it('after the client hung up in the middle of the request', async () => {
+        const id = await login(t);
+        const { port } = t.server.address() as AddressInfo;
+        const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/hang', headers: { cookie: cookieFor(id) } });
+        req.on('error', () => undefined);
+        req.end();
+        await log.waitFor('enter hang');
+        req.destroy();
+        await sleep(20);
+        hang.open();
+        await log.waitFor('done /hang');
+        await expectFree(id);
+        const read = await t.client.get('/read').set('Cookie', cookieFor(id));
+        expect(read.body.data).to.deep.equal({ n: 1, y: 1 });
+      });
+    });
+  });
+});
+
+describe('LockTable, the per-session read/write lock table', function () {
+  this.timeout(60_000);
+
+  type Outcome = 'pending' | 'granted' | 'rejected';
+
+  /** What became of an acquire once everything already queued has run. */
+  async function outcome(p: Promise<unknown>): Promise<Outcome> {
+    let state: Outcome = 'pending';
+    p.then(
+      () => {
+        state = 'granted';
+      },
+      () => {
+        state = 'rejected';
+      },
+    );
+    await settle(3);
+    return state;
+  }
+
+  it('two readers of one session hold the lock at the same time', async () => {
+    const table = new LockTable();
+    const r1 = table.acquire('s', 'read', Infinity);
+    const r2 = table.acquire('s', 'read', Infinity);
+    expect(await outcome(r1)).to.equal('granted');
+    expect(await outcome(r2)).to.equal('granted');
+    (await r1)();
+    (await r2)();
+    expect(table.size).to.equal(0);
+  });
+
+  it('any number of readers hold the lock at the same time (2,000 here)', async () => {
+    const table = new LockTable();
+    let granted = 0;
+    const readers = Array.from({ length: 2_000 }, () => table.acquire('s', 'read', Infinity));
+    for (const reader of readers) void reader.then(() => granted++);
+    await settle(5);
+    const heldAtOnce = granted;
+    for (const reader of readers) void reader.then((release) => release());
+    await Promise.all(readers);
+    await settle();
+
+    expect(heldAtOnce, 'readers holding the lock at once').to.equal(2_000);
+    expect(table.size).to.equal(0);
+  });
+
+  it('a writer waits until every reader ahead of it has released', async () => {
+    const table = new LockTable();
+    const r1 = await table.acquire('s', 'read', Infinity);
+    const r2 = await table.acquire('s', 'read', Infinity);
+    const w = table.acquire('s', 'write', Infinity);
+    expect(await outcome(w)).to.equal('pending');
+    r1();
+    expect(await outcome(w)).to.equal('pending');
+    r2();
+    expect(await outcome(w)).to.equal('granted');
+    (await w)();
+    expect(table.size).to.equal(0);
+  });
+
+  it('a reader waits for a writer ahead of it', async () => {
+    const table = new LockTable();
+    const w = await table.acquire('s', 'write', Infinity);
+    const r = table.acquire('s', 'read', Infinity);
+    expect(await outcome(r)).to.equal('pending');
+    w();
+    expect(await outcome(r)).to.equal('granted');
+    (await r)();
+  });
+
+  it('a writer holds the lock alone: a second writer waits for it', async () => {
+    const table = new LockTable();
+    const w1 = await table.acquire('s', 'write', Infinity);
+    const w2 = table.acquire('s', 'write', Infinity);
+    expect(await outcome(w2)).to.equal('pending');
+    w1();
+    expect(await outcome(w2)).to.equal('granted');
+    (await w2)();
+    expect(table.size).to.equal(0);
+  });
+
+  it('waiters are served first come, first served, so later readers never overtake a waiting writer', async () => {
+    const table = new LockTable();
+    const order: string[] = [];
+    const holder = await table.acquire('s', 'read', Infinity);
+    const queue: Record<string, Promise<Release>> = {};
+    for (const [tag, mode] of [['W1', 'write'], ['R1', 'read'], ['R2', 'read'], ['W2', 'write'], ['R3', 'read']] as const) {
+      queue[tag] = table.acquire('s', mode, Infinity);
+      void queue[tag].then(() => order.push(tag));
+    }
+    await settle();
+    expect(order, 'granted while the first reader holds').to.deep.equal([]);
+
+    holder();
+    await settle();
+    expect(order).to.deep.equal(['W1']);
+    (await queue.W1)();
+    await settle();
+    expect(order).to.deep.equal(['W1', 'R1', 'R2']);
+    (await queue.R1)();
+    await settle();
+    expect(order).to.deep.equal(['W1', 'R1', 'R2']);
+    (await queue.R2)();
+    await settle();
+    expect(order).to.deep.equal(['W1', 'R1', 'R2', 'W2']);
+    (await queue.W2)();
+    await settle();
+    expect(order).to.deep.equal(['W1', 'R1', 'R2', 'W2', 'R3']);
+    (await queue.R3)();
+    expect(table.size).to.equal(0);
+  });
+
+  it('a waiter that runs out of time is rejected with SessionLockTimeoutError (code ESESSIONLOCKTIMEOUT, status 503)', async () => {
+    const table = new LockTable();
+    const w = await table.acquire('s', 'write', Infinity);
+    let error: unknown;
+    await table.acquire('s', 'write', 20).then(
+      () => undefined,
+      (e: unknown) => {
+        error = e;
+      },
+    );
+    expect(error).to.be.an.instanceOf(SessionLockTimeoutError);
+    expect(error).to.include({ code: 'ESESSIONLOCKTIMEOUT', status: 503 });
+    w();
+    await settle();
+    expect(table.size).to.equal(0);
+  });
+
+  it('a waiter that timed out never gets the lock, and the one behind it gets it in turn', async () => {
+    const table = new LockTable();
+    const w0 = await table.acquire('s', 'write', Infinity);
+    const gaveUp = table.acquire('s', 'write', 20);
+    const behind = table.acquire('s', 'write', Infinity);
+    expect(await gaveUp.then(() => 'granted', () => 'rejected')).to.equal('rejected');
+    expect(await outcome(behind)).to.equal('pending');
+
+    w0();
+    expect(await outcome(behind)).to.equal('granted');
+    expect(table.size).to.equal(1);
+    (await behind)();
+    await settle();
+    expect(table.size).to.equal(0);
+  });
+
+  it('a timeout takes nothing away from the holder: the lock stays exclusive until it releases', async () => {
+    const table = new LockTable();
+    const w0 = await table.acquire('s', 'write', Infinity);
+    const reader = table.acquire('s', 'read', 20);
+    expect(await reader.then(() => 'granted', () => 'rejected')).to.equal('rejected');
+    expect(table.size, 'the holder still counts').to.equal(1);
+
+    const later = table.acquire('s', 'read', Infinity);
+    expect(await outcome(later), 'a later reader while the writer holds').to.equal('pending');
+    w0();
+    expect(await outcome(later)).to.equal('granted');
+    (await later)();
+    await settle();
+    expect(table.size).to.equal(0);
+  });
+
+  it('a free lock is granted even with a timeout of 0, a held one is not', async () => {
+    const table = new LockTable();
+    const first = await table.acquire('s', 'write', 0);
+    expect(await table.acquire('s', 'write', 0).then(() => 'granted', () => 'rejected')).to.equal('rejected');
+    first();
+    await settle();
+    const again = await table.acquire('s', 'write', 0);
+    again();
+    expect(table.size).to.equal(0);
+  });
+
+  it('releasing twice does nothing: only one waiting writer is let in', async () => {
+    const table = new LockTable();
+    const w0 = await table.acquire('s', 'write', Infinity);
+    const w1 = table.acquire('s', 'write', Infinity);
+    const w2 = table.acquire('s', 'write', Infinity);
+    w0();
+    w0();
+    await settle();
+    expect(await outcome(w1)).to.equal('granted');
+    expect(await outcome(w2)).to.equal('pending');
+    (await w1)();
+    (await w1)();
+    expect(await outcome(w2)).to.equal('granted');
+    (await w2)();
+    expect(table.size).to.equal(0);
+  });
+
+  it('locks of different sessions are independent', async () => {
+    const table = new LockTable();
+    const a = await table.acquire('a', 'write', Infinity);
+    const b = table.acquire('b', 'write', 0);
+    expect(await outcome(b)).to.equal('granted');
+    expect(table.size).to.equal(2);
+    a();
+    (await b)();
+    expect(table.size).to.equal(0);
+  });
+
+  it('size counts the sessions whose lock is held or waited for', async () => {
+    const table = new LockTable();
+    expect(table.size).to.equal(0);
+    const a = await table.acquire('a', 'read', Infinity);
+    const b = await table.acquire('b', 'write', Infinity);
+    const bWaiter = table.acquire('b', 'read', Infinity);
+    expect(table.size).to.equal(2);
+    a();
+    expect(table.size).to.equal(1);
+    b();
+    (await bWaiter)();
+    expect(table.size).to.equal(0);
+  });
+
+  it('after a random burst of reads, writes and timeouts the table is empty and no writer ever shared its lock', async function () {
+    this.timeout(120_000);
+    const table = new LockTable();
+    let seed = 12345;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed / 2147483648;
+    };
+    const holders = new Map<string, { readers: number; writer: boolean }>();
+    const violations: string[] = [];
+    let granted = 0;
+    let timedOut = 0;
+    const timeouts = [0, 1, 5, 20, Infinity];
+    const tasks: Array<Promise<void>> = [];
+
+    for (let i = 0; i < 3_000; i++) {
+      const id = `s${Math.floor(random() * 20)}`;
+      const mode: LockMode = random() < 0.3 ? 'write' : 'read';
+      const timeout = timeouts[Math.floor(random() * timeouts.length)];
+      const holdMs = Math.floor(random() * 3);
+      tasks.push(
+        table.acquire(id, mode, timeout).then(
+          async (release) => {
+            granted++;
+            const h = holders.get(id) ?? { readers: 0, writer: false };
+            holders.set(id, h);
+            if (h.writer || (mode === 'write' && h.readers > 0)) violations.push(`${mode} on ${id} granted while held`);
+            if (mode === 'write') h.writer = true;
+            else h.readers++;
+            await sleep(holdMs);
+            if (mode === 'write') h.writer = false;
+            else h.readers--;
+            release();
+          },
+          (error: unknown) => {
+            if (!(error instanceof SessionLockTimeoutError)) violations.push(`unexpected ${String(error)}`);
+            timedOut++;
+          },
+        ),
+      );
+      if (i % 50 === 0) await sleep(1);
+    }
+    await Promise.all(tasks);
+    await settle();
+    console.log(`      lock burst: ${granted} granted, ${timedOut} timed out`);
+
+    expect(violations).to.deep.equal([]);
+    expect(granted).to.be.greaterThan(0);
+    expect(timedOut).to.be.greaterThan(0);
+    expect(granted + timedOut).to.equal(3_000);
+    expect(table.size).to.equal(0);
+  });
+});

@@ -1,0 +1,338 @@
+/**
+ * SPEC, "MemoryStore": deep copies in and out, expired entries invisible at
+ * once and swept out in slices that never block the event loop for long, a
+ * sweep timer that never keeps the process alive, a `size` of live entries.
+ */
+import { spawn } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { MemoryStore, createMemoryStore } from '../src';
+import type { SessionData } from '../src';
+import { expect, sleep, waitUntil } from './support/concurrency';
+
+const stores: MemoryStore[] = [];
+
+function memoryStore(options?: ConstructorParameters<typeof MemoryStore>[0]): MemoryStore {
+  const store = new MemoryStore(options);
+  stores.push(store);
+  return store;
+}
+
+afterEach(() => {
+  for (const store of stores.splice(0)) store.close();
+});
+
+/**
+ * Entries the store still holds, expired or not. Nothing public tells an
+ * expired entry that is still held from one that was swept (get and size
+ * hide both), so the sweep tests look at the private map.
+ */
+function heldEntries(store: MemoryStore): number {
+  const { shards } = store as unknown as { shards: Map<string, unknown>[] };
+  return shards.reduce((held, shard) => held + shard.size, 0);
+}
+
+/** Runs a Node script that imports the TypeScript sources; resolves with its exit code, or 'still running'. */
+function runChild(script: string, timeoutMs: number): Promise<number | 'still running'> {
+  const root = path.resolve(__dirname, '..');
+  const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', script], {
+    cwd: root,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve('still running');
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code ?? -1);
+    });
+  });
+}
+
+describe('MemoryStore', function () {
+  this.timeout(60_000);
+
+  describe('copies', () => {
+    it('get returns a deep copy: changing what it returned does not change the stored session', async () => {
+      const store = memoryStore();
+      await store.set('a', { user: { name: 'ann', roles: ['reader'] } }, 60_000);
+
+      const got = (await store.get('a')) as { user: { name: string; roles: string[] } };
+      got.user.name = 'mallory';
+      got.user.roles.push('admin');
+      (got as SessionData).extra = true;
+
+      expect(await store.get('a')).to.deep.equal({ user: { name: 'ann', roles: ['reader'] } });
+    });
+
+    it('set stores a deep copy: changing the object after set does not change the stored session', async () => {
+      const store = memoryStore();
+      const data = { user: { name: 'ann', roles: ['reader'] } };
+      await store.set('a', data, 60_000);
+
+      data.user.name = 'mallory';
+      data.user.roles.push('admin');
+
+      expect(await store.get('a')).to.deep.equal({ user: { name: 'ann', roles: ['reader'] } });
+    });
+
+    it('two gets return objects that share nothing', async () => {
+      const store = memoryStore();
+      await store.set('a', { list: [1] }, 60_000);
+
+      const first = (await store.get('a')) as { list: number[] };
+      const second = (await store.get('a')) as { list: number[] };
+
+      expect(first).to.not.equal(second);
+      expect(first.list).to.not.equal(second.list);
+    });
+
+    it('set replaces what was stored, and destroy removes it (a missing ID included)', async () => {
+      const store = memoryStore();
+      await store.set('a', { v: 1, w: 1 }, 60_000);
+      await store.set('a', { v: 2 }, 60_000);
+      expect(await store.get('a')).to.deep.equal({ v: 2 });
+
+      await store.destroy('a');
+      await store.destroy('never-stored');
+      expect(await store.get('a')).to.equal(undefined);
+    });
+  });
+
+  describe('expiry', () => {
+    it('an expired session is invisible at once, before any sweep', async () => {
+      const store = memoryStore({ cleanupInterval: 3_600_000 });
+      await store.set('short', { v: 1 }, 40);
+      await store.set('long', { v: 2 }, 60_000);
+      expect(await store.get('short')).to.deep.equal({ v: 1 });
+
+      await sleep(80);
+
+      expect(await store.get('short')).to.equal(undefined);
+      expect(await store.get('long')).to.deep.equal({ v: 2 });
+    });
+
+    it('size counts live sessions only, not expired ones waiting for the sweep', async () => {
+      const store = memoryStore({ cleanupInterval: 3_600_000 });
+      await store.set('a', {}, 60_000);
+      await store.set('b', {}, 60_000);
+      await store.set('c', {}, 40);
+      expect(store.size).to.equal(3);
+
+      await sleep(80);
+
+      expect(store.size).to.equal(2);
+      expect(heldEntries(store), 'entries held before any sweep or get').to.equal(3);
+    });
+
+    it('size is a getter', () => {
+      const store = memoryStore();
+      expect(Object.getOwnPropertyDescriptor(MemoryStore.prototype, 'size')?.get).to.be.a('function');
+      expect(store.size).to.equal(0);
+    });
+
+    it('sweep() removes the expired sessions and keeps the live ones', async () => {
+      const store = memoryStore({ cleanupInterval: 3_600_000 });
+      for (let i = 0; i < 10; i++) await store.set(`old${i}`, { i }, 20);
+      await store.set('live', { v: 1 }, 60_000);
+      await sleep(50);
+      expect(heldEntries(store)).to.equal(11);
+
+      await store.sweep();
+
+      expect(heldEntries(store)).to.equal(1);
+      expect(await store.get('live')).to.deep.equal({ v: 1 });
+    });
+
+    it('touch pushes the expiry out without changing the data', async () => {
+      const store = memoryStore();
+      await store.set('a', { v: 1 }, 150);
+      await sleep(100);
+      await store.touch('a', 300);
+      await sleep(120);
+
+      expect(await store.get('a')).to.deep.equal({ v: 1 });
+    });
+
+    it('touch never creates a session that is not stored', async () => {
+      const store = memoryStore();
+      await store.touch('ghost', 60_000);
+      await store.set('gone', { v: 1 }, 20);
+      await sleep(40);
+      await store.touch('gone', 60_000);
+
+      expect(await store.get('ghost')).to.equal(undefined);
+      expect(await store.get('gone')).to.equal(undefined);
+      expect(store.size).to.equal(0);
+    });
+  });
+
+  describe('the sweep timer', () => {
+    it('sweeps every cleanupInterval by itself', async () => {
+      const store = memoryStore({ cleanupInterval: 30 });
+      for (let i = 0; i < 10; i++) await store.set(`old${i}`, {}, 10);
+      await store.set('live', {}, 60_000);
+
+      await waitUntil(() => heldEntries(store) === 1, 'the timer swept the expired entries', 5_000);
+      expect(await store.get('live')).to.deep.equal({});
+    });
+
+    it('close() stops the sweeps', async () => {
+      const store = memoryStore({ cleanupInterval: 20 });
+      let sweeps = 0;
+      store.sweep = async () => {
+        sweeps++;
+      };
+      await waitUntil(() => sweeps >= 2, 'two sweeps ran', 5_000);
+
+      store.close();
+      const afterClose = sweeps;
+      await sleep(150);
+
+      expect(sweeps, 'sweeps after close()').to.equal(afterClose);
+    });
+
+    it('the store still works after close()', async () => {
+      const store = memoryStore();
+      store.close();
+      await store.set('a', { v: 1 }, 60_000);
+      expect(await store.get('a')).to.deep.equal({ v: 1 });
+    });
+
+    it('the sweep timer never keeps the process alive: a process that only creates a MemoryStore exits by itself', async function () {
+      this.timeout(120_000);
+      const code = await runChild(
+        "const { MemoryStore } = require('./src'); const s = new MemoryStore(); s.set('a', {}, 60000); " +
+          "new MemoryStore({ cleanupInterval: 50 });",
+        90_000,
+      );
+      expect(code).to.equal(0);
+    });
+
+    const day = 24 * 60 * 60 * 1000;
+    for (const [label, interval] of [['30 days (longer than a timer can wait)', 30 * day], ['Infinity', Number.POSITIVE_INFINITY]] as const) {
+      it(`a cleanupInterval of ${label} is refused or honoured, never turned into a sweep every millisecond`, async () => {
+        let store: MemoryStore | undefined;
+        let refused: unknown;
+        const sweeps = { count: 0 };
+        const originalSweep = MemoryStore.prototype.sweep;
+        MemoryStore.prototype.sweep = async function sweep() {
+          sweeps.count++;
+        };
+        const warnings: string[] = [];
+        const onWarning = (warning: Error) => warnings.push(warning.name);
+        process.on('warning', onWarning);
+        try {
+          try {
+            store = memoryStore({ cleanupInterval: interval });
+          } catch (error) {
+            refused = error;
+          }
+          await sleep(100);
+        } finally {
+          MemoryStore.prototype.sweep = originalSweep;
+          process.off('warning', onWarning);
+        }
+
+        if (refused !== undefined) {
+          // Refusing it is fine, as long as the error says which option.
+          expect(refused).to.be.an.instanceOf(TypeError);
+          expect(String((refused as Error).message)).to.include('cleanupInterval');
+        } else {
+          expect(store).to.be.an.instanceOf(MemoryStore);
+          expect(sweeps.count, `sweeps within 100 ms (warnings: ${warnings.join(', ') || 'none'})`).to.equal(0);
+        }
+      });
+    }
+  });
+
+  describe('a sweep over a million sessions', () => {
+    it('never blocks the event loop for more than a few milliseconds at a time', async function () {
+      this.timeout(300_000);
+      const store = memoryStore({ cleanupInterval: 3_600_000 });
+      const total = 1_000_000;
+      for (let i = 0; i < total; i++) await store.set(`s${i}`, { i }, 1);
+      await store.set('live', { v: 1 }, 3_600_000);
+      await sleep(20);
+      expect(heldEntries(store)).to.equal(total + 1);
+
+      // The probe notes how long the event loop went between two of its turns.
+      // On a busy shared machine the OS also takes the CPU away for tens of
+      // milliseconds at times; that is not the sweep blocking the loop, so a
+      // block counts only the process's CPU time within the gap (a long
+      // synchronous slice burns CPU the whole time; a preempted one does not).
+      let longestWall = 0;
+      let longestBlock = 0;
+      let probing = true;
+      let lastWall = performance.now();
+      let lastCpu = process.cpuUsage();
+      const probe = () => {
+        const wall = performance.now() - lastWall;
+        const cpuUsed = process.cpuUsage(lastCpu);
+        const cpu = (cpuUsed.user + cpuUsed.system) / 1000;
+        longestWall = Math.max(longestWall, wall);
+        longestBlock = Math.max(longestBlock, Math.min(wall, cpu));
+        lastWall = performance.now();
+        lastCpu = process.cpuUsage();
+        if (probing) setImmediate(probe);
+      };
+      setImmediate(probe);
+      const started = performance.now();
+      await store.sweep();
+      const took = performance.now() - started;
+      // Let the probe take its measure of the sweep's last stretch (or of all of it, had it never yielded).
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      await sleep(5);
+      probing = false;
+
+      console.log(
+        `      sweep of ${total} expired sessions: ${took.toFixed(0)} ms in all; longest block ${longestBlock.toFixed(1)} ms of CPU, ` +
+          `longest wall-clock gap ${longestWall.toFixed(1)} ms, ` +
+          `load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs`,
+      );
+      expect(heldEntries(store), 'entries left after the sweep').to.equal(1);
+      expect(await store.get('live')).to.deep.equal({ v: 1 });
+      expect(longestBlock, 'longest event-loop block during the sweep (ms of CPU)').to.be.below(50);
+    });
+  });
+
+  describe('construction', () => {
+    it('createMemoryStore() returns a MemoryStore', () => {
+      const store = createMemoryStore();
+      stores.push(store);
+      expect(store).to.be.an.instanceOf(MemoryStore);
+    });
+
+    it('createMemoryStore(options) passes its options on', async () => {
+      const store = createMemoryStore({ cleanupInterval: 30 });
+      stores.push(store);
+      await store.set('old', {}, 10);
+      await waitUntil(() => heldEntries(store) === 0, 'the timer swept the expired entry', 5_000);
+      expect(() => createMemoryStore({ cleanupInterval: -1 })).to.throw(TypeError, /cleanupInterval/);
+    });
+
+    for (const bad of [0, -1, Number.NaN, '1000', true]) {
+      it(`new MemoryStore({ cleanupInterval: ${typeof bad === 'string' ? `'${bad}'` : String(bad)} }) throws a TypeError naming cleanupInterval`, () => {
+        expect(() => new MemoryStore({ cleanupInterval: bad as number })).to.throw(TypeError, /cleanupInterval/);
+      });
+    }
+
+    it('new MemoryStore() with no options sweeps every 10 minutes', async () => {
+      const intervals: number[] = [];
+      const original = global.setInterval;
+      global.setInterval = ((handler: () => void, ms: number) => {
+        intervals.push(ms);
+        return original(handler, ms);
+      }) as typeof setInterval;
+      try {
+        memoryStore();
+      } finally {
+        global.setInterval = original;
+      }
+      expect(intervals).to.deep.equal([10 * 60 * 1000]);
+    });
+  });
+});

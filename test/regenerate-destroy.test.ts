@@ -1,0 +1,291 @@
+/**
+ * SPEC, "Session": the regenerate() and destroy() bullets. Over HTTP on
+ * loopback; where the SPEC says "before the response is sent" or "resolves
+ * once the store has removed it", the store's destroy is made slow, so a
+ * library that did not wait for it would be caught.
+ */
+import { MemoryStore } from '../src';
+import type { SessionOptions } from '../src';
+import {
+  SpyStore,
+  cookieFor,
+  describeSession,
+  expect,
+  sessionCookie,
+  setCookies,
+  sleep,
+  startApp,
+  storedData,
+} from './support/concurrency';
+import type { TestApp } from './support/concurrency';
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+const running: TestApp[] = [];
+const stores: MemoryStore[] = [];
+
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((t) => t.close()));
+  for (const store of stores.splice(0)) store.close();
+});
+
+interface Setup {
+  t: TestApp;
+  /** The store the app uses; its destroy() takes `slowDestroyMs` when set. */
+  spy: SpyStore;
+  memory: MemoryStore;
+}
+
+async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<Setup> {
+  const memory = new MemoryStore();
+  stores.push(memory);
+  const spy = new SpyStore(memory);
+  if (slowDestroyMs > 0) {
+    spy.hooks.before = async (method) => {
+      if (method === 'destroy') await sleep(slowDestroyMs);
+    };
+  }
+  const regenerate = async (ctx: Parameters<typeof describeSession>[0]) => {
+    const before = ctx.session.id;
+    const dataBefore = ctx.session.toJSON();
+    const pending = ctx.session.regenerate();
+    const atOnce = ctx.session.id;
+    await pending;
+    if (typeof ctx.query.set === 'string') ctx.session.set(ctx.query.set, true);
+    return { before, atOnce, after: ctx.session.id, dataBefore, dataAfter: ctx.session.toJSON() };
+  };
+  const destroy = async (ctx: Parameters<typeof describeSession>[0]) => {
+    const oldId = ctx.session.id;
+    await ctx.session.destroy();
+    const stillStored = (await memory.get(oldId)) !== undefined;
+    const view = {
+      oldId,
+      stillStored,
+      keys: ctx.session.keys(),
+      user: ctx.session.get('user') ?? null,
+      hasUser: ctx.session.has('user'),
+      data: ctx.session.toJSON(),
+    };
+    if (typeof ctx.query.set === 'string') ctx.session.set(ctx.query.set, [1]);
+    return { ...view, newId: ctx.session.id };
+  };
+  const t = await startApp({ store: spy, ...options }, {
+    routes: {
+      'POST /login': (ctx) => {
+        ctx.session.set('user', 'ann');
+        ctx.session.set('roles', ['reader']);
+      },
+      'POST /regenerate': regenerate,
+      'GET /regenerate': regenerate,
+      'POST /regenerate-new': async (ctx) => {
+        const before = ctx.session.id;
+        await ctx.session.regenerate();
+        ctx.session.set('user', 'bob');
+        return { before, after: ctx.session.id };
+      },
+      'POST /logout': destroy,
+      'GET /logout': destroy,
+      'GET /whoami': (ctx) => describeSession(ctx),
+    },
+  });
+  running.push(t);
+  return { t, spy, memory };
+}
+
+async function login(t: TestApp): Promise<string> {
+  const res = await t.client.post('/login');
+  expect(res.status).to.equal(200);
+  return sessionCookie(res)!.value;
+}
+
+describe('Session.regenerate()', function () {
+  this.timeout(60_000);
+
+  it('regenerate() gives ctx.session a fresh ID at once', async () => {
+    const { t } = await start();
+    const id = await login(t);
+
+    const res = await t.client.post('/regenerate').set('Cookie', cookieFor(id));
+
+    expect(res.status).to.equal(200);
+    expect(res.body.before).to.equal(id);
+    expect(res.body.atOnce, 'ctx.session.id right after calling regenerate()').to.match(HEX64).and.not.equal(id);
+    expect(res.body.after).to.equal(res.body.atOnce);
+  });
+
+  it('regenerate() keeps the data, in this request and the next', async () => {
+    const { t } = await start();
+    const id = await login(t);
+
+    const res = await t.client.post('/regenerate').set('Cookie', cookieFor(id));
+    const next = await t.client.get('/whoami').set('Cookie', cookieFor(res.body.after));
+
+    expect(res.body.dataAfter).to.deep.equal({ user: 'ann', roles: ['reader'] });
+    expect(next.body).to.deep.equal({ id: res.body.after, isNew: false, data: { user: 'ann', roles: ['reader'] } });
+  });
+
+  it('the response sets the cookie to the new ID', async () => {
+    const { t } = await start();
+    const id = await login(t);
+
+    const res = await t.client.post('/regenerate').set('Cookie', cookieFor(id));
+
+    const cookies = setCookies(res).filter((c) => c.name === 'session_id');
+    expect(cookies.map((c) => c.value)).to.deep.equal([res.body.after]);
+    expect(cookies[0].expires!.getTime()).to.be.greaterThan(Date.now());
+  });
+
+  it('the old ID is gone from the store by the time the response arrives, even with a slow store', async () => {
+    const { t, memory } = await start({}, 150);
+    const id = await login(t);
+
+    const res = await t.client.post('/regenerate').set('Cookie', cookieFor(id));
+
+    expect(await memory.get(id), 'old ID in the store when the response arrived').to.equal(undefined);
+    expect(await storedData(memory, res.body.after)).to.deep.equal({ user: 'ann', roles: ['reader'] });
+  });
+
+  it('the old cookie now gives a new, empty session', async () => {
+    const { t } = await start();
+    const id = await login(t);
+    const res = await t.client.post('/regenerate').set('Cookie', cookieFor(id));
+
+    const old = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+    expect(old.body.isNew).to.equal(true);
+    expect(old.body.data).to.deep.equal({});
+    expect(old.body.id).to.not.equal(id).and.not.equal(res.body.after);
+  });
+
+  it('changes made in the same request are saved under the new ID', async () => {
+    const { t, memory } = await start();
+    const id = await login(t);
+
+    const res = await t.client.post('/regenerate?set=admin').set('Cookie', cookieFor(id));
+
+    expect(await storedData(memory, res.body.after)).to.deep.equal({ user: 'ann', roles: ['reader'], admin: true });
+    expect(await memory.get(id)).to.equal(undefined);
+  });
+
+  it('regenerate() in a read-mode (GET) request works the same way', async () => {
+    const { t, memory } = await start();
+    const id = await login(t);
+
+    const res = await t.client.get('/regenerate').set('Cookie', cookieFor(id));
+
+    expect(sessionCookie(res)?.value).to.equal(res.body.after);
+    expect(await memory.get(id)).to.equal(undefined);
+    expect(await storedData(memory, res.body.after)).to.deep.equal({ user: 'ann', roles: ['reader'] });
+  });
+
+  it('regenerate() on a session that was never stored stores it under the fresh ID', async () => {
+    const { t, memory } = await start();
+
+    const res = await t.client.post('/regenerate-new');
+
+    expect(res.body.after).to.match(HEX64).and.not.equal(res.body.before);
+    expect(sessionCookie(res)?.value).to.equal(res.body.after);
+    expect(await storedData(memory, res.body.after)).to.deep.equal({ user: 'bob' });
+    expect(await memory.get(res.body.before)).to.equal(undefined);
+  });
+
+  it('the new ID starts a new absoluteTimeout lifetime', async () => {
+    const { t } = await start({ maxAge: 60_000, absoluteTimeout: 1_000 });
+    const id = await login(t);
+    const createdBy = Date.now();
+
+    await sleep(600);
+    const regeneratedFrom = Date.now();
+    const res = await t.client.post('/regenerate').set('Cookie', cookieFor(id));
+    const regeneratedBy = Date.now();
+    const newId = res.body.after as string;
+
+    // Past the first lifetime (created by createdBy), inside the new one.
+    await sleep(Math.max(0, createdBy + 1_000 + 100 - Date.now()));
+    expect(Date.now(), 'still inside the new lifetime').to.be.below(regeneratedFrom + 1_000);
+    const alive = await t.client.get('/whoami').set('Cookie', cookieFor(newId));
+    expect(alive.body, 'past the old lifetime').to.deep.include({ id: newId, isNew: false });
+
+    await sleep(Math.max(0, regeneratedBy + 1_000 + 100 - Date.now()));
+    const gone = await t.client.get('/whoami').set('Cookie', cookieFor(newId));
+    expect(gone.body.isNew, 'past the new lifetime').to.equal(true);
+  });
+});
+
+describe('Session.destroy()', function () {
+  this.timeout(60_000);
+
+  it('destroy() resolves only once the store has removed the session, even with a slow store', async () => {
+    const { t } = await start({}, 150);
+    const id = await login(t);
+
+    const res = await t.client.post('/logout').set('Cookie', cookieFor(id));
+
+    expect(res.status).to.equal(200);
+    expect(res.body.oldId).to.equal(id);
+    expect(res.body.stillStored, 'the session was still stored when destroy() resolved').to.equal(false);
+  });
+
+  it('after destroy() the session data is empty', async () => {
+    const { t } = await start();
+    const id = await login(t);
+
+    const res = await t.client.post('/logout').set('Cookie', cookieFor(id));
+
+    expect(res.body).to.deep.include({ keys: [], user: null, hasUser: false, data: {} });
+  });
+
+  it('the response expires the cookie', async () => {
+    const { t } = await start();
+    const id = await login(t);
+
+    const res = await t.client.post('/logout').set('Cookie', cookieFor(id));
+
+    const cookies = setCookies(res).filter((c) => c.name === 'session_id');
+    expect(cookies, 'session cookies set').to.have.length(1);
+    expect(cookies[0].value, 'the expired cookie carries no ID').to.not.equal(id);
+    expect(cookies[0].expires, 'Expires').to.not.equal(undefined);
+    expect(cookies[0].expires!.getTime(), 'Expires').to.be.at.most(Date.now() - 24 * 60 * 60 * 1000);
+  });
+
+  it('after a logout the old cookie gives a new, empty session', async () => {
+    const { t, memory } = await start();
+    const id = await login(t);
+    await t.client.post('/logout').set('Cookie', cookieFor(id));
+
+    const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+    expect(await memory.get(id)).to.equal(undefined);
+    expect(res.body.isNew).to.equal(true);
+    expect(res.body.id).to.not.equal(id);
+    expect(res.body.data).to.deep.equal({});
+  });
+
+  it('a set() after destroy() starts a new session with a new ID, and the response carries that ID instead', async () => {
+    const { t, memory } = await start();
+    const id = await login(t);
+
+    const res = await t.client.post('/logout?set=cart').set('Cookie', cookieFor(id));
+
+    expect(res.body.newId).to.match(HEX64).and.not.equal(id);
+    const cookies = setCookies(res).filter((c) => c.name === 'session_id');
+    expect(cookies.map((c) => c.value), 'session cookies set').to.deep.equal([res.body.newId]);
+    expect(cookies[0].expires!.getTime()).to.be.greaterThan(Date.now());
+    expect(await memory.get(id), 'old ID in the store').to.equal(undefined);
+    expect(await storedData(memory, res.body.newId), 'new session, without the old data').to.deep.equal({ cart: [1] });
+
+    const next = await t.client.get('/whoami').set('Cookie', cookieFor(res.body.newId));
+    expect(next.body).to.deep.equal({ id: res.body.newId, isNew: false, data: { cart: [1] } });
+  });
+
+  it('destroy() in a read-mode (GET) request removes the session and expires the cookie too', async () => {
+    const { t, memory } = await start();
+    const id = await login(t);
+
+    const res = await t.client.get('/logout').set('Cookie', cookieFor(id));
+
+    expect(res.body.stillStored).to.equal(false);
+    expect(await memory.get(id)).to.equal(undefined);
+    expect(sessionCookie(res)!.expires!.getTime()).to.be.at.most(Date.now());
+  });
+});
