@@ -1,14 +1,23 @@
 /**
- * The library's own errors. Both carry `status` (Koa turns it into the HTTP
- * status) and a stable `code`; neither ever contains a raw session ID.
+ * The library's own errors. Each carries `status` (Koa turns it into the
+ * HTTP status) and a stable `code`; none ever contains a raw session ID.
  */
+abstract class SessionError extends Error {
+  abstract readonly status: number;
+  abstract readonly code: string;
+  /** Koa shows the status text, not this message, to the client. */
+  readonly expose = false;
+
+  /** The same as `status`, for code that reads `statusCode`. */
+  get statusCode(): number {
+    return this.status;
+  }
+}
 
 /** A request waited longer than `lockTimeout` for its session's lock. */
-export class SessionLockTimeoutError extends Error {
+export class SessionLockTimeoutError extends SessionError {
   readonly status = 503;
-  readonly statusCode = 503;
   readonly code = 'ESESSIONLOCKTIMEOUT';
-  readonly expose = false;
 
   constructor(waitedMs: number) {
     super(`koa-locked-session: timed out after ${waitedMs} ms waiting for the session lock`);
@@ -17,11 +26,9 @@ export class SessionLockTimeoutError extends Error {
 }
 
 /** The store threw or rejected; the original error is `cause`. */
-export class SessionStoreError extends Error {
+export class SessionStoreError extends SessionError {
   readonly status = 503;
-  readonly statusCode = 503;
   readonly code = 'ESESSIONSTORE';
-  readonly expose = false;
   declare readonly cause: unknown;
 
   constructor(operation: string, cause: unknown) {
@@ -35,11 +42,9 @@ export class SessionStoreError extends Error {
  * (a Secure cookie on plain HTTP, or signing without `app.keys`).
  * A server-side mistake, hence 500.
  */
-export class SessionConfigError extends Error {
+export class SessionConfigError extends SessionError {
   readonly status = 500;
-  readonly statusCode = 500;
   readonly code = 'ESESSIONCONFIG';
-  readonly expose = false;
 
   constructor(message: string) {
     super(`koa-locked-session: ${message}`);
