@@ -1,3 +1,4 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Context } from 'koa';
 import type Keygrip from 'keygrip';
 import type { CookieSettings } from './options';
@@ -27,14 +28,28 @@ export function isSigned(ctx: Context, settings: CookieSettings): boolean {
   return settings.signed ?? hasKeys;
 }
 
-function keysOf(ctx: Context): Keygrip {
-  return (ctx.cookies as unknown as { keys: Keygrip }).keys;
+/**
+ * Which of `app.keys` signed `data` (-1: none), comparing in constant time.
+ * For a plain array of keys this is Keygrip's check without its second
+ * round of HMACs per comparison (crypto.timingSafeEqual does the same job);
+ * an `app.keys` that is a Keygrip instance is asked itself.
+ */
+function signingKeyIndex(ctx: Context, data: string, signature: string): number {
+  const keys: unknown = ctx.app.keys;
+  if (!Array.isArray(keys)) return (ctx.cookies as unknown as { keys: Keygrip }).keys.index(data, signature);
+  const given = Buffer.from(signature);
+  for (let i = 0; i < keys.length; i++) {
+    // Keygrip's format: HMAC-SHA1, base64 without padding, '+' and '/' as '-' and '_'.
+    const expected = Buffer.from(createHmac('sha1', keys[i] as string).update(data).digest('base64url'));
+    if (expected.length === given.length && timingSafeEqual(expected, given)) return i;
+  }
+  return -1;
 }
 
 /**
  * Reads the session cookie. The format is checked before anything else,
- * and the signature through Keygrip (constant-time, every key of `app.keys`
- * tried), so a value that fails either never names a session.
+ * then the signature (constant-time, every key of `app.keys` tried), so a
+ * value that fails either never names a session.
  */
 export function readSessionCookie(ctx: Context, settings: CookieSettings, pattern: RegExp, signed: boolean): CookieRead {
   const value = ctx.cookies.get(settings.name, { signed: false });
@@ -43,7 +58,7 @@ export function readSessionCookie(ctx: Context, settings: CookieSettings, patter
   if (!signed) return { state: 'valid', id: value, resign: false };
   const signature = ctx.cookies.get(`${settings.name}.sig`, { signed: false });
   if (signature === undefined) return INVALID;
-  const keyIndex = keysOf(ctx).index(`${settings.name}=${value}`, signature);
+  const keyIndex = signingKeyIndex(ctx, `${settings.name}=${value}`, signature);
   if (keyIndex < 0) return INVALID;
   return { state: 'valid', id: value, resign: keyIndex > 0 };
 }
