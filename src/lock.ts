@@ -1,4 +1,4 @@
-import { Mutex } from 'async-mutex';
+import { Semaphore } from 'async-mutex';
 import { SessionLockTimeoutError, SessionStoreError } from './errors';
 import { trace } from './events';
 import type { DistributedLock } from './stores/store';
@@ -10,8 +10,9 @@ export type LockMode = 'read' | 'write';
 export type Release = () => void;
 
 /**
- * One session's read/write lock, out of two async-mutex Mutexes (both serve
- * waiters in arrival order):
+ * One session's read/write lock, out of two async-mutex semaphores of one
+ * unit each, i.e. mutexes (both serve waiters in arrival order; the bare
+ * Semaphore is used for its lighter acquire):
  * - `turn` is the line everyone queues in. A writer keeps its place at the
  *   head until it holds `resource`, so readers that arrive after a waiting
  *   writer queue behind it: no writer starvation, first come first served.
@@ -20,8 +21,8 @@ export type Release = () => void;
  *   readers share it.
  */
 class ReadWriteLock {
-  private readonly turn = new Mutex();
-  private readonly resource = new Mutex();
+  private readonly turn = new Semaphore(1);
+  private readonly resource = new Semaphore(1);
   private readers = 0;
   private releaseReaders: (() => void) | undefined;
   /** Requests holding or waiting for this lock. */
@@ -32,10 +33,10 @@ class ReadWriteLock {
   }
 
   async acquire(mode: LockMode): Promise<() => void> {
-    const releaseTurn = await this.turn.acquire();
+    const [, releaseTurn] = await this.turn.acquire();
     try {
-      if (mode === 'write') return await this.resource.acquire();
-      if (++this.readers === 1) this.releaseReaders = await this.resource.acquire();
+      if (mode === 'write') return (await this.resource.acquire())[1];
+      if (++this.readers === 1) this.releaseReaders = (await this.resource.acquire())[1];
       return () => {
         if (--this.readers === 0) this.releaseReaders?.();
       };

@@ -389,7 +389,7 @@ describe('keys and values of any shape round-trip exactly across two requests', 
 describe('security: signatures, cookie defaults, session fixation', function () {
   this.timeout(60_000);
 
-  it('signatures are verified through the Keygrip of app.keys (its index() is called; no hand-rolled comparison)', async () => {
+  it('when app.keys is a Keygrip instance, signatures are verified through its index()', async () => {
     const keygrip = new Keygrip(KEYS);
     const calls: [string, string][] = [];
     const index = keygrip.index.bind(keygrip);

@@ -1,0 +1,141 @@
+/** The four workloads, and one measured window of load on one contender. */
+import autocannon from 'autocannon';
+import type { Child } from './child';
+import { createSessions } from './http';
+
+export type WorkloadId = 'W1' | 'W2' | 'W3' | 'W4' | 'W2x';
+
+export interface Workload {
+  id: WorkloadId;
+  title: string;
+  /** Sessions created before the window (their cookies are sent). */
+  sessions: number;
+  options(base: string, cookies: string[]): autocannon.Options;
+}
+
+let nextSlot = 0;
+
+/** W4 mixes 90 % reads and 10 % writes over this many sessions. */
+export const MIXED_SESSIONS = 1000;
+
+export const WORKLOADS: Record<WorkloadId, Workload> = {
+  W1: {
+    id: 'W1',
+    title: 'read: existing session (4 small keys), handler reads one key',
+    sessions: 1,
+    options: (base, [cookie]) => ({
+      url: `${base}/read`,
+      method: 'GET',
+      headers: cookie ? { cookie } : {},
+      expectBody: 'user-42',
+    }),
+  },
+  W2: {
+    id: 'W2',
+    title: 'write: existing session, handler increments a counter',
+    sessions: 1,
+    options: (base, [cookie]) => ({ url: `${base}/write`, method: 'POST', headers: cookie ? { cookie } : {} }),
+  },
+  W3: {
+    id: 'W3',
+    title: 'new: no cookie, handler sets one key (a session is created per request)',
+    sessions: 0,
+    options: (base) => ({ url: `${base}/new`, method: 'GET' }),
+  },
+  /** Not run by default (`--workloads W2,W2x`): W2 with a session per connection, so no request waits for a lock. */
+  W2x: {
+    id: 'W2x',
+    title: 'write, a session per connection: W2 without waiting for the lock',
+    sessions: 50,
+    options: (base, cookies) => ({
+      url: `${base}/write`,
+      requests: [
+        {
+          setupRequest: (req: autocannon.Request, context: object) => {
+            // autocannon keeps one context per connection: give each its own session.
+            const connection = context as { cookie?: string };
+            if (connection.cookie === undefined) connection.cookie = cookies[nextSlot++ % cookies.length];
+            const cookie = connection.cookie;
+            return { ...req, method: 'POST', path: '/write', headers: cookie ? { cookie } : {} };
+          },
+        },
+      ],
+    }),
+  },
+  W4: {
+    id: 'W4',
+    title: `mixed: 90 % reads / 10 % writes across ${MIXED_SESSIONS} sessions`,
+    sessions: MIXED_SESSIONS,
+    options: (base, cookies) => {
+      let counter = 0;
+      return {
+        url: base,
+        requests: [
+          {
+            setupRequest: (req: autocannon.Request) => {
+              const i = counter++;
+              // A stride co-prime with the pool spreads consecutive requests over sessions.
+              const cookie = cookies[(i * 7919) % cookies.length];
+              const write = i % 10 === 9;
+              return {
+                ...req,
+                method: write ? 'POST' : 'GET',
+                path: write ? '/write' : '/read',
+                headers: cookie ? { cookie } : {},
+              };
+            },
+          },
+        ],
+      };
+    },
+  },
+};
+
+export interface WindowResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  /** Server CPU time (user + system) per request served, in µs. */
+  cpuUs: number;
+  requests: number;
+  /** non-2xx answers, socket errors, timeouts and body mismatches. */
+  bad: number;
+}
+
+export interface LoadSettings {
+  connections: number;
+  duration: number;
+  warmup: number;
+}
+
+async function cannon(options: autocannon.Options): Promise<autocannon.Result> {
+  return autocannon({ ...options, timeout: 30 });
+}
+
+/**
+ * One window: a fresh app in the child (empty stores), the sessions the
+ * workload needs, a short warm-up, then `duration` seconds of load while
+ * the child measures its own CPU time.
+ */
+export async function measure(child: Child, workload: Workload, settings: LoadSettings, profileFile?: string): Promise<WindowResult> {
+  const { port } = await child.call<{ port: number }>('prepare');
+  const base = `http://127.0.0.1:${port}`;
+  const cookies = await createSessions(port, workload.sessions);
+  const common = { connections: settings.connections };
+  if (settings.warmup > 0) await cannon({ ...workload.options(base, cookies), ...common, duration: settings.warmup });
+  if (profileFile !== undefined) await child.call('profile-start');
+  await child.call('start');
+  const result = await cannon({ ...workload.options(base, cookies), ...common, duration: settings.duration });
+  const server = await child.call<{ cpuUs: number; requests: number }>('stop');
+  if (profileFile !== undefined) await child.call('profile-stop', { file: profileFile });
+  const total = result.requests.total;
+  const bad = result.non2xx + result.errors + result.timeouts + (result.mismatches ?? 0);
+  return {
+    rps: total / result.duration,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    cpuUs: server.requests > 0 ? server.cpuUs / server.requests : NaN,
+    requests: total,
+    bad,
+  };
+}
