@@ -16,6 +16,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import { FACTORIES, ID_MAKERS, mapStore } from './contenders';
 import { request } from './http';
+import { answerParent } from './answer-parent';
 
 /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-require-imports */
 type Any = any;
@@ -198,15 +199,4 @@ async function run(): Promise<unknown> {
   throw new Error(`unknown memory mode ${mode}`);
 }
 
-process.on('message', (message: { id: number; type: string }) => {
-  if (message.type === 'exit') {
-    process.send?.({ id: message.id, ok: true, result: {} });
-    setImmediate(() => process.exit(0));
-    return;
-  }
-  run().then(
-    (result) => process.send?.({ id: message.id, ok: true, result }),
-    (error: unknown) => process.send?.({ id: message.id, ok: false, error: error instanceof Error ? error.stack : String(error) }),
-  );
-});
-process.send?.({ id: 0, ok: true, result: { ready: true } });
+answerParent(run);

@@ -13,6 +13,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { APP_KEYS, SESSION_KEYS } from './contenders';
+import { answerParent } from './answer-parent';
 
 /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-require-imports */
 type Any = any;
@@ -151,15 +152,4 @@ async function run() {
   return out;
 }
 
-process.on('message', (message: { id: number; type: string }) => {
-  if (message.type === 'exit') {
-    process.send?.({ id: message.id, ok: true, result: {} });
-    setImmediate(() => process.exit(0));
-    return;
-  }
-  run().then(
-    (result) => process.send?.({ id: message.id, ok: true, result }),
-    (error: unknown) => process.send?.({ id: message.id, ok: false, error: error instanceof Error ? error.stack : String(error) }),
-  );
-});
-process.send?.({ id: 0, ok: true, result: { ready: true } });
+answerParent(run);

@@ -38,11 +38,11 @@ import {
   serve,
   sessionCookie,
   storedData,
+  PROPERTY_RUNS,
+  propertyParams,
 } from './support/hardening-harness';
 import type { Faults, Reply, Served, StoreEvent } from './support/hardening-harness';
 
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 40);
-const SEED = process.env.PROPERTY_SEED === undefined ? undefined : Number(process.env.PROPERTY_SEED);
 
 type Mode = 'read' | 'write';
 type Kind = 'own-key' | 'incr' | 'create' | 'regenerate' | 'logout' | 'read';
@@ -303,7 +303,7 @@ describe('faulty stores: random latency and random failures on every call', func
         const problems = await runOnce(run, `f${++n}`);
         assert.deepEqual(problems, [], `${showRun(run)}\n  - ${problems.join('\n  - ')}`);
       }),
-      { numRuns: RUNS, ...(SEED === undefined ? {} : { seed: SEED }) },
+      propertyParams(PROPERTY_RUNS),
     );
   });
 

@@ -26,6 +26,8 @@ import {
   serve,
   sessionCookie,
   storedData,
+  PROPERTY_RUNS,
+  propertyParams,
 } from './support/hardening-harness';
 import type { RawReply, Reply, Served } from './support/hardening-harness';
 import { headerBytes, headerRecipe, showHeader } from './support/hardening-hostile';
@@ -33,9 +35,8 @@ import type { HeaderRecipe, Victim } from './support/hardening-hostile';
 import { redisTarget, startRedis } from './support/redis-server';
 import type { RedisServer } from './support/redis-server';
 
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 40);
-const SEED = process.env.PROPERTY_SEED === undefined ? undefined : Number(process.env.PROPERTY_SEED);
-const params = <T>(runs: number): fc.Parameters<T> => ({ numRuns: runs, ...(SEED === undefined ? {} : { seed: SEED }) });
+const RUNS = PROPERTY_RUNS;
+const params = propertyParams;
 
 const KEYS = ['current-secret', 'previous-secret'];
 

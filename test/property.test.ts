@@ -9,16 +9,16 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { LockTable } from '../src/lock';
 import { SessionLockTimeoutError } from '../src';
+import { PROPERTY_RUNS, propertyParams } from './support/hardening-harness';
 import { ProgramRig } from './support/hardening-runner';
 import type { RunResult } from './support/hardening-runner';
 import { Program, showOp } from './support/model';
 import type { Json, Mode, Op, ProgramSpec, RequestSpec, Wait } from './support/model';
 
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 40);
-const SEED = process.env.PROPERTY_SEED === undefined ? undefined : Number(process.env.PROPERTY_SEED);
+const RUNS = PROPERTY_RUNS;
 
 function params<T>(runs = RUNS): fc.Parameters<T> {
-  return { numRuns: runs, ...(SEED === undefined ? {} : { seed: SEED }), endOnFailure: false, interruptAfterTimeLimit: 240_000, markInterruptAsFailure: false };
+  return { ...propertyParams<T>(runs), endOnFailure: false, interruptAfterTimeLimit: 240_000, markInterruptAsFailure: false };
 }
 
 // ---------------------------------------------------------------- arbitraries

@@ -12,6 +12,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
+import type fc from 'fast-check';
 import Koa from 'koa';
 import type { Context, Middleware } from 'koa';
 import { LockTable } from '../../src/lock';
@@ -423,3 +424,8 @@ export class RejectionWatch {
     process.off('unhandledRejection', this.listener);
   }
 }
+
+/** fast-check run settings for the hardening suites: PROPERTY_RUNS (default 40) and PROPERTY_SEED to replay. */
+export const PROPERTY_RUNS = Number(process.env.PROPERTY_RUNS ?? 40);
+const PROPERTY_SEED = process.env.PROPERTY_SEED === undefined ? undefined : Number(process.env.PROPERTY_SEED);
+export const propertyParams = <T>(runs: number): fc.Parameters<T> => ({ numRuns: runs, ...(PROPERTY_SEED === undefined ? {} : { seed: PROPERTY_SEED }) });
