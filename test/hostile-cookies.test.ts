@@ -198,7 +198,9 @@ for (const signed of [false, true]) {
       }
       for (const value of values.flatMap((v) => [v, v.replace(/^"|"$/g, ''), v.trim()])) {
         if (value.length < 12 || value === loaded || value === cookie?.value) continue;
-        if (signed && victims.some((v) => v.sig === value && v.id === loaded)) continue;
+        // A piece of the ID the request legitimately presented comes back inside that ID.
+        if (loaded !== undefined && loaded.includes(value)) continue;
+        if (signed && victims.some((v) => v.id === loaded && v.sig.includes(value))) continue;
         if (contains(reply.raw, value)) problems.push(`echoed a sent cookie value back: ${JSON.stringify(value.slice(0, 40))}`);
       }
       for (const v of victims) {
