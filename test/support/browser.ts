@@ -40,8 +40,15 @@ export function chromiumAvailable(): boolean {
   return false;
 }
 
-export function launchChromium(): Promise<Browser> {
-  return chromium.launch({ executablePath: CHROMIUM_PATH, args: ARGS, timeout: 60_000 });
+/** Starts Chromium; on a loaded machine its first start can time out, so it gets a second try. */
+export async function launchChromium(): Promise<Browser> {
+  const launch = () => chromium.launch({ executablePath: CHROMIUM_PATH, args: ARGS, timeout: 60_000 });
+  try {
+    return await launch();
+  } catch (error) {
+    console.warn(`  Chromium did not start (${(error as Error).message.split('\n')[0]}); trying once more`);
+    return launch();
+  }
 }
 
 export interface RunningExample {
