@@ -9,6 +9,7 @@ import type { SessionOptions, Store } from '../src';
 import {
   ForgetfulStore,
   SpyStore,
+  closedAfterEachTest,
   cookieFor,
   describeSession,
   expect,
@@ -18,19 +19,8 @@ import {
 } from './support/concurrency';
 import type { TestApp } from './support/concurrency';
 
-const running: TestApp[] = [];
-const stores: MemoryStore[] = [];
-
-function memoryStore(): MemoryStore {
-  const store = new MemoryStore();
-  stores.push(store);
-  return store;
-}
-
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((t) => t.close()));
-  for (const store of stores.splice(0)) store.close();
-});
+const cleanup = closedAfterEachTest();
+const memoryStore = cleanup.memoryStore;
 
 /** An app with: POST /login (user=ann), POST /bump (counter+1), POST /noop, GET /whoami. */
 async function start(options: SessionOptions): Promise<TestApp> {
@@ -42,7 +32,7 @@ async function start(options: SessionOptions): Promise<TestApp> {
       'GET /whoami': (ctx) => describeSession(ctx),
     },
   });
-  running.push(t);
+  cleanup.track(t);
   return t;
 }
 
@@ -274,7 +264,7 @@ describe('Expiry', function () {
 
     it('an expired session on a MemoryStore that has not swept yet is not returned', async () => {
       const store = new MemoryStore({ cleanupInterval: 3_600_000 });
-      stores.push(store);
+      cleanup.adopt(store);
       const t = await start({ store, maxAge: 300 });
       const { id } = await login(t);
 

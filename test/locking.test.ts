@@ -15,6 +15,7 @@ import {
   EventLog,
   ForgetfulStore,
   SpyStore,
+  closedAfterEachTest,
   cookieFor,
   describeSession,
   expect,
@@ -30,25 +31,12 @@ import {
 } from './support/concurrency';
 import type { AppSetup, TestApp } from './support/concurrency';
 
-const running: TestApp[] = [];
-const stores: MemoryStore[] = [];
+const cleanup = closedAfterEachTest();
+const memoryStore = cleanup.memoryStore;
 
 async function start(options: SessionOptions, setup: AppSetup): Promise<TestApp> {
-  const t = await startApp(options, setup);
-  running.push(t);
-  return t;
+  return cleanup.track(await startApp(options, setup));
 }
-
-function memoryStore(): MemoryStore {
-  const store = new MemoryStore();
-  stores.push(store);
-  return store;
-}
-
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((t) => t.close()));
-  for (const store of stores.splice(0)) store.close();
-});
 
 /** POSTs `path` (a route that sets something) and returns the new session's ID from its cookie. */
 async function login(t: TestApp, path = '/login'): Promise<string> {

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import type { Context, Middleware } from 'koa';
 import supertest from 'supertest';
-import { session } from '../../src';
+import { MemoryStore, session } from '../../src';
 import type { AtomicStore, Change, SessionData, SessionOptions, Store } from '../../src';
 
 // chai 6 is ESM-only and ships no type declarations (@types/chai is not
@@ -305,4 +305,29 @@ export async function storedData(store: Store, id: string): Promise<Record<strin
 /** A fresh ID in the default format (64 lowercase hex). */
 export function hexId(seed: number): string {
   return seed.toString(16).padStart(64, '0');
+}
+
+/**
+ * What a test file starts, closed again after each of its tests: `track()`
+ * an app, `memoryStore()` for a store whose sweep timer is stopped.
+ */
+export function closedAfterEachTest(): { track(t: TestApp): TestApp; adopt(store: MemoryStore): MemoryStore; memoryStore(): MemoryStore } {
+  const running: TestApp[] = [];
+  const stores: MemoryStore[] = [];
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((t) => t.close()));
+    for (const store of stores.splice(0)) store.close();
+  });
+  const adopt = (store: MemoryStore): MemoryStore => {
+    stores.push(store);
+    return store;
+  };
+  return {
+    track: (t) => {
+      running.push(t);
+      return t;
+    },
+    adopt,
+    memoryStore: () => adopt(new MemoryStore()),
+  };
 }
