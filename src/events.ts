@@ -33,7 +33,7 @@ export function report(ctx: Context, event: SessionEventName, id?: string, oldId
   const payload: SessionEvent = { ctx };
   if (id !== undefined) payload.idHash = idHash(id);
   if (oldId !== undefined) payload.oldIdHash = idHash(oldId);
-  if (debug.enabled) trace(`${event.slice('session:'.length)}`, id, oldId === undefined ? '' : `old=${payload.oldIdHash}`);
+  if (debug.enabled) trace(event.slice('session:'.length), id, oldId === undefined ? '' : `old=${payload.oldIdHash}`);
   if (listening) ctx.app.emit(event, payload);
 }
 

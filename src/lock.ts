@@ -28,8 +28,9 @@ class ReadWriteLock {
   /** Requests holding or waiting for this lock. */
   users = 0;
 
-  get busy(): boolean {
-    return this.turn.isLocked() || this.resource.isLocked();
+  /** Whether a request in `mode` would have to wait (a reader joins other readers at once). */
+  wouldWait(mode: LockMode): boolean {
+    return this.turn.isLocked() || (this.resource.isLocked() && (mode === 'write' || this.readers === 0));
   }
 
   async acquire(mode: LockMode): Promise<() => void> {
@@ -70,7 +71,7 @@ export class LockTable {
     if (lock === undefined) {
       lock = new ReadWriteLock();
       this.entries.set(id, lock);
-    } else if (lock.busy) {
+    } else if (lock.wouldWait(mode)) {
       trace('lock-wait', id, mode);
     }
     lock.users++;
@@ -109,7 +110,7 @@ export class LockTable {
 
 /** The locks of one middleware: see SessionLocks.acquire. */
 export class SessionLocks {
-  readonly table = new LockTable();
+  private readonly table = new LockTable();
 
   constructor(
     private readonly timeoutMs: number,

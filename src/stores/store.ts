@@ -1,3 +1,5 @@
+import { assignOwn } from '../values';
+
 /**
  * The Store contract. Its method names and argument orders are koa-session's
  * external stores' (get / set / destroy), so a store written for koa-session
@@ -38,10 +40,9 @@ export type Change =
  * A store that applies a request's change log on its own side in one atomic
  * step (MemoryStore, RedisStore). The middleware prefers it to
  * get-merge-set, so concurrent commits to different keys never race, even
- * across processes.
+ * across processes. Its `get()` must hand out a copy the caller may change.
  */
 export interface AtomicStore extends Store {
-  // An AtomicStore's get() must hand out a copy the caller may change.
   /**
    * Replays `changes` on the data stored under `id`, records `touchedAt` as
    * the last expiry push and sets the expiry to `maxAgeMs` from now, all at
@@ -91,9 +92,7 @@ export function toRecord(stored: SessionData, now: number): SessionRecord {
 export function replayChanges(data: SessionData, changes: readonly Change[]): void {
   for (const change of changes) {
     if (change.op === 'set') {
-      Object.defineProperty(data, change.key, {
-        value: change.value, writable: true, enumerable: true, configurable: true,
-      });
+      assignOwn(data, change.key, change.value);
     } else if (change.op === 'delete') {
       delete data[change.key];
     } else {
