@@ -4,7 +4,7 @@
  * test-output/.
  */
 import assert from 'node:assert/strict';
-import type { Browser, BrowserContext, Cookie, Page } from 'playwright-core';
+import type { Browser, BrowserContext, Cookie, Locator, Page } from 'playwright-core';
 import type { RunningExample } from './support/browser';
 import { chromiumAvailable, keepToOrigin, launchChromium, screenshot, startExample } from './support/browser';
 
@@ -48,6 +48,16 @@ describe('the example app in a real browser', function () {
   }
 
   const go = (path: string) => page.goto(origin + path);
+
+  /**
+   * Clicks a button that submits a form and waits until the page the server
+   * answers with has loaded: click() waits only for the navigation to start,
+   * and a reload that lands in the middle of it fails.
+   */
+  async function submit(button: Locator): Promise<void> {
+    await button.click();
+    await page.waitForLoadState();
+  }
 
   async function signIn(username: string, password: string): Promise<void> {
     await go('/login');
@@ -113,15 +123,15 @@ describe('the example app in a real browser', function () {
   it('the cart survives a reload', async () => {
     await go('/cart');
     assert.match(await page.locator('#cart').innerText(), /empty/);
-    await page.getByRole('button', { name: 'Add Tea' }).click();
-    await page.getByRole('button', { name: 'Add Tea' }).click();
-    await page.getByRole('button', { name: 'Add Jam' }).click();
+    await submit(page.getByRole('button', { name: 'Add Tea' }));
+    await submit(page.getByRole('button', { name: 'Add Tea' }));
+    await submit(page.getByRole('button', { name: 'Add Jam' }));
     await page.reload();
     let cart = await page.locator('#cart').innerText();
     assert.match(cart, /Tea × 2/);
     assert.match(cart, /Jam × 1/);
 
-    await page.locator('#cart li', { hasText: 'Tea' }).getByRole('button', { name: 'Remove one' }).click();
+    await submit(page.locator('#cart li', { hasText: 'Tea' }).getByRole('button', { name: 'Remove one' }));
     await page.reload();
     cart = await page.locator('#cart').innerText();
     assert.match(cart, /Tea × 1/);
@@ -131,7 +141,7 @@ describe('the example app in a real browser', function () {
 
   it('the wizard walks forward and back, sums up what was entered, and is cleared when done', async () => {
     const step = async () => Number(await page.locator('#wizard').getAttribute('data-step'));
-    const click = (name: string) => page.getByRole('button', { name, exact: true }).click();
+    const click = (name: string) => submit(page.getByRole('button', { name, exact: true }));
 
     await go('/wizard');
     assert.equal(await step(), 1);
