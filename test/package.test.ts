@@ -76,8 +76,11 @@ describe('Package: packed with npm pack and installed into a fresh project', fun
     consumer = join(work, 'consumer');
     mkdirSync(consumer);
     writeFileSync(join(consumer, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
-    // --offline: everything comes from the npm cache; --ignore-scripts: the local koa checkout has a build step of its own.
-    await mustRun('npm', ['install', '--no-audit', '--no-fund', '--offline', '--ignore-scripts', tarball, join(MODULES, 'koa')], consumer, 120_000);
+    // Offline: koa and the package's dependencies come from this checkout's node_modules (the npm
+    // cache need not hold their registry metadata); --ignore-scripts: koa has a build step of its own.
+    const { dependencies = {} } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+    const local = ['koa', ...Object.keys(dependencies)].map((dependency) => join(MODULES, dependency));
+    await mustRun('npm', ['install', '--no-audit', '--no-fund', '--offline', '--ignore-scripts', tarball, ...local], consumer, 120_000);
     // Type declarations for tsc (koa's, node's).
     symlinkSync(join(MODULES, '@types'), join(consumer, 'node_modules', '@types'), 'dir');
   });
