@@ -13,7 +13,7 @@ export type CookieAction =
   | { readonly kind: 'expire' }
   | { readonly kind: 'send'; readonly id: string; readonly expiresAt: number };
 
-const NO_COOKIE: CookieAction = { kind: 'none' };
+export const NO_COOKIE: CookieAction = { kind: 'none' };
 
 /** What a request has to write at its end. */
 export type CommitPlan =

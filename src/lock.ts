@@ -24,26 +24,41 @@ class ReadWriteLock {
   private readonly turn = new Semaphore(1);
   private readonly resource = new Semaphore(1);
   private readers = 0;
-  private releaseReaders: (() => void) | undefined;
   /** Requests holding or waiting for this lock. */
   users = 0;
 
-  /** Whether a request in `mode` would have to wait (a reader joins other readers at once). */
-  wouldWait(mode: LockMode): boolean {
-    return this.turn.isLocked() || (this.resource.isLocked() && (mode === 'write' || this.readers === 0));
+  /**
+   * Grants `mode` within this call when nobody would wait for it: the line
+   * is empty and the resource is free (or, for a reader, held by readers).
+   * Most requests get their lock this way, without a trip through the queue.
+   */
+  tryTake(mode: LockMode): boolean {
+    // Whoever waits for `resource` holds `turn`: a free turn means nobody is queued.
+    if (this.turn.isLocked()) return false;
+    if (mode === 'read' && this.readers > 0) {
+      this.readers++;
+      return true;
+    }
+    if (this.resource.isLocked()) return false;
+    // Free, with an empty queue: async-mutex dispatches this acquire at once.
+    void this.resource.acquire();
+    if (mode === 'read') this.readers = 1;
+    return true;
   }
 
-  async acquire(mode: LockMode): Promise<() => void> {
+  /** Queues for `mode`; resolves once it is granted. */
+  async take(mode: LockMode): Promise<void> {
     const [, releaseTurn] = await this.turn.acquire();
     try {
-      if (mode === 'write') return (await this.resource.acquire())[1];
-      if (++this.readers === 1) this.releaseReaders = (await this.resource.acquire())[1];
-      return () => {
-        if (--this.readers === 0) this.releaseReaders?.();
-      };
+      // A writer, or the first reader, keeps the turn until it holds the resource.
+      if (mode === 'write' || ++this.readers === 1) await this.resource.acquire();
     } finally {
       releaseTurn();
     }
+  }
+
+  give(mode: LockMode): void {
+    if (mode === 'write' || --this.readers === 0) this.resource.release();
   }
 }
 
@@ -61,35 +76,22 @@ export class LockTable {
   }
 
   /**
-   * Resolves with the lock's release function once `mode` is granted on
-   * `id`; rejects with SessionLockTimeoutError after `timeoutMs`
-   * (`Infinity` waits for ever).
+   * Takes `mode` on `id`'s lock. Returns the release function itself when
+   * the lock is granted at once; otherwise a promise of it, which rejects
+   * with SessionLockTimeoutError after `timeoutMs` (`Infinity` waits for
+   * ever).
    */
-  acquire(id: string, mode: LockMode, timeoutMs: number): Promise<Release> {
+  acquire(id: string, mode: LockMode, timeoutMs: number): Release | Promise<Release> {
     let lock = this.entries.get(id);
-    const uncontended = lock === undefined;
     if (lock === undefined) {
       lock = new ReadWriteLock();
       this.entries.set(id, lock);
-    } else if (lock.wouldWait(mode)) {
-      trace('lock-wait', id, mode);
     }
     lock.users++;
-    const granted = lock.acquire(mode);
-    const owned = lock;
-    const leave = (release: () => void): Release => {
-      let done = false;
-      return () => {
-        if (done) return;
-        done = true;
-        // The last user drops the whole entry: nobody is left to hand it to.
-        if (--owned.users === 0) this.entries.delete(id);
-        else release();
-      };
-    };
-
-    // A fresh entry is granted at once: no timer needed.
-    if (uncontended || timeoutMs === Infinity) return granted.then(leave);
+    if (lock.tryTake(mode)) return this.releaser(id, lock, mode);
+    trace('lock-wait', id, mode);
+    const granted = lock.take(mode).then(() => this.releaser(id, lock, mode));
+    if (timeoutMs === Infinity) return granted;
 
     return new Promise<Release>((resolve, reject) => {
       let timedOut = false;
@@ -100,13 +102,31 @@ export class LockTable {
       void granted.then((release) => {
         // A waiter cannot leave the mutexes' queues, so one that gave up
         // takes its turn when it comes and hands it straight back.
-        if (timedOut) return leave(release)();
+        if (timedOut) return release();
         clearTimeout(timer);
-        resolve(leave(release));
+        resolve(release);
       });
     });
   }
+
+  private releaser(id: string, lock: ReadWriteLock, mode: LockMode): Release {
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      // The last user drops the whole entry: nobody is left to hand it to.
+      if (--lock.users === 0) this.entries.delete(id);
+      else lock.give(mode);
+    };
+  }
 }
+
+/**
+ * A value now, or a promise of it when it has to be waited for. The lock
+ * path returns these so that a request that need not wait pays for no
+ * promise round trip; callers `await` only when they get a promise.
+ */
+export type Eventually<T> = T | Promise<T>;
 
 /** The locks of one middleware: see SessionLocks.acquire. */
 export class SessionLocks {
@@ -118,10 +138,10 @@ export class SessionLocks {
   ) {}
 
   /** Takes `id`'s lock in `mode`; the request holds it until it calls `release()`. */
-  async acquire(id: string, mode: LockMode): Promise<HeldLock> {
+  acquire(id: string, mode: LockMode): Eventually<HeldLock> {
     const held = new HeldLock(this, id);
-    await held.take(mode);
-    return held;
+    const taking = held.take(mode);
+    return taking === undefined ? held : taking.then(() => held);
   }
 
   /**
@@ -129,32 +149,35 @@ export class SessionLocks {
    * cross-process lock: always in that order, so one process never sends
    * the store more than one waiter per session.
    */
-  async take(id: string, mode: LockMode): Promise<() => Promise<void>> {
-    const started = Date.now();
-    const releaseLocal = await this.table.acquire(id, mode, this.timeoutMs);
-    const remote = this.remote;
-    if (mode === 'read' || remote === undefined) return async () => releaseLocal();
-    let releaseRemote: () => Promise<void>;
+  take(id: string, mode: LockMode): Eventually<Releasers> {
+    const needsRemote = mode === 'write' && this.remote !== undefined;
+    const started = needsRemote ? Date.now() : 0;
+    const local = this.table.acquire(id, mode, this.timeoutMs);
+    if (!needsRemote && typeof local === 'function') return { local, remote: undefined };
+    return this.takeRemote(id, needsRemote, local, started);
+  }
+
+  private async takeRemote(id: string, needsRemote: boolean, pending: Eventually<Release>, started: number): Promise<Releasers> {
+    const local = await pending;
+    if (!needsRemote || this.remote === undefined) return { local, remote: undefined };
     try {
-      releaseRemote = await remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started)));
+      return { local, remote: await this.remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started))) };
     } catch (error) {
-      releaseLocal();
+      local();
       if (error instanceof SessionLockTimeoutError || error instanceof SessionStoreError) throw error;
       throw new SessionStoreError('lock', error);
     }
-    return async () => {
-      // Remote first, so the next local waiter finds it free. A lock that
-      // cannot be handed back expires by itself in the store; the request's
-      // commit has already succeeded and must not fail now.
-      await releaseRemote().catch(() => trace('remote-unlock-failed', id));
-      releaseLocal();
-    };
   }
+}
+
+interface Releasers {
+  local: Release;
+  remote: (() => Promise<void>) | undefined;
 }
 
 /** The lock one request holds on its session. */
 export class HeldLock {
-  private releaser: (() => Promise<void>) | undefined;
+  private releasers: Releasers | undefined;
   private heldMode: LockMode | undefined;
 
   constructor(
@@ -166,9 +189,11 @@ export class HeldLock {
     return this.heldMode;
   }
 
-  async take(mode: LockMode): Promise<void> {
-    this.releaser = await this.locks.take(this.id, mode);
-    this.heldMode = mode;
+  /** Undefined when the lock was granted at once, else a promise that resolves once it is held. */
+  take(mode: LockMode): Promise<void> | undefined {
+    const taken = this.locks.take(this.id, mode);
+    if (!(taken instanceof Promise)) return this.hold(mode, taken);
+    return taken.then((releasers) => this.hold(mode, releasers));
   }
 
   /**
@@ -178,14 +203,33 @@ export class HeldLock {
    */
   async exclusive(): Promise<void> {
     if (this.heldMode === 'write') return;
-    await this.release();
+    await this.release(); // a shared hold is in-process only: nothing to wait for
     await this.take('write');
   }
 
-  async release(): Promise<void> {
-    const releaser = this.releaser;
-    this.releaser = undefined;
+  /** Gives the lock back; a promise only when a cross-process lock is handed back too. */
+  release(): Promise<void> | undefined {
+    const releasers = this.releasers;
+    this.releasers = undefined;
     this.heldMode = undefined;
-    if (releaser !== undefined) await releaser();
+    if (releasers === undefined) return undefined;
+    const { local, remote } = releasers;
+    if (remote === undefined) {
+      local();
+      return undefined;
+    }
+    // Remote first, so the next local waiter finds it free. A lock that
+    // cannot be handed back expires by itself in the store; the request's
+    // commit has already succeeded and must not fail now.
+    return remote().then(local, () => {
+      trace('remote-unlock-failed', this.id);
+      local();
+    });
+  }
+
+  private hold(mode: LockMode, releasers: Releasers): undefined {
+    this.releasers = releasers;
+    this.heldMode = mode;
+    return undefined;
   }
 }

@@ -1,12 +1,11 @@
 import type { Context, Middleware, Next } from 'koa';
 import type { CookieAction } from './commit';
-import type { CookieRead } from './cookie';
 import type { HeldLock, LockMode } from './lock';
 import type { SessionOptions } from './options';
 import type { SessionState } from './session';
-import type { Store } from './stores/store';
-import { commit, planCommit } from './commit';
-import { assertCookieCanBeSent, expireSessionCookie, isSigned, readSessionCookie, writeSessionCookie } from './cookie';
+import type { SessionRecord, Store } from './stores/store';
+import { NO_COOKIE, commit, planCommit } from './commit';
+import { SessionCookie } from './cookie';
 import { SessionLockTimeoutError } from './errors';
 import { report, trace } from './events';
 import { Expiry } from './expiry';
@@ -31,6 +30,7 @@ export function session(opts?: SessionOptions): Middleware {
   const expiry = new Expiry(options.maxAge, options.absoluteTimeout);
   const storage = new Storage(options.store, expiry, options.hashIds);
   const locks = new SessionLocks(options.lockTimeout, storage.writeLock);
+  const sessionCookie = new SessionCookie(options.cookie, options.idPattern);
 
   interface Opened {
     state: SessionState;
@@ -39,21 +39,21 @@ export function session(opts?: SessionOptions): Middleware {
 
   const fresh = (): Opened => ({ state: newState(options.genid()), lock: undefined });
 
-  async function open(ctx: Context, cookie: CookieRead): Promise<Opened> {
-    if (cookie.state !== 'valid') return fresh();
-    const id = cookie.id;
+  async function open(ctx: Context, id: string): Promise<Opened> {
     // Lock before load: a request must not read what a writer ahead of it is about to change.
-    const lock = await lockingReported(ctx, id, () => locks.acquire(id, lockModeOf(ctx)));
+    const granted = locks.acquire(id, lockModeOf(ctx));
+    const lock = granted instanceof Promise ? await reportingTimeout(ctx, id, granted) : granted;
     trace('locked', id, lock.mode);
+    let record: SessionRecord | undefined;
     try {
-      const record = await storage.load(id, Date.now());
-      if (record !== undefined) {
-        trace('loaded', id);
-        return { state: newState(id, record), lock };
-      }
+      record = await storage.load(id, Date.now());
     } catch (error) {
       await lock.release();
       throw error;
+    }
+    if (record !== undefined) {
+      trace('loaded', id);
+      return { state: newState(id, record), lock };
     }
     // The store does not know this ID: start afresh under a new one, never the client's.
     await lock.release();
@@ -67,28 +67,27 @@ export function session(opts?: SessionOptions): Middleware {
     return mode;
   }
 
-  async function lockingReported<T>(ctx: Context, id: string, run: () => Promise<T>): Promise<T> {
-    try {
-      return await run();
-    } catch (error) {
+  /** Tells the app when `pending` fails because the session's lock was not had in time. */
+  function reportingTimeout<T>(ctx: Context, id: string, pending: Promise<T>): Promise<T> {
+    return pending.catch((error: unknown) => {
       if (error instanceof SessionLockTimeoutError) report(ctx, 'session:lock-timeout', id);
       throw error;
-    }
+    });
   }
 
   function sendCookie(ctx: Context, action: CookieAction, signed: boolean): void {
-    if (action.kind === 'send') writeSessionCookie(ctx, options.cookie, signed, action.id, new Date(action.expiresAt));
-    else if (action.kind === 'expire') expireSessionCookie(ctx, options.cookie, signed);
+    if (action.kind === 'send') sessionCookie.write(ctx, signed, action.id, new Date(action.expiresAt));
+    else if (action.kind === 'expire') sessionCookie.expire(ctx, signed);
   }
 
   return async function lockedSession(ctx: Context, next: Next): Promise<void> {
     // 1. Read the cookie; a malformed or badly signed one never reaches the store.
-    const signed = isSigned(ctx, options.cookie);
-    const cookie = readSessionCookie(ctx, options.cookie, options.idPattern, signed);
+    const signed = sessionCookie.isSigned(ctx);
+    const cookie = sessionCookie.read(ctx, signed);
     if (cookie.state === 'invalid') report(ctx, 'session:invalid');
 
     // 2. Lock and load.
-    const { state, lock } = await open(ctx, cookie);
+    const { state, lock } = cookie.state === 'valid' ? await open(ctx, cookie.id) : fresh();
 
     // 3. The handler.
     ctx.session = new Session(state, {
@@ -109,13 +108,16 @@ export function session(opts?: SessionOptions): Middleware {
     const now = Date.now();
     const refreshCookie = options.rolling || (cookie.state === 'valid' && cookie.resign);
     const plan = planCommit(state, expiry, now, refreshCookie);
-    let action: CookieAction;
+    let action = NO_COOKIE;
     try {
-      // Refuse before writing anything when the cookie could not be sent.
-      if (plan !== 'none') assertCookieCanBeSent(ctx, options.cookie);
-      action = await lockingReported(ctx, state.loadedId ?? state.id, () => commit({ ctx, state, lock, storage, expiry }, plan, now));
+      if (plan !== 'none') {
+        // Refuse before writing anything when the cookie could not be sent.
+        sessionCookie.assertCanBeSent(ctx);
+        action = await reportingTimeout(ctx, state.loadedId ?? state.id, commit({ ctx, state, lock, storage, expiry }, plan, now));
+      }
     } finally {
-      await lock?.release();
+      const releasing = lock?.release();
+      if (releasing !== undefined) await releasing;
     }
 
     // 5. The cookie.

@@ -30,6 +30,7 @@ import {
   tagOf,
 } from './support/concurrency';
 import type { AppSetup, TestApp } from './support/concurrency';
+import { awaitedLockTable } from './support/lock-table';
 
 const cleanup = closedAfterEachTest();
 const memoryStore = cleanup.memoryStore;
@@ -929,7 +930,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   }
 
   it('two readers of one session hold the lock at the same time', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     const r1 = table.acquire('s', 'read', Infinity);
     const r2 = table.acquire('s', 'read', Infinity);
     expect(await outcome(r1)).to.equal('granted');
@@ -939,8 +940,28 @@ describe('LockTable, the per-session read/write lock table', function () {
     expect(table.size).to.equal(0);
   });
 
-  it('any number of readers hold the lock at the same time (2,000 here)', async () => {
+  it('grants a free lock within the call when nobody is queued ahead; anything else waits in line', async () => {
     const table = new LockTable();
+    const r1 = table.acquire('s', 'read', Infinity);
+    const r2 = table.acquire('s', 'read', Infinity);
+    expect(r1, 'a free lock').to.be.a('function');
+    expect(r2, 'a reader joining readers').to.be.a('function');
+    const w = table.acquire('s', 'write', Infinity);
+    const r3 = table.acquire('s', 'read', Infinity);
+    expect(w, 'a writer behind readers').to.be.instanceOf(Promise);
+    expect(r3, 'a reader behind a waiting writer').to.be.instanceOf(Promise);
+    expect(typeof table.acquire('t', 'write', Infinity), 'another session is not held up').to.equal('function');
+
+    (r1 as Release)();
+    (r2 as Release)();
+    const release = await w;
+    expect(table.acquire('s', 'read', Infinity), 'a reader while the writer holds').to.be.instanceOf(Promise);
+    release();
+    (await r3)();
+  });
+
+  it('any number of readers hold the lock at the same time (2,000 here)', async () => {
+    const table = awaitedLockTable();
     let granted = 0;
     const readers = Array.from({ length: 2_000 }, () => table.acquire('s', 'read', Infinity));
     for (const reader of readers) void reader.then(() => granted++);
@@ -955,7 +976,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   });
 
   it('a writer waits until every reader ahead of it has released', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     const r1 = await table.acquire('s', 'read', Infinity);
     const r2 = await table.acquire('s', 'read', Infinity);
     const w = table.acquire('s', 'write', Infinity);
@@ -969,7 +990,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   });
 
   it('a reader waits for a writer ahead of it', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     const w = await table.acquire('s', 'write', Infinity);
     const r = table.acquire('s', 'read', Infinity);
     expect(await outcome(r)).to.equal('pending');
@@ -979,7 +1000,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   });
 
   it('a writer holds the lock alone: a second writer waits for it', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     const w1 = await table.acquire('s', 'write', Infinity);
     const w2 = table.acquire('s', 'write', Infinity);
     expect(await outcome(w2)).to.equal('pending');
@@ -990,7 +1011,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   });
 
   it('waiters are served first come, first served, so later readers never overtake a waiting writer', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     const order: string[] = [];
     const holder = await table.acquire('s', 'read', Infinity);
     const queue: Record<string, Promise<Release>> = {};
@@ -1021,7 +1042,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   });
 
   it('a waiter that runs out of time is rejected with SessionLockTimeoutError (code ESESSIONLOCKTIMEOUT, status 503)', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     const w = await table.acquire('s', 'write', Infinity);
     let error: unknown;
     await table.acquire('s', 'write', 20).then(
@@ -1038,7 +1059,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   });
 
   it('a waiter that timed out never gets the lock, and the one behind it gets it in turn', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     const w0 = await table.acquire('s', 'write', Infinity);
     const gaveUp = table.acquire('s', 'write', 20);
     const behind = table.acquire('s', 'write', Infinity);
@@ -1054,7 +1075,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   });
 
   it('a timeout takes nothing away from the holder: the lock stays exclusive until it releases', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     const w0 = await table.acquire('s', 'write', Infinity);
     const reader = table.acquire('s', 'read', 20);
     expect(await reader.then(() => 'granted', () => 'rejected')).to.equal('rejected');
@@ -1070,7 +1091,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   });
 
   it('a free lock is granted even with a timeout of 0, a held one is not', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     const first = await table.acquire('s', 'write', 0);
     expect(await table.acquire('s', 'write', 0).then(() => 'granted', () => 'rejected')).to.equal('rejected');
     first();
@@ -1081,7 +1102,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   });
 
   it('releasing twice does nothing: only one waiting writer is let in', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     const w0 = await table.acquire('s', 'write', Infinity);
     const w1 = table.acquire('s', 'write', Infinity);
     const w2 = table.acquire('s', 'write', Infinity);
@@ -1098,7 +1119,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   });
 
   it('locks of different sessions are independent', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     const a = await table.acquire('a', 'write', Infinity);
     const b = table.acquire('b', 'write', 0);
     expect(await outcome(b)).to.equal('granted');
@@ -1109,7 +1130,7 @@ describe('LockTable, the per-session read/write lock table', function () {
   });
 
   it('size counts the sessions whose lock is held or waited for', async () => {
-    const table = new LockTable();
+    const table = awaitedLockTable();
     expect(table.size).to.equal(0);
     const a = await table.acquire('a', 'read', Infinity);
     const b = await table.acquire('b', 'write', Infinity);
@@ -1124,7 +1145,7 @@ describe('LockTable, the per-session read/write lock table', function () {
 
   it('after a random burst of reads, writes and timeouts the table is empty and no writer ever shared its lock', async function () {
     this.timeout(120_000);
-    const table = new LockTable();
+    const table = awaitedLockTable();
     let seed = 12345;
     const random = () => {
       seed = (seed * 1103515245 + 12345) % 2147483648;

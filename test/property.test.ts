@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { LockTable } from '../src/lock';
+import { awaitedLockTable } from './support/lock-table';
 import { SessionLockTimeoutError } from '../src';
 import { PROPERTY_RUNS, propertyParams } from './support/hardening-harness';
 import { ProgramRig } from './support/hardening-runner';
@@ -210,7 +210,7 @@ describe('properties: LockTable, driven directly', function () {
     await fc.assert(
       fc.asyncProperty(fc.array(actor, { minLength: 1, maxLength: 14 }), fc.context(), async (actors, context) => {
         context.log(actors.map(showActor).join('\n'));
-        const table = new LockTable();
+        const table = awaitedLockTable();
         const holders = new Map<string, { readers: number; writer: boolean }>();
         const problems: string[] = [];
         const queued: { i: number; id: string; mode: Mode }[] = [];
