@@ -15,90 +15,156 @@ export type CookieRead =
 const ABSENT: CookieRead = { state: 'absent' };
 const INVALID: CookieRead = { state: 'invalid' };
 
-/**
- * Whether this request signs its cookie: the `signed` option, or by default
- * whether `app.keys` is set. Signing without keys is a configuration
- * mistake, reported before the handler runs.
- */
-export function isSigned(ctx: Context, settings: CookieSettings): boolean {
-  const hasKeys = Array.isArray(ctx.app.keys) ? ctx.app.keys.length > 0 : Boolean(ctx.app.keys);
-  if (settings.signed === true && !hasKeys) {
-    throw new SessionConfigError('the signed option needs app.keys to be set (app.keys = [secret, ...])');
-  }
-  return settings.signed ?? hasKeys;
+/** Keygrip's signature format: HMAC-SHA1, base64 without padding, '+' and '/' as '-' and '_'. */
+function keygripSignature(key: string, data: string): string {
+  return createHmac('sha1', key).update(data).digest('base64url');
 }
 
-/**
- * Which of `app.keys` signed `data` (-1: none), comparing in constant time.
- * For a plain array of keys this is Keygrip's check without its second
- * round of HMACs per comparison (crypto.timingSafeEqual does the same job);
- * an `app.keys` that is a Keygrip instance is asked itself.
- */
-function signingKeyIndex(ctx: Context, data: string, signature: string): number {
-  const keys: unknown = ctx.app.keys;
-  if (!Array.isArray(keys)) return (ctx.cookies as unknown as { keys: Keygrip }).keys.index(data, signature);
-  const given = Buffer.from(signature);
-  for (let i = 0; i < keys.length; i++) {
-    // Keygrip's format: HMAC-SHA1, base64 without padding, '+' and '/' as '-' and '_'.
-    const expected = Buffer.from(createHmac('sha1', keys[i] as string).update(data).digest('base64url'));
-    if (expected.length === given.length && timingSafeEqual(expected, given)) return i;
-  }
-  return -1;
+function sameInConstantTime(expected: string, given: string): boolean {
+  const a = Buffer.from(expected);
+  const b = Buffer.from(given);
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/**
- * Reads the session cookie. The format is checked before anything else,
- * then the signature (constant-time, every key of `app.keys` tried), so a
- * value that fails either never names a session.
- */
-export function readSessionCookie(ctx: Context, settings: CookieSettings, pattern: RegExp, signed: boolean): CookieRead {
-  const value = ctx.cookies.get(settings.name, { signed: false });
-  if (value === undefined || value === '') return ABSENT;
-  if (!pattern.test(value)) return INVALID;
-  if (!signed) return { state: 'valid', id: value, resign: false };
-  const signature = ctx.cookies.get(`${settings.name}.sig`, { signed: false });
-  if (signature === undefined) return INVALID;
-  const keyIndex = signingKeyIndex(ctx, `${settings.name}=${value}`, signature);
-  if (keyIndex < 0) return INVALID;
-  return { state: 'valid', id: value, resign: keyIndex > 0 };
-}
+/** Signatures kept: enough for the sessions active at once on a busy process, about 1.5 MB. */
+const REMEMBERED_SIGNATURES = 10_000;
 
 /**
- * A Secure cookie cannot go out on plain HTTP. Checked before anything is
- * committed, so such a request changes nothing.
+ * The signing key's signatures of recently seen cookie values. A session's
+ * cookie is the same on each of its requests, so its HMAC is computed once
+ * rather than twice per request (verify, then sign again on a write). Only
+ * what the key itself computed is kept, never what a client sent, and a
+ * new signing key starts afresh.
  */
-export function assertCookieCanBeSent(ctx: Context, settings: CookieSettings): void {
-  if (settings.secure && !ctx.secure) {
-    throw new SessionConfigError(
-      'cookieSecure is set but this request came over plain HTTP, so the session cookie cannot be sent; ' +
-        'serve HTTPS, or behind a TLS-terminating proxy set app.proxy = true so X-Forwarded-Proto is trusted',
-    );
+class SignatureMemo {
+  private key: string | undefined;
+  private readonly signatures = new Map<string, string>();
+
+  of(key: string, data: string): string {
+    if (key !== this.key) {
+      this.signatures.clear();
+      this.key = key;
+    }
+    let signature = this.signatures.get(data);
+    if (signature === undefined) {
+      signature = keygripSignature(key, data);
+      // Forget the oldest first (Maps iterate in insertion order).
+      if (this.signatures.size >= REMEMBERED_SIGNATURES) this.signatures.delete(this.signatures.keys().next().value as string);
+      this.signatures.set(data, signature);
+    }
+    return signature;
   }
 }
 
-/** Sends the session cookie for `id`, expiring at `expires`. */
-export function writeSessionCookie(ctx: Context, settings: CookieSettings, signed: boolean, id: string, expires: Date): void {
-  ctx.cookies.set(settings.name, id, cookieAttributes(settings, signed, expires));
-  markPrivate(ctx);
-}
+/**
+ * The session cookie of one middleware: reading it (format, then
+ * signature), writing and expiring it through `ctx.cookies`, and the cache
+ * headers that go with it. Signing follows Keygrip over `app.keys`, as
+ * `ctx.cookies` does: the first key signs, every key verifies.
+ */
+export class SessionCookie {
+  private readonly signatures = new SignatureMemo();
 
-/** Sends an already-expired session cookie, so the browser drops it. */
-export function expireSessionCookie(ctx: Context, settings: CookieSettings, signed: boolean): void {
-  ctx.cookies.set(settings.name, null, cookieAttributes(settings, signed, new Date(0)));
-  markPrivate(ctx);
-}
+  constructor(
+    private readonly settings: CookieSettings,
+    private readonly pattern: RegExp,
+  ) {}
 
-function cookieAttributes(settings: CookieSettings, signed: boolean, expires: Date) {
-  return {
-    path: settings.path,
-    domain: settings.domain,
-    secure: settings.secure,
-    httpOnly: settings.httpOnly,
-    sameSite: settings.sameSite,
-    signed,
-    expires,
-    overwrite: true,
-  };
+  /**
+   * Whether this request signs its cookie: the `signed` option, or by
+   * default whether `app.keys` is set. Signing without keys is a
+   * configuration mistake, reported before the handler runs.
+   */
+  isSigned(ctx: Context): boolean {
+    const keys: unknown = ctx.app.keys;
+    const hasKeys = Array.isArray(keys) ? keys.length > 0 : Boolean(keys);
+    if (this.settings.signed === true && !hasKeys) {
+      throw new SessionConfigError('the signed option needs app.keys to be set (app.keys = [secret, ...])');
+    }
+    return this.settings.signed ?? hasKeys;
+  }
+
+  /**
+   * Reads the session cookie. The format is checked before anything else,
+   * then the signature (constant-time, every key of `app.keys` tried), so a
+   * value that fails either never names a session.
+   */
+  read(ctx: Context, signed: boolean): CookieRead {
+    const name = this.settings.name;
+    const value = ctx.cookies.get(name, { signed: false });
+    if (value === undefined || value === '') return ABSENT;
+    if (!this.pattern.test(value)) return INVALID;
+    if (!signed) return { state: 'valid', id: value, resign: false };
+    const signature = ctx.cookies.get(`${name}.sig`, { signed: false });
+    if (signature === undefined) return INVALID;
+    const keyIndex = this.signingKeyIndex(ctx, `${name}=${value}`, signature);
+    if (keyIndex < 0) return INVALID;
+    return { state: 'valid', id: value, resign: keyIndex > 0 };
+  }
+
+  /**
+   * A Secure cookie cannot go out on plain HTTP. Checked before anything is
+   * committed, so such a request changes nothing.
+   */
+  assertCanBeSent(ctx: Context): void {
+    if (this.settings.secure && !ctx.secure) {
+      throw new SessionConfigError(
+        'cookieSecure is set but this request came over plain HTTP, so the session cookie cannot be sent; ' +
+          'serve HTTPS, or behind a TLS-terminating proxy set app.proxy = true so X-Forwarded-Proto is trusted',
+      );
+    }
+  }
+
+  /** Sends the session cookie for `id` (and its `.sig` when signed), expiring at `expires`. */
+  write(ctx: Context, signed: boolean, id: string, expires: Date): void {
+    const attributes = this.attributes(false, expires);
+    ctx.cookies.set(this.settings.name, id, attributes);
+    // The signature cookie ctx.cookies would add, with the signature computed once per ID.
+    if (signed) ctx.cookies.set(`${this.settings.name}.sig`, this.sign(ctx, `${this.settings.name}=${id}`), attributes);
+    markPrivate(ctx);
+  }
+
+  /** Sends an already-expired session cookie, so the browser drops it. */
+  expire(ctx: Context, signed: boolean): void {
+    ctx.cookies.set(this.settings.name, null, this.attributes(signed, new Date(0)));
+    markPrivate(ctx);
+  }
+
+  private attributes(signed: boolean, expires: Date) {
+    const settings = this.settings;
+    return {
+      path: settings.path,
+      domain: settings.domain,
+      secure: settings.secure,
+      httpOnly: settings.httpOnly,
+      sameSite: settings.sameSite,
+      signed,
+      expires,
+      overwrite: true,
+    };
+  }
+
+  private sign(ctx: Context, data: string): string {
+    const keys: unknown = ctx.app.keys;
+    if (Array.isArray(keys)) return this.signatures.of(keys[0] as string, data);
+    return (ctx.cookies as unknown as { keys: Keygrip }).keys.sign(data);
+  }
+
+  /**
+   * Which of `app.keys` signed `data` (-1: none), compared in constant time.
+   * For a plain array of keys this is Keygrip's check, without its second
+   * round of HMACs per comparison (crypto.timingSafeEqual does that job); an
+   * `app.keys` that is a Keygrip instance is asked itself.
+   */
+  private signingKeyIndex(ctx: Context, data: string, signature: string): number {
+    const keys: unknown = ctx.app.keys;
+    if (!Array.isArray(keys)) return (ctx.cookies as unknown as { keys: Keygrip }).keys.index(data, signature);
+    for (let i = 0; i < keys.length; i++) {
+      const expected = i === 0 ? this.signatures.of(keys[0] as string, data) : keygripSignature(keys[i] as string, data);
+      if (sameInConstantTime(expected, signature)) return i;
+    }
+    return -1;
+  }
 }
 
 const NO_CACHE_COOKIE = 'no-cache="Set-Cookie"';
