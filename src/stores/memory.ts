@@ -1,15 +1,67 @@
 import type { AtomicStore, Change, SessionData } from './store';
 import { isSessionRecord, replayChanges, toRecord } from './store';
+import { assignOwn } from '../values';
 
 export interface MemoryStoreOptions {
   /** How often expired sessions are swept out, in ms. Default 10 minutes. */
   cleanupInterval?: number;
 }
 
-interface Entry {
-  /** The record as JSON: a deep copy that nobody outside can reach, and compact. */
-  json: string;
+/**
+ * A session as the middleware writes it: the meta beside the data, and each
+ * value as its own JSON string, so a commit re-encodes only the values it
+ * changed and a read decodes nothing it does not hand out.
+ */
+interface RecordEntry {
   expiresAt: number;
+  createdAt: number;
+  touchedAt: number;
+  /** Keys and their values as JSON, in turn: [key, json, key, json, …]. */
+  fields: string[];
+}
+
+/** Anything else a caller stored, kept whole as JSON and handed back as it was. */
+interface OtherEntry {
+  expiresAt: number;
+  json: string;
+}
+
+type Entry = RecordEntry | OtherEntry;
+
+function isRecordEntry(entry: Entry): entry is RecordEntry {
+  return (entry as Partial<RecordEntry>).fields !== undefined;
+}
+
+/** JSON's view of `data`, one value per key (a value JSON leaves out, such as undefined, is left out). */
+function fieldsOf(data: SessionData): string[] {
+  const fields: string[] = [];
+  for (const key of Object.keys(data)) {
+    const json = JSON.stringify(data[key]);
+    if (json !== undefined) fields.push(key, json);
+  }
+  return fields;
+}
+
+function dataOf(fields: readonly string[]): SessionData {
+  const data: SessionData = {};
+  for (let i = 0; i < fields.length; i += 2) assignOwn(data, fields[i]!, JSON.parse(fields[i + 1]!));
+  return data;
+}
+
+/** Replays a change log on `fields`, in place. */
+function replayOnFields(fields: string[], changes: readonly Change[]): void {
+  for (const change of changes) {
+    if (change.op === 'clear') {
+      fields.length = 0;
+      continue;
+    }
+    let at = 0;
+    while (at < fields.length && fields[at] !== change.key) at += 2;
+    const json = change.op === 'set' ? JSON.stringify(change.value) : undefined;
+    if (json === undefined) fields.splice(at, 2);
+    else if (at < fields.length) fields[at + 1] = json;
+    else fields.push(change.key, json);
+  }
 }
 
 /** The longest delay a Node timer can wait (larger ones fire after 1 ms). */
@@ -30,7 +82,7 @@ function shardOf(id: string): number {
 }
 
 /**
- * The embedded default store, for one process. Records are kept as JSON, so
+ * The embedded default store, for one process. Values are kept as JSON, so
  * `get` hands out and `set` takes deep copies: no caller can change stored
  * data behind the store's back. Expired records are invisible at once and
  * swept out every `cleanupInterval`, a slice at a time.
@@ -61,11 +113,17 @@ export class MemoryStore implements AtomicStore {
 
   async get(id: string): Promise<SessionData | undefined> {
     const entry = this.live(id);
-    return entry === undefined ? undefined : (JSON.parse(entry.json) as SessionData);
+    if (entry === undefined) return undefined;
+    if (!isRecordEntry(entry)) return JSON.parse(entry.json) as SessionData;
+    return { data: dataOf(entry.fields), createdAt: entry.createdAt, touchedAt: entry.touchedAt };
   }
 
   async set(id: string, data: SessionData, maxAgeMs: number): Promise<void> {
-    this.shards[shardOf(id)]!.set(id, { json: JSON.stringify(data), expiresAt: Date.now() + maxAgeMs });
+    const expiresAt = Date.now() + maxAgeMs;
+    const entry: Entry = isSessionRecord(data)
+      ? { expiresAt, createdAt: data.createdAt, touchedAt: data.touchedAt, fields: fieldsOf(data.data) }
+      : { expiresAt, json: JSON.stringify(data) };
+    this.shards[shardOf(id)]!.set(id, entry);
   }
 
   async destroy(id: string): Promise<void> {
@@ -77,22 +135,24 @@ export class MemoryStore implements AtomicStore {
     const entry = this.live(id);
     if (entry === undefined) return;
     const now = Date.now();
-    const stored = JSON.parse(entry.json) as SessionData;
-    if (isSessionRecord(stored)) {
-      stored.touchedAt = now;
-      entry.json = JSON.stringify(stored);
-    }
+    if (isRecordEntry(entry)) entry.touchedAt = now;
     entry.expiresAt = now + maxAgeMs;
   }
 
   async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
     const entry = this.live(id);
     if (entry === undefined) return false;
-    const record = toRecord(JSON.parse(entry.json) as SessionData, touchedAt);
-    replayChanges(record.data, changes);
-    record.touchedAt = touchedAt;
-    entry.json = JSON.stringify(record);
-    entry.expiresAt = Date.now() + maxAgeMs;
+    const expiresAt = Date.now() + maxAgeMs;
+    if (isRecordEntry(entry)) {
+      replayOnFields(entry.fields, changes);
+      entry.touchedAt = touchedAt;
+      entry.expiresAt = expiresAt;
+    } else {
+      // Stored by someone else: from now on a record the middleware keeps.
+      const record = toRecord(JSON.parse(entry.json) as SessionData, touchedAt);
+      replayChanges(record.data, changes);
+      this.shards[shardOf(id)]!.set(id, { expiresAt, createdAt: record.createdAt, touchedAt, fields: fieldsOf(record.data) });
+    }
     return true;
   }
 
