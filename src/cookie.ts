@@ -1,4 +1,5 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import type { Context } from 'koa';
 import type Keygrip from 'keygrip';
 import type { CookieSettings } from './options';
@@ -16,7 +17,7 @@ const ABSENT: CookieRead = { state: 'absent' };
 const INVALID: CookieRead = { state: 'invalid' };
 
 /** Keygrip's signature format: HMAC-SHA1, base64 without padding, '+' and '/' as '-' and '_'. */
-function keygripSignature(key: string, data: string): string {
+function keygripSignature(key: string | KeyObject, data: string): string {
   return createHmac('sha1', key).update(data).digest('base64url');
 }
 
@@ -26,32 +27,39 @@ function sameInConstantTime(expected: string, given: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Signatures kept: enough for the sessions active at once on a busy process, about 1.5 MB. */
-const REMEMBERED_SIGNATURES = 10_000;
+/** Signatures kept per generation: two generations hold the sessions active on a busy process, about 3 MB at most. */
+const GENERATION_SIZE = 10_000;
 
 /**
  * The signing key's signatures of recently seen cookie values. A session's
  * cookie is the same on each of its requests, so its HMAC is computed once
  * rather than twice per request (verify, then sign again on a write). Only
  * what the key itself computed is kept, never what a client sent, and a
- * new signing key starts afresh.
+ * new signing key starts afresh. Old entries go a generation at a time: a
+ * full generation becomes the previous one, and the one before is dropped.
  */
 class SignatureMemo {
   private key: string | undefined;
-  private readonly signatures = new Map<string, string>();
+  /** The key, imported once: an HMAC over a string key imports it on every call. */
+  private keyObject: KeyObject | undefined;
+  private current = new Map<string, string>();
+  private previous = new Map<string, string>();
 
   of(key: string, data: string): string {
     if (key !== this.key) {
-      this.signatures.clear();
+      this.current = new Map();
+      this.previous = new Map();
       this.key = key;
+      this.keyObject = createSecretKey(Buffer.from(key));
     }
-    let signature = this.signatures.get(data);
-    if (signature === undefined) {
-      signature = keygripSignature(key, data);
-      // Forget the oldest first (Maps iterate in insertion order).
-      if (this.signatures.size >= REMEMBERED_SIGNATURES) this.signatures.delete(this.signatures.keys().next().value as string);
-      this.signatures.set(data, signature);
+    let signature = this.current.get(data);
+    if (signature !== undefined) return signature;
+    signature = this.previous.get(data) ?? keygripSignature(this.keyObject as KeyObject, data);
+    if (this.current.size >= GENERATION_SIZE) {
+      this.previous = this.current;
+      this.current = new Map();
     }
+    this.current.set(data, signature);
     return signature;
   }
 }
