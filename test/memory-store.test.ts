@@ -79,6 +79,39 @@ describe('MemoryStore', function () {
       expect(await store.get('a')).to.deep.equal({ user: { name: 'ann', roles: ['reader'] } });
     });
 
+    it('a record in the middleware\'s shape comes back exactly as JSON would carry it, any key included', async () => {
+      const store = memoryStore();
+      const data = JSON.parse('{"__proto__":{"x":1},"constructor":"c","":[1,{"a":null}],"n":-0}') as SessionData;
+      await store.set('r', { data: { ...data, dropped: undefined }, createdAt: 1000, touchedAt: 2000 }, 60_000);
+      const got = (await store.get('r')) as { data: SessionData; createdAt: number; touchedAt: number };
+      expect(JSON.stringify(got)).to.equal(JSON.stringify({ data, createdAt: 1000, touchedAt: 2000 }));
+      expect(Object.keys(got.data)).to.deep.equal(['__proto__', 'constructor', '', 'n']);
+      expect(Object.getPrototypeOf(got.data)).to.equal(Object.prototype, 'the __proto__ key is data, not a prototype');
+    });
+
+    it('applyChanges replays set, delete and clear in order, and never recreates a missing session', async () => {
+      const store = memoryStore();
+      await store.set('s1', { data: { a: 1, b: 2 }, createdAt: 1000, touchedAt: 1000 }, 60_000);
+      const changes = [
+        { op: 'set', key: 'c', value: { deep: [1] } },
+        { op: 'set', key: 'a', value: 'replaced' },
+        { op: 'delete', key: 'b' },
+        { op: 'delete', key: 'never-there' },
+      ] as const;
+      expect(await store.applyChanges('s1', changes, 2000, 60_000)).to.equal(true);
+      expect(await store.get('s1')).to.deep.equal({ data: { a: 'replaced', c: { deep: [1] } }, createdAt: 1000, touchedAt: 2000 });
+      expect(await store.applyChanges('s1', [{ op: 'clear' }, { op: 'set', key: 'after', value: true }], 3000, 60_000)).to.equal(true);
+      expect(await store.get('s1')).to.deep.equal({ data: { after: true }, createdAt: 1000, touchedAt: 3000 });
+
+      // Plain data stored by someone else becomes a record of that data, created now.
+      await store.set('plain', { a: 1 }, 60_000);
+      expect(await store.applyChanges('plain', [{ op: 'set', key: 'b', value: 2 }], 4000, 60_000)).to.equal(true);
+      expect(await store.get('plain')).to.deep.equal({ data: { a: 1, b: 2 }, createdAt: 4000, touchedAt: 4000 });
+
+      expect(await store.applyChanges('gone', [{ op: 'set', key: 'x', value: 1 }], 2000, 60_000)).to.equal(false);
+      expect(await store.get('gone')).to.equal(undefined);
+    });
+
     it('two gets return objects that share nothing', async () => {
       const store = memoryStore();
       await store.set('a', { list: [1] }, 60_000);
