@@ -45,21 +45,22 @@ class SignatureMemo {
   private current = new Map<string, string>();
   private previous = new Map<string, string>();
 
-  of(key: string, data: string): string {
+  /** The signature of `name=value` under `key`; `value` alone is the memo's key, the name being fixed. */
+  of(key: string, name: string, value: string): string {
     if (key !== this.key) {
       this.current = new Map();
       this.previous = new Map();
       this.key = key;
       this.keyObject = createSecretKey(Buffer.from(key));
     }
-    let signature = this.current.get(data);
+    let signature = this.current.get(value);
     if (signature !== undefined) return signature;
-    signature = this.previous.get(data) ?? keygripSignature(this.keyObject as KeyObject, data);
+    signature = this.previous.get(value) ?? keygripSignature(this.keyObject as KeyObject, `${name}=${value}`);
     if (this.current.size >= GENERATION_SIZE) {
       this.previous = this.current;
       this.current = new Map();
     }
-    this.current.set(data, signature);
+    this.current.set(value, signature);
     return signature;
   }
 }
@@ -105,7 +106,7 @@ export class SessionCookie {
     if (!signed) return { state: 'valid', id: value, resign: false };
     const signature = ctx.cookies.get(`${name}.sig`, { signed: false });
     if (signature === undefined) return INVALID;
-    const keyIndex = this.signingKeyIndex(ctx, `${name}=${value}`, signature);
+    const keyIndex = this.signingKeyIndex(ctx, value, signature);
     if (keyIndex < 0) return INVALID;
     return { state: 'valid', id: value, resign: keyIndex > 0 };
   }
@@ -128,7 +129,7 @@ export class SessionCookie {
     const attributes = this.attributes(false, expires);
     ctx.cookies.set(this.settings.name, id, attributes);
     // The signature cookie ctx.cookies would add, with the signature computed once per ID.
-    if (signed) ctx.cookies.set(`${this.settings.name}.sig`, this.sign(ctx, `${this.settings.name}=${id}`), attributes);
+    if (signed) ctx.cookies.set(`${this.settings.name}.sig`, this.sign(ctx, id), attributes);
     markPrivate(ctx);
   }
 
@@ -152,24 +153,26 @@ export class SessionCookie {
     };
   }
 
-  private sign(ctx: Context, data: string): string {
+  /** The signature of the cookie `name=value`, as Keygrip makes it with the first key. */
+  private sign(ctx: Context, value: string): string {
     const keys: unknown = ctx.app.keys;
-    if (Array.isArray(keys)) return this.signatures.of(keys[0] as string, data);
-    return (ctx.cookies as unknown as { keys: Keygrip }).keys.sign(data);
+    if (Array.isArray(keys)) return this.signatures.of(keys[0] as string, this.settings.name, value);
+    return (ctx.cookies as unknown as { keys: Keygrip }).keys.sign(`${this.settings.name}=${value}`);
   }
 
   /**
-   * Which of `app.keys` signed `data` (-1: none), compared in constant time.
-   * For a plain array of keys this is Keygrip's check, without its second
-   * round of HMACs per comparison (crypto.timingSafeEqual does that job); an
-   * `app.keys` that is a Keygrip instance is asked itself.
+   * Which of `app.keys` signed the cookie `name=value` (-1: none), compared
+   * in constant time. For a plain array of keys this is Keygrip's check,
+   * without its second round of HMACs per comparison (crypto.timingSafeEqual
+   * does that job); an `app.keys` that is a Keygrip instance is asked itself.
    */
-  private signingKeyIndex(ctx: Context, data: string, signature: string): number {
+  private signingKeyIndex(ctx: Context, value: string, signature: string): number {
     const keys: unknown = ctx.app.keys;
-    if (!Array.isArray(keys)) return (ctx.cookies as unknown as { keys: Keygrip }).keys.index(data, signature);
-    for (let i = 0; i < keys.length; i++) {
-      const expected = i === 0 ? this.signatures.of(keys[0] as string, data) : keygripSignature(keys[i] as string, data);
-      if (sameInConstantTime(expected, signature)) return i;
+    const name = this.settings.name;
+    if (!Array.isArray(keys)) return (ctx.cookies as unknown as { keys: Keygrip }).keys.index(`${name}=${value}`, signature);
+    if (keys.length > 0 && sameInConstantTime(this.signatures.of(keys[0] as string, name, value), signature)) return 0;
+    for (let i = 1; i < keys.length; i++) {
+      if (sameInConstantTime(keygripSignature(keys[i] as string, `${name}=${value}`), signature)) return i;
     }
     return -1;
   }

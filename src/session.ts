@@ -37,12 +37,18 @@ export function newState(id: string, loaded?: { data: SessionData; createdAt: nu
     loadedId: loaded === undefined ? undefined : id,
     createdAt: loaded?.createdAt ?? 0,
     touchedAt: loaded?.touchedAt ?? 0,
-    values: loaded === undefined ? new Map() : new Map(Object.entries(loaded.data)),
+    values: loaded === undefined ? new Map() : valuesOf(loaded.data),
     changes: [],
     regenerated: false,
     destroyed: false,
     needsNewId: false,
   };
+}
+
+function valuesOf(data: SessionData): Map<string, unknown> {
+  const values = new Map<string, unknown>();
+  for (const key of Object.keys(data)) values.set(key, data[key]);
+  return values;
 }
 
 function checkKey(key: unknown): asserts key is string {

@@ -1,4 +1,4 @@
-import type { Change, DistributedLock, SessionRecord, Store } from './stores/store';
+import type { Change, DistributedLock, SessionData, SessionRecord, Store } from './stores/store';
 import { isAtomicStore, replayChanges, toRecord, writeLockOf } from './stores/store';
 import { SessionStoreError } from './errors';
 import type { Expiry } from './expiry';
@@ -30,7 +30,12 @@ export class Storage {
 
   /** The live record stored for `id`, or undefined. */
   async load(id: string, now: number): Promise<SessionRecord | undefined> {
-    const stored = await this.call('load', () => this.store.get(this.key(id)));
+    let stored: SessionData | undefined | null;
+    try {
+      stored = await this.store.get(this.key(id)); // the hot path: awaited here, not through call()
+    } catch (error) {
+      throw new SessionStoreError('load', error);
+    }
     if (stored === undefined || stored === null) return undefined;
     // Changes are replayed onto what we load; a plain store may have handed
     // out its own object, which must stay untouched until set() succeeds.
