@@ -1,9 +1,8 @@
-import { createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
-import type { KeyObject } from 'node:crypto';
 import type { Context } from 'koa';
 import type Keygrip from 'keygrip';
 import type { CookieSettings } from './options';
 import { SessionConfigError } from './errors';
+import { SignatureMemo, keygripSignature, sameInConstantTime } from './signature';
 
 /** What the request's session cookie says. */
 export type CookieRead =
@@ -16,68 +15,59 @@ export type CookieRead =
 const ABSENT: CookieRead = { state: 'absent' };
 const INVALID: CookieRead = { state: 'invalid' };
 
-/** Keygrip's signature format: HMAC-SHA1, base64 without padding, '+' and '/' as '-' and '_'. */
-function keygripSignature(key: string | KeyObject, data: string): string {
-  return createHmac('sha1', key).update(data).digest('base64url');
-}
-
-function sameInConstantTime(expected: string, given: string): boolean {
-  const a = Buffer.from(expected);
-  const b = Buffer.from(given);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
-/** Signatures kept per generation: two generations hold the sessions active on a busy process, about 3 MB at most. */
-const GENERATION_SIZE = 10_000;
-
 /**
- * The signing key's signatures of recently seen cookie values. A session's
- * cookie is the same on each of its requests, so its HMAC is computed once
- * rather than twice per request (verify, then sign again on a write). Only
- * what the key itself computed is kept, never what a client sent, and a
- * new signing key starts afresh. Old entries go a generation at a time: a
- * full generation becomes the previous one, and the one before is dropped.
+ * `Set-Cookie` lines for the session cookie, written as the `cookies`
+ * package writes them (same attributes, same order, lower case), so a
+ * browser gets exactly what `ctx.cookies.set` would send. Only the value and
+ * `expires` change from one response to the next; the rest is built once.
  */
-class SignatureMemo {
-  private key: string | undefined;
-  /** The key, imported once: an HMAC over a string key imports it on every call. */
-  private keyObject: KeyObject | undefined;
-  private current = new Map<string, string>();
-  private previous = new Map<string, string>();
+class SetCookieLines {
+  private readonly path: string;
+  private readonly rest: string;
+  private lastSecond = Number.NaN;
+  private lastDate = '';
 
-  /** The signature of `name=value` under `key`; `value` alone is the memo's key, the name being fixed. */
-  of(key: string, name: string, value: string): string {
-    if (key !== this.key) {
-      this.current = new Map();
-      this.previous = new Map();
-      this.key = key;
-      this.keyObject = createSecretKey(Buffer.from(key));
+  constructor(settings: CookieSettings) {
+    this.path = settings.path === '' ? '' : `; path=${settings.path}`;
+    let rest = settings.domain === undefined || settings.domain === '' ? '' : `; domain=${settings.domain}`;
+    if (settings.sameSite !== false) rest += `; samesite=${settings.sameSite}`;
+    if (settings.secure) rest += '; secure';
+    if (settings.httpOnly) rest += '; httponly';
+    this.rest = rest;
+  }
+
+  line(name: string, value: string, expiresAt: number): string {
+    return `${name}=${value}${this.path}; expires=${this.httpDate(expiresAt)}${this.rest}`;
+  }
+
+  /** The HTTP date of `ms`, formatted once per second. */
+  private httpDate(ms: number): string {
+    const second = Math.floor(ms / 1000);
+    if (second !== this.lastSecond) {
+      this.lastSecond = second;
+      this.lastDate = new Date(ms).toUTCString();
     }
-    let signature = this.current.get(value);
-    if (signature !== undefined) return signature;
-    signature = this.previous.get(value) ?? keygripSignature(this.keyObject as KeyObject, `${name}=${value}`);
-    if (this.current.size >= GENERATION_SIZE) {
-      this.previous = this.current;
-      this.current = new Map();
-    }
-    this.current.set(value, signature);
-    return signature;
+    return this.lastDate;
   }
 }
 
 /**
- * The session cookie of one middleware: reading it (format, then
- * signature), writing and expiring it through `ctx.cookies`, and the cache
- * headers that go with it. Signing follows Keygrip over `app.keys`, as
- * `ctx.cookies` does: the first key signs, every key verifies.
+ * The session cookie of one middleware: reading it through `ctx.cookies`
+ * (format, then signature), writing and expiring it in the format
+ * `ctx.cookies` writes, and the cache headers that go with it. Signing
+ * follows Keygrip over `app.keys`, as `ctx.cookies` does: the first key
+ * signs, every key verifies.
  */
 export class SessionCookie {
   private readonly signatures = new SignatureMemo();
+  private readonly lines: SetCookieLines;
 
   constructor(
     private readonly settings: CookieSettings,
     private readonly pattern: RegExp,
-  ) {}
+  ) {
+    this.lines = new SetCookieLines(settings);
+  }
 
   /**
    * Whether this request signs its cookie: the `signed` option, or by
@@ -124,33 +114,23 @@ export class SessionCookie {
     }
   }
 
-  /** Sends the session cookie for `id` (and its `.sig` when signed), expiring at `expires`. */
-  write(ctx: Context, signed: boolean, id: string, expires: Date): void {
-    const attributes = this.attributes(false, expires);
-    ctx.cookies.set(this.settings.name, id, attributes);
-    // The signature cookie ctx.cookies would add, with the signature computed once per ID.
-    if (signed) ctx.cookies.set(`${this.settings.name}.sig`, this.sign(ctx, id), attributes);
-    markPrivate(ctx);
+  /** Sends the session cookie for `id` (and its `.sig` when signed), expiring at `expiresAt` (ms). */
+  write(ctx: Context, signed: boolean, id: string, expiresAt: number): void {
+    this.send(ctx, signed, id, expiresAt);
   }
 
   /** Sends an already-expired session cookie, so the browser drops it. */
   expire(ctx: Context, signed: boolean): void {
-    ctx.cookies.set(this.settings.name, null, this.attributes(signed, new Date(0)));
-    markPrivate(ctx);
+    this.send(ctx, signed, '', 0);
   }
 
-  private attributes(signed: boolean, expires: Date) {
-    const settings = this.settings;
-    return {
-      path: settings.path,
-      domain: settings.domain,
-      secure: settings.secure,
-      httpOnly: settings.httpOnly,
-      sameSite: settings.sameSite,
-      signed,
-      expires,
-      overwrite: true,
-    };
+  private send(ctx: Context, signed: boolean, value: string, expiresAt: number): void {
+    const name = this.settings.name;
+    const lines = [this.lines.line(name, value, expiresAt)];
+    // The signature cookie ctx.cookies would add (for an expired cookie too), the signature computed once per ID.
+    if (signed) lines.push(this.lines.line(`${name}.sig`, this.sign(ctx, value), expiresAt));
+    replaceSetCookies(ctx, signed ? [`${name}=`, `${name}.sig=`] : [`${name}=`], lines);
+    markPrivate(ctx);
   }
 
   /** The signature of the cookie `name=value`, as Keygrip makes it with the first key. */
@@ -178,6 +158,21 @@ export class SessionCookie {
   }
 }
 
+/**
+ * Adds `lines` to the response's Set-Cookie header, dropping earlier lines
+ * for the same cookies (what `overwrite: true` does in ctx.cookies).
+ */
+function replaceSetCookies(ctx: Context, prefixes: readonly string[], lines: string[]): void {
+  const current = ctx.res.getHeader('Set-Cookie');
+  if (current === undefined) {
+    ctx.res.setHeader('Set-Cookie', lines);
+    return;
+  }
+  const earlier = Array.isArray(current) ? current : [String(current)];
+  const kept = earlier.filter((line) => !prefixes.some((prefix) => line.startsWith(prefix)));
+  ctx.res.setHeader('Set-Cookie', [...kept, ...lines]);
+}
+
 const NO_CACHE_COOKIE = 'no-cache="Set-Cookie"';
 
 /**
@@ -185,9 +180,11 @@ const NO_CACHE_COOKIE = 'no-cache="Set-Cookie"';
  * by a shared cache.
  */
 function markPrivate(ctx: Context): void {
-  ctx.vary('Cookie');
-  const current: unknown = ctx.response.get('Cache-Control');
+  const res = ctx.res;
+  if (res.hasHeader('Vary')) ctx.vary('Cookie');
+  else res.setHeader('Vary', 'Cookie');
+  const current = res.getHeader('Cache-Control');
   const cacheControl = current === undefined ? '' : String(current);
-  if (cacheControl === '') ctx.set('Cache-Control', NO_CACHE_COOKIE);
-  else if (!cacheControl.includes(NO_CACHE_COOKIE)) ctx.set('Cache-Control', `${cacheControl}, ${NO_CACHE_COOKIE}`);
+  if (cacheControl === '') res.setHeader('Cache-Control', NO_CACHE_COOKIE);
+  else if (!cacheControl.includes(NO_CACHE_COOKIE)) res.setHeader('Cache-Control', `${cacheControl}, ${NO_CACHE_COOKIE}`);
 }

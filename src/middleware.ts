@@ -76,7 +76,7 @@ export function session(opts?: SessionOptions): Middleware {
   }
 
   function sendCookie(ctx: Context, action: CookieAction, signed: boolean): void {
-    if (action.kind === 'send') sessionCookie.write(ctx, signed, action.id, new Date(action.expiresAt));
+    if (action.kind === 'send') sessionCookie.write(ctx, signed, action.id, action.expiresAt);
     else if (action.kind === 'expire') sessionCookie.expire(ctx, signed);
   }
 

@@ -4,6 +4,8 @@
  * Set-Cookie header; a Secure cookie that would go out on plain HTTP fails
  * the request and commits nothing.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import Cookies from 'cookies';
 import type { Context } from 'koa';
 import type { SessionOptions } from '../src';
 import { Jar, RecordingStore, call, closeAll, cookieNamed, expect, setCookies, start } from './support/app';
@@ -175,4 +177,55 @@ describe('cookieSecure', () => {
     expect(store.map.has(id)).to.equal(false);
     expect((await call(run, jar, 'get', '/', HTTPS)).body.isNew).to.equal(true);
   });
+});
+
+describe('Set-Cookie lines are exactly what ctx.cookies.set writes', () => {
+  /** The Set-Cookie lines the cookies package writes for `value` with these attributes. */
+  function cookiesWouldWrite(name: string, value: string | null, attributes: Cookies.SetOption, keys: string[] | undefined): string[] {
+    const headers = new Map<string, string | string[]>();
+    const res = {
+      getHeader: (header: string) => headers.get(header.toLowerCase()),
+      setHeader: (header: string, v: string | string[]) => headers.set(header.toLowerCase(), v),
+    };
+    const req = { headers: {}, socket: { encrypted: true } };
+    new Cookies(req as unknown as IncomingMessage, res as unknown as ServerResponse, { keys, secure: true }).set(name, value, attributes);
+    return headers.get('set-cookie') as string[];
+  }
+
+  function linesOf(res: { headers: Record<string, unknown> }): string[] {
+    const header = res.headers['set-cookie'];
+    return header === undefined ? [] : ([] as string[]).concat(header as string | string[]);
+  }
+
+  const settings: { label: string; opts: SessionOptions }[] = [
+    { label: 'the defaults', opts: {} },
+    { label: 'name, path, domain, SameSite=Strict', opts: { cookieName: 'sid', cookiePath: '/app', cookieDomain: 'example.test', sameSite: 'strict' } },
+    { label: 'Secure, SameSite=None, not HttpOnly', opts: { cookieSecure: true, sameSite: 'none', cookieHttpOnly: false } },
+    { label: 'no SameSite', opts: { sameSite: false } },
+  ];
+  for (const { label, opts } of settings) {
+    for (const keys of [undefined, ['first key', 'older key']]) {
+      it(`${label}, ${keys === undefined ? 'unsigned' : 'signed'}: the cookie sent, then the cookie expired`, async () => {
+        const name = opts.cookieName ?? 'session_id';
+        const attributes = {
+          path: opts.cookiePath ?? '/',
+          domain: opts.cookieDomain,
+          secure: opts.cookieSecure ?? false,
+          httpOnly: opts.cookieHttpOnly ?? true,
+          sameSite: opts.sameSite ?? 'lax',
+          signed: keys !== undefined,
+          overwrite: true,
+        } as const;
+        const run = await start({ store: new RecordingStore(), ...opts }, handler, { keys, proxy: true });
+        const jar = new Jar();
+        const sent = await call(run, jar, 'post', '/app/x', HTTPS);
+        const id = sent.body.id as string;
+        const expires = new Date(String(cookieNamed(sent, name)?.attrs.expires));
+        expect(linesOf(sent)).to.deep.equal(cookiesWouldWrite(name, id, { ...attributes, expires }, keys));
+
+        const expired = await call(run, jar, 'delete', '/app/x', HTTPS);
+        expect(linesOf(expired)).to.deep.equal(cookiesWouldWrite(name, null, attributes, keys));
+      });
+    }
+  }
 });

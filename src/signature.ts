@@ -1,0 +1,53 @@
+import { createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+
+/** Keygrip's signature format: HMAC-SHA1, base64 without padding, '+' and '/' as '-' and '_'. */
+export function keygripSignature(key: string | KeyObject, data: string): string {
+  return createHmac('sha1', key).update(data).digest('base64url');
+}
+
+export function sameInConstantTime(expected: string, given: string): boolean {
+  const a = Buffer.from(expected);
+  const b = Buffer.from(given);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Signatures kept per generation: two generations hold the sessions active on a busy process, about 3 MB at most. */
+const GENERATION_SIZE = 10_000;
+
+/**
+ * The signing key's signatures of recently seen cookie values. A session's
+ * cookie is the same on each of its requests, so its HMAC is computed once
+ * rather than twice per request (verify, then sign again on a write). Only
+ * what the key itself computed is kept, never what a client sent, and a
+ * new signing key starts afresh. Old entries go a generation at a time: a
+ * full generation becomes the previous one, and the one before is dropped
+ * (cheaper than evicting one by one: a Map iterated from a deleted head is
+ * slow).
+ */
+export class SignatureMemo {
+  private key: string | undefined;
+  /** The key, imported once: an HMAC over a string key imports it on every call. */
+  private keyObject: KeyObject | undefined;
+  private current = new Map<string, string>();
+  private previous = new Map<string, string>();
+
+  /** The signature of `name=value` under `key`; `value` alone is the memo's key, the name being fixed. */
+  of(key: string, name: string, value: string): string {
+    if (key !== this.key) {
+      this.current = new Map();
+      this.previous = new Map();
+      this.key = key;
+      this.keyObject = createSecretKey(Buffer.from(key));
+    }
+    let signature = this.current.get(value);
+    if (signature !== undefined) return signature;
+    signature = this.previous.get(value) ?? keygripSignature(this.keyObject as KeyObject, `${name}=${value}`);
+    if (this.current.size >= GENERATION_SIZE) {
+      this.previous = this.current;
+      this.current = new Map();
+    }
+    this.current.set(value, signature);
+    return signature;
+  }
+}
