@@ -17,11 +17,13 @@ export interface SweepResult {
   maxBlockMs: number;
   p99Ms: number;
   meanMs: number;
-  /** Most main-thread CPU time between two event-loop ticks (Linux only), smallest over the repeats. */
-  maxCpuGapMs: number;
+  /** Wall time of the sweep's longest step between two yields, smallest over the repeats. */
+  longestStepMs: number;
+  medianStepMs: number;
+  steps: number;
   sweepMs: number;
   left: number;
-  repeats: { maxBlockMs: number; maxCpuGapMs: number; sweepMs: number }[];
+  repeats: { maxBlockMs: number; longestStepMs: number; sweepMs: number }[];
 }
 
 export interface RunResult {
@@ -213,8 +215,9 @@ export function memoryTable(run: RunResult): string {
         `MemoryStore sweep of ${int(sweep.count)} expired sessions: longest event-loop block ${fixed(sweep.maxBlockMs, 1)} ms ` +
           `(monitorEventLoopDelay max, 1 ms resolution, best of ${sweep.repeats.length} sweep${sweep.repeats.length > 1 ? 's' : ''}: ` +
           `${sweep.repeats.map((r) => fixed(r.maxBlockMs, 1)).join(', ')} ms; p99 ${fixed(sweep.p99Ms, 1)} ms, mean ${fixed(sweep.meanMs, 2)} ms); ` +
-          `most main-thread CPU time between two ticks ${fixed(sweep.maxCpuGapMs, 1)} ms ` +
-          `(${sweep.repeats.map((r) => fixed(r.maxCpuGapMs, 1)).join(', ')}); whole sweep ${int(sweep.sweepMs)} ms; ${int(sweep.left)} left after it.`,
+          `the sweep's own steps (${int(sweep.steps)}, wall time between two yields): longest ${fixed(sweep.longestStepMs, 2)} ms ` +
+          `(${sweep.repeats.map((r) => fixed(r.longestStepMs, 2)).join(', ')}), median ${fixed(sweep.medianStepMs, 3)} ms; ` +
+          `whole sweep ${int(sweep.sweepMs)} ms; ${int(sweep.left)} left after it.`,
         '',
       );
     }
@@ -279,11 +282,11 @@ export function targets(results: Results): Target[] {
   if (sweep === undefined) out.push({ text: 'MemoryStore sweep block: not measured', status: 'SKIP' });
   else if ('error' in sweep) out.push({ text: `MemoryStore sweep block: error ${sweep.error}`, status: 'MISS' });
   else {
-    const busy = sweep.maxBlockMs > 5 && sweep.maxCpuGapMs <= 5;
+    const busy = sweep.maxBlockMs > 5 && sweep.longestStepMs <= 5;
     out.push({
       text:
         `MemoryStore sweep of ${int(sweep.count)} expired sessions, longest event-loop block: ${fixed(sweep.maxBlockMs, 1)} ms (target ≤ 5 ms)` +
-        ` [main-thread CPU between two ticks at most ${fixed(sweep.maxCpuGapMs, 1)} ms${busy ? ': the rest is waiting for a CPU on a busy machine' : ''}]`,
+        ` [the sweep's longest step ${fixed(sweep.longestStepMs, 2)} ms${busy ? ': the rest is the process waiting for a CPU on a busy machine' : ''}]`,
       status: sweep.maxBlockMs <= 5 ? 'PASS' : 'MISS',
     });
   }

@@ -73,7 +73,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  * a single big Map is no good: V8 rehashes a Map in one step when it shrinks,
  * which on a million entries blocks for tens of ms.
  */
-const SHARDS = 256;
+const SHARDS = 1024;
 
 function shardOf(id: string): number {
   let hash = 0;
