@@ -67,7 +67,7 @@ export function session(opts?: SessionOptions): Middleware {
     return mode;
   }
 
-  /** Tells the app when `pending` fails because the session's lock was not had in time. */
+  /** Tells the app when `pending` fails because the session's lock did not come within lockTimeout. */
   function reportingTimeout<T>(ctx: Context, id: string, pending: Promise<T>): Promise<T> {
     return pending.catch((error: unknown) => {
       if (error instanceof SessionLockTimeoutError) report(ctx, 'session:lock-timeout', id);
