@@ -61,12 +61,19 @@ class SetCookieLines {
 export class SessionCookie {
   private readonly signatures = new SignatureMemo();
   private readonly lines: SetCookieLines;
+  private readonly signatureName: string;
+  /** Starts of the Set-Cookie lines a new cookie replaces: its own, and when signed its signature's. */
+  private readonly replacedUnsigned: readonly string[];
+  private readonly replacedSigned: readonly string[];
 
   constructor(
     private readonly settings: CookieSettings,
     private readonly pattern: RegExp,
   ) {
     this.lines = new SetCookieLines(settings);
+    this.signatureName = `${settings.name}.sig`;
+    this.replacedUnsigned = [`${settings.name}=`];
+    this.replacedSigned = [`${settings.name}=`, `${this.signatureName}=`];
   }
 
   /**
@@ -94,7 +101,7 @@ export class SessionCookie {
     if (value === undefined || value === '') return ABSENT;
     if (!this.pattern.test(value)) return INVALID;
     if (!signed) return { state: 'valid', id: value, resign: false };
-    const signature = ctx.cookies.get(`${name}.sig`, { signed: false });
+    const signature = ctx.cookies.get(this.signatureName, { signed: false });
     if (signature === undefined) return INVALID;
     const keyIndex = this.signingKeyIndex(ctx, value, signature);
     if (keyIndex < 0) return INVALID;
@@ -114,23 +121,21 @@ export class SessionCookie {
     }
   }
 
-  /** Sends the session cookie for `id` (and its `.sig` when signed), expiring at `expiresAt` (ms). */
-  write(ctx: Context, signed: boolean, id: string, expiresAt: number): void {
-    this.send(ctx, signed, id, expiresAt);
+  /**
+   * Sends the session cookie with `value` (and its `.sig` when signed),
+   * expiring at `expiresAt` (ms): the session's ID, or '' and 0 to expire it.
+   */
+  write(ctx: Context, signed: boolean, value: string, expiresAt: number): void {
+    const lines = [this.lines.line(this.settings.name, value, expiresAt)];
+    // The signature cookie ctx.cookies would add (for an expired cookie too), the signature computed once per ID.
+    if (signed) lines.push(this.lines.line(this.signatureName, this.sign(ctx, value), expiresAt));
+    replaceSetCookies(ctx, signed ? this.replacedSigned : this.replacedUnsigned, lines);
+    markPrivate(ctx);
   }
 
   /** Sends an already-expired session cookie, so the browser drops it. */
   expire(ctx: Context, signed: boolean): void {
-    this.send(ctx, signed, '', 0);
-  }
-
-  private send(ctx: Context, signed: boolean, value: string, expiresAt: number): void {
-    const name = this.settings.name;
-    const lines = [this.lines.line(name, value, expiresAt)];
-    // The signature cookie ctx.cookies would add (for an expired cookie too), the signature computed once per ID.
-    if (signed) lines.push(this.lines.line(`${name}.sig`, this.sign(ctx, value), expiresAt));
-    replaceSetCookies(ctx, signed ? [`${name}=`, `${name}.sig=`] : [`${name}=`], lines);
-    markPrivate(ctx);
+    this.write(ctx, signed, '', 0);
   }
 
   /** The signature of the cookie `name=value`, as Keygrip makes it with the first key. */

@@ -126,7 +126,7 @@ export class LockTable {
  * path returns these so that a request that need not wait pays for no
  * promise round trip; callers `await` only when they get a promise.
  */
-export type Eventually<T> = T | Promise<T>;
+type Eventually<T> = T | Promise<T>;
 
 /** The locks of one middleware: see SessionLocks.acquire. */
 export class SessionLocks {
@@ -150,18 +150,19 @@ export class SessionLocks {
    * the store more than one waiter per session.
    */
   take(id: string, mode: LockMode): Eventually<Releasers> {
-    const needsRemote = mode === 'write' && this.remote !== undefined;
-    const started = needsRemote ? Date.now() : 0;
+    const remote = mode === 'write' ? this.remote : undefined;
+    const started = remote === undefined ? 0 : Date.now();
     const local = this.table.acquire(id, mode, this.timeoutMs);
-    if (!needsRemote && typeof local === 'function') return { local, remote: undefined };
-    return this.takeRemote(id, needsRemote, local, started);
+    if (remote === undefined && typeof local === 'function') return { local, remote: undefined };
+    return this.takeSlowly(id, remote, local, started);
   }
 
-  private async takeRemote(id: string, needsRemote: boolean, pending: Eventually<Release>, started: number): Promise<Releasers> {
+  /** The in-process lock once it comes, then the cross-process one when there is one to take. */
+  private async takeSlowly(id: string, remote: DistributedLock | undefined, pending: Eventually<Release>, started: number): Promise<Releasers> {
     const local = await pending;
-    if (!needsRemote || this.remote === undefined) return { local, remote: undefined };
+    if (remote === undefined) return { local, remote: undefined };
     try {
-      return { local, remote: await this.remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started))) };
+      return { local, remote: await remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started))) };
     } catch (error) {
       local();
       if (error instanceof SessionLockTimeoutError || error instanceof SessionStoreError) throw error;

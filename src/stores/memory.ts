@@ -42,7 +42,7 @@ function fieldsOf(data: SessionData): string[] {
   return fields;
 }
 
-function dataOf(fields: readonly string[]): SessionData {
+function dataFromFields(fields: readonly string[]): SessionData {
   const data: SessionData = {};
   for (let i = 0; i < fields.length; i += 2) assignOwn(data, fields[i]!, JSON.parse(fields[i + 1]!));
   return data;
@@ -115,7 +115,7 @@ export class MemoryStore implements AtomicStore {
     const entry = this.live(id);
     if (entry === undefined) return undefined;
     if (!isRecordEntry(entry)) return JSON.parse(entry.json) as SessionData;
-    return { data: dataOf(entry.fields), createdAt: entry.createdAt, touchedAt: entry.touchedAt };
+    return { data: dataFromFields(entry.fields), createdAt: entry.createdAt, touchedAt: entry.touchedAt };
   }
 
   async set(id: string, data: SessionData, maxAgeMs: number): Promise<void> {
