@@ -6,8 +6,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Cookies from 'cookies';
+import Keygrip from 'keygrip';
 import type { Context } from 'koa';
 import type { SessionOptions } from '../src';
+import { SignatureMemo } from '../src/signature';
 import { Jar, RecordingStore, call, closeAll, cookieNamed, expect, setCookies, start } from './support/app';
 
 afterEach(closeAll);
@@ -228,4 +230,18 @@ describe('Set-Cookie lines are exactly what ctx.cookies.set writes', () => {
       });
     }
   }
+});
+
+describe('SignatureMemo, the remembered HMACs of cookie values', () => {
+  it("gives Keygrip's signature for every value, before and after its generations turn over, and starts afresh for a new key", () => {
+    const memo = new SignatureMemo();
+    const sign = (key: string, value: string) => new Keygrip([key]).sign(`session_id=${value}`);
+    const values = Array.from({ length: 25_000 }, (_, i) => `v${i}`);
+    const wrong = (key: string, list: string[]) => list.filter((value) => memo.of(key, 'session_id', value) !== sign(key, value));
+    expect(wrong('first', values), 'first pass: 2.5 generations').to.deep.equal([]);
+    expect(wrong('first', values.slice(0, 100)), 'values dropped with an old generation').to.deep.equal([]);
+    expect(wrong('first', values.slice(-100)), 'values still remembered').to.deep.equal([]);
+    expect(wrong('second', values.slice(-100)), 'a new first key').to.deep.equal([]);
+    expect(wrong('first', values.slice(-100)), 'back to the old key').to.deep.equal([]);
+  });
 });

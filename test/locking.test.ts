@@ -835,6 +835,16 @@ describe('Locking', function () {
         });
       });
 
+      /** The store's next call of `method` fails (once). */
+      function failNextCall(method: string): void {
+        spy.hooks.before = (called) => {
+          if (called === method) {
+            spy.hooks = {};
+            throw new Error('store down');
+          }
+        };
+      }
+
       async function expectFree(id: string): Promise<void> {
         const res = await t.client.post('/inc').set('Cookie', cookieFor(id));
         expect(res.status, 'follow-up request with lockTimeout 0').to.equal(200);
@@ -849,12 +859,7 @@ describe('Locking', function () {
 
       it('after the store failed to load the session', async () => {
         const id = await login(t);
-        spy.hooks.before = (method) => {
-          if (method === 'get') {
-            spy.hooks = {};
-            throw new Error('store down');
-          }
-        };
+        failNextCall('get');
         const res = await t.client.get('/read').set('Cookie', cookieFor(id));
         expect(res.status).to.equal(503);
         await expectFree(id);
@@ -862,12 +867,7 @@ describe('Locking', function () {
 
       it('after the store failed to commit', async () => {
         const id = await login(t);
-        spy.hooks.before = (method) => {
-          if (method === 'applyChanges') {
-            spy.hooks = {};
-            throw new Error('store down');
-          }
-        };
+        failNextCall('applyChanges');
         const res = await t.client.post('/inc').set('Cookie', cookieFor(id));
         expect(res.status).to.equal(503);
         await expectFree(id);
