@@ -3,7 +3,6 @@ import type { Expiry } from './expiry';
 import type { HeldLock } from './lock';
 import type { SessionState } from './session';
 import type { Storage } from './storage';
-import type { SessionData } from './stores/store';
 import { replayChanges } from './stores/store';
 import { report, trace } from './events';
 
@@ -52,11 +51,6 @@ export interface CommitScope {
   readonly expiry: Expiry;
 }
 
-function dataOf(values: Map<string, unknown>): SessionData {
-  // Object.fromEntries defines own properties, so a key named __proto__ stays a key.
-  return Object.fromEntries(values);
-}
-
 /**
  * Carries out `plan` through the store and says what the cookie must do.
  * Whenever a commit writes over data this request did not load itself, it
@@ -71,7 +65,7 @@ export async function commit(scope: CommitScope, plan: CommitPlan, now: number):
     case 'expire':
       return { kind: 'expire' };
     case 'create': {
-      await storage.save(state.id, { data: dataOf(state.values), createdAt: now, touchedAt: now }, expiry.ttl(now, now));
+      await storage.save(state.id, { values: state.values, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
       report(ctx, 'session:created', state.id);
       return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
     }
@@ -107,8 +101,8 @@ async function regenerate(scope: CommitScope, now: number): Promise<CookieAction
   await scope.lock?.exclusive();
   const fresh = await storage.load(oldId, now);
   if (fresh === undefined) return interrupted(scope);
-  replayChanges(fresh.data, state.changes);
-  await storage.save(state.id, { data: fresh.data, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
+  replayChanges(state.changes, fresh.values);
+  await storage.save(state.id, { values: fresh.values, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
   report(ctx, 'session:created', state.id);
   await storage.remove(oldId);
   report(ctx, 'session:regenerated', state.id, oldId);

@@ -1,5 +1,3 @@
-import type { SessionRecord } from './stores/store';
-
 /**
  * The expiry rules: `maxAge` is an idle lifetime, `absoluteTimeout` a hard
  * one counted from creation. Every push of the idle expiry is a store write
@@ -18,7 +16,7 @@ export class Expiry {
     return this.absoluteTimeout === undefined ? idleEnd : Math.min(idleEnd, createdAt + this.absoluteTimeout);
   }
 
-  isLive(record: SessionRecord, now: number): boolean {
+  isLive(record: { readonly createdAt: number; readonly touchedAt: number }, now: number): boolean {
     return this.endsAt(record.createdAt, record.touchedAt) > now;
   }
 

@@ -3,7 +3,7 @@ import type { CookieAction } from './commit';
 import type { HeldLock, LockMode } from './lock';
 import type { SessionOptions } from './options';
 import type { SessionState } from './session';
-import type { SessionRecord, Store } from './stores/store';
+import type { Store, StoredSession } from './stores/store';
 import { NO_COOKIE, commit, planCommit } from './commit';
 import { SessionCookie } from './cookie';
 import { SessionLockTimeoutError } from './errors';
@@ -44,16 +44,16 @@ export function session(opts?: SessionOptions): Middleware {
     const granted = locks.acquire(id, lockModeOf(ctx));
     const lock = granted instanceof Promise ? await reportingTimeout(ctx, id, granted) : granted;
     trace('locked', id, lock.mode);
-    let record: SessionRecord | undefined;
+    let loaded: StoredSession | undefined;
     try {
-      record = await storage.load(id, Date.now());
+      loaded = await storage.load(id, Date.now());
     } catch (error) {
       await lock.release();
       throw error;
     }
-    if (record !== undefined) {
+    if (loaded !== undefined) {
       trace('loaded', id);
-      return { state: newState(id, record), lock };
+      return { state: newState(id, loaded), lock };
     }
     // The store does not know this ID: start afresh under a new one, never the client's.
     await lock.release();

@@ -1,5 +1,5 @@
-import type { Change, SessionData } from './stores/store';
-import { assignOwn, cloneChecked, copyValue } from './values';
+import type { Change, StoredSession } from './stores/store';
+import { assignOwn, copyValue, valueOf } from './values';
 
 /** What the middleware lends a Session for the two operations that reach out. */
 export interface SessionHooks {
@@ -21,6 +21,7 @@ export interface SessionState {
   /** Stored meta of the loaded record. */
   readonly createdAt: number;
   readonly touchedAt: number;
+  /** The values by key; a loaded value may still be JSON text (see JsonText) until it is read. */
   readonly values: Map<string, unknown>;
   /** Every set/delete/clear since load (or since destroy()), in order, replayed at commit. */
   changes: Change[];
@@ -31,24 +32,19 @@ export interface SessionState {
   needsNewId: boolean;
 }
 
-export function newState(id: string, loaded?: { data: SessionData; createdAt: number; touchedAt: number }): SessionState {
+/** The state of a new session under `id`, or of the session `loaded` from the store under `id`. */
+export function newState(id: string, loaded?: StoredSession): SessionState {
   return {
     id,
     loadedId: loaded === undefined ? undefined : id,
     createdAt: loaded?.createdAt ?? 0,
     touchedAt: loaded?.touchedAt ?? 0,
-    values: loaded === undefined ? new Map() : valuesOf(loaded.data),
+    values: loaded === undefined ? new Map() : loaded.values,
     changes: [],
     regenerated: false,
     destroyed: false,
     needsNewId: false,
   };
-}
-
-function valuesOf(data: SessionData): Map<string, unknown> {
-  const values = new Map<string, unknown>();
-  for (const key of Object.keys(data)) values.set(key, data[key]);
-  return values;
 }
 
 function checkKey(key: unknown): asserts key is string {
@@ -84,7 +80,7 @@ export class Session {
 
   /** A copy of the value under `key`: changing it does not change the session. */
   get<T = unknown>(key: string): T | undefined {
-    return cloneChecked(this.#state.values.get(key)) as T | undefined;
+    return valueOf(this.#state.values.get(key)) as T | undefined;
   }
 
   /**
@@ -128,7 +124,7 @@ export class Session {
   /** A copy of the data. */
   toJSON(): Record<string, unknown> {
     const out: Record<string, unknown> = {};
-    for (const [key, value] of this.#state.values) assignOwn(out, key, cloneChecked(value));
+    for (const [key, slot] of this.#state.values) assignOwn(out, key, valueOf(slot));
     return out;
   }
 

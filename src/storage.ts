@@ -1,9 +1,11 @@
-import type { Change, DistributedLock, SessionData, SessionRecord, Store } from './stores/store';
+import type { Change, DistributedLock, SessionData, Store, StoredSession } from './stores/store';
 import { isAtomicStore, replayChanges, toRecord, writeLockOf } from './stores/store';
 import { SessionStoreError } from './errors';
 import type { Expiry } from './expiry';
 import { sha256Hex } from './ids';
-import { cloneChecked } from './values';
+import type { MemoryStore } from './stores/memory';
+import { directMemoryStore } from './stores/memory';
+import { assignOwn, cloneChecked, decoded } from './values';
 
 /**
  * The middleware's view of the user's store: IDs hashed when `hashIds` is
@@ -16,6 +18,8 @@ export class Storage {
   readonly atomic: boolean;
   readonly writeLock: DistributedLock | undefined;
   private readonly key: (id: string) => string;
+  /** The default MemoryStore, reached directly (see directMemoryStore); undefined for any other store. */
+  private readonly memory: MemoryStore | undefined;
 
   constructor(
     private readonly store: Store,
@@ -24,27 +28,22 @@ export class Storage {
   ) {
     this.atomic = isAtomicStore(store);
     this.key = hashIds ? sha256Hex : (id) => id;
+    this.memory = directMemoryStore(store);
     const lock = writeLockOf(store);
     this.writeLock = lock === undefined ? undefined : { acquire: (id, timeoutMs) => lock.acquire(this.key(id), timeoutMs) };
   }
 
-  /** The live record stored for `id`, or undefined. */
-  async load(id: string, now: number): Promise<SessionRecord | undefined> {
-    let stored: SessionData | undefined | null;
-    try {
-      stored = await this.store.get(this.key(id)); // the hot path: awaited here, not through call()
-    } catch (error) {
-      throw new SessionStoreError('load', error);
-    }
-    if (stored === undefined || stored === null) return undefined;
-    // Changes are replayed onto what we load; a plain store may have handed
-    // out its own object, which must stay untouched until set() succeeds.
-    const record = toRecord(this.atomic ? stored : cloneChecked(stored), now);
-    return this.expiry.isLive(record, now) ? record : undefined;
+  /** The live session stored for `id`, or undefined. */
+  async load(id: string, now: number): Promise<StoredSession | undefined> {
+    const loaded = this.memory === undefined ? await this.get(this.key(id), now) : this.memory.readSession(this.key(id), now);
+    return loaded !== undefined && this.expiry.isLive(loaded, now) ? loaded : undefined;
   }
 
-  async save(id: string, record: SessionRecord, ttl: number): Promise<void> {
-    await this.call('save', () => this.store.set(this.key(id), { ...record }, ttl));
+  /** Stores `session` under `id`, replacing what was there. */
+  async save(id: string, session: StoredSession, ttl: number): Promise<void> {
+    if (this.memory !== undefined) return this.memory.writeSession(this.key(id), session, ttl);
+    const record = { data: dataOf(session.values), createdAt: session.createdAt, touchedAt: session.touchedAt };
+    await this.call('save', () => this.store.set(this.key(id), record, ttl));
   }
 
   async remove(id: string): Promise<void> {
@@ -59,14 +58,29 @@ export class Storage {
    */
   async apply(id: string, changes: readonly Change[], now: number, ttl: number): Promise<boolean> {
     const store = this.store;
+    if (this.memory !== undefined) return this.memory.applyChangesNow(this.key(id), changes, now, ttl);
     if (isAtomicStore(store)) {
       return this.call('commit', () => store.applyChanges(this.key(id), changes, now, ttl));
     }
     const fresh = await this.load(id, now);
     if (fresh === undefined) return false;
-    replayChanges(fresh.data, changes);
+    replayChanges(changes, fresh.values);
     await this.save(id, { ...fresh, touchedAt: now }, ttl);
     return true;
+  }
+
+  /** What the store itself holds under `key`, read as a session. */
+  private async get(key: string, now: number): Promise<StoredSession | undefined> {
+    let stored: SessionData | undefined | null;
+    try {
+      stored = await this.store.get(key); // the hot path: awaited here, not through call()
+    } catch (error) {
+      throw new SessionStoreError('load', error);
+    }
+    if (stored === undefined || stored === null) return undefined;
+    // A plain store may have handed out its own object, which must stay untouched.
+    const { data, createdAt, touchedAt } = toRecord(this.atomic ? stored : cloneChecked(stored), now);
+    return { values: valuesOf(data), createdAt, touchedAt };
   }
 
   private async call<T>(operation: string, run: () => Promise<T>): Promise<T> {
@@ -76,4 +90,17 @@ export class Storage {
       throw new SessionStoreError(operation, error);
     }
   }
+}
+
+function valuesOf(data: SessionData): Map<string, unknown> {
+  const values = new Map<string, unknown>();
+  for (const key of Object.keys(data)) values.set(key, data[key]);
+  return values;
+}
+
+/** The record's data: a plain object, a key named __proto__ kept as a key. */
+function dataOf(values: Map<string, unknown>): SessionData {
+  const data: SessionData = {};
+  for (const [key, slot] of values) assignOwn(data, key, decoded(slot));
+  return data;
 }

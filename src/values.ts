@@ -21,6 +21,33 @@ export function cloneChecked<T>(value: T): T {
 }
 
 /**
+ * A stored value not decoded yet. MemoryStore keeps each value as JSON
+ * text, and a session decodes a value only when its handler reads it; a
+ * handler value is never an instance of this class (set() refuses them).
+ */
+export class JsonText {
+  constructor(readonly json: string) {}
+}
+
+/** What a session holds under a key: the value itself, or its JSON text. */
+export type Slot = unknown;
+
+/** A fresh copy of the value held in `slot`. */
+export function valueOf(slot: Slot): unknown {
+  return slot instanceof JsonText ? JSON.parse(slot.json) : cloneChecked(slot);
+}
+
+/** The value held in `slot`, decoded if need be (not copied). */
+export function decoded(slot: Slot): unknown {
+  return slot instanceof JsonText ? JSON.parse(slot.json) : slot;
+}
+
+/** The JSON text of the value held in `slot`. */
+export function jsonOf(slot: Slot): string {
+  return slot instanceof JsonText ? slot.json : (JSON.stringify(slot) as string);
+}
+
+/**
  * `out[key] = v` that also works for the key `__proto__`, which a plain
  * assignment would turn into a prototype change instead of a property.
  */

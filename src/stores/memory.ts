@@ -1,6 +1,6 @@
-import type { AtomicStore, Change, SessionData } from './store';
+import type { AtomicStore, Change, ChangeTarget, SessionData, Store, StoredSession } from './store';
 import { isSessionRecord, replayChanges, toRecord } from './store';
-import { assignOwn } from '../values';
+import { JsonText, assignOwn, jsonOf } from '../values';
 
 export interface MemoryStoreOptions {
   /** How often expired sessions are swept out, in ms. Default 10 minutes. */
@@ -48,20 +48,37 @@ function dataFromFields(fields: readonly string[]): SessionData {
   return data;
 }
 
-/** Replays a change log on `fields`, in place. */
-function replayOnFields(fields: string[], changes: readonly Change[]): void {
-  for (const change of changes) {
-    if (change.op === 'clear') {
-      fields.length = 0;
-      continue;
-    }
-    let at = 0;
-    while (at < fields.length && fields[at] !== change.key) at += 2;
-    const json = change.op === 'set' ? JSON.stringify(change.value) : undefined;
-    if (json === undefined) fields.splice(at, 2);
-    else if (at < fields.length) fields[at + 1] = json;
-    else fields.push(change.key, json);
+/** A record's fields as a change log's target: values are encoded as they are set. */
+class FieldList implements ChangeTarget {
+  constructor(private readonly fields: string[]) {}
+
+  set(key: string, value: unknown): void {
+    const json = JSON.stringify(value);
+    const at = this.indexOf(key);
+    if (json === undefined) this.fields.splice(at, 2);
+    else if (at < this.fields.length) this.fields[at + 1] = json;
+    else this.fields.push(key, json);
   }
+
+  delete(key: string): void {
+    this.fields.splice(this.indexOf(key), 2);
+  }
+
+  clear(): void {
+    this.fields.length = 0;
+  }
+
+  private indexOf(key: string): number {
+    let at = 0;
+    while (at < this.fields.length && this.fields[at] !== key) at += 2;
+    return at;
+  }
+}
+
+/** What someone else stored, read as a record the middleware writes (see toRecord). */
+function recordOfOther(entry: OtherEntry, now: number): Omit<RecordEntry, 'expiresAt'> {
+  const record = toRecord(JSON.parse(entry.json) as SessionData, now);
+  return { createdAt: record.createdAt, touchedAt: record.touchedAt, fields: fieldsOf(record.data) };
 }
 
 /** The longest delay a Node timer can wait (larger ones fire after 1 ms). */
@@ -126,6 +143,27 @@ export class MemoryStore implements AtomicStore {
     this.shards[shardOf(id)]!.set(id, entry);
   }
 
+  /**
+   * @internal The middleware's direct way in (see directMemoryStore): the
+   * live session under `id`, its values left as JSON text until read.
+   */
+  readSession(id: string, now: number): StoredSession | undefined {
+    const entry = this.live(id);
+    if (entry === undefined) return undefined;
+    const { createdAt, touchedAt, fields } = isRecordEntry(entry) ? entry : recordOfOther(entry, now);
+    const values = new Map<string, unknown>();
+    for (let i = 0; i < fields.length; i += 2) values.set(fields[i]!, new JsonText(fields[i + 1]!));
+    return { values, createdAt, touchedAt };
+  }
+
+  /** @internal Stores `session` under `id` for `maxAgeMs`, replacing what was there. */
+  writeSession(id: string, session: StoredSession, maxAgeMs: number): void {
+    const fields: string[] = [];
+    for (const [key, slot] of session.values) fields.push(key, jsonOf(slot));
+    const entry: RecordEntry = { expiresAt: Date.now() + maxAgeMs, createdAt: session.createdAt, touchedAt: session.touchedAt, fields };
+    this.shards[shardOf(id)]!.set(id, entry);
+  }
+
   async destroy(id: string): Promise<void> {
     this.shards[shardOf(id)]!.delete(id);
   }
@@ -140,19 +178,19 @@ export class MemoryStore implements AtomicStore {
   }
 
   async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
-    const entry = this.live(id);
-    if (entry === undefined) return false;
-    const expiresAt = Date.now() + maxAgeMs;
-    if (isRecordEntry(entry)) {
-      replayOnFields(entry.fields, changes);
-      entry.touchedAt = touchedAt;
-      entry.expiresAt = expiresAt;
-    } else {
-      // Stored by someone else: from now on a record the middleware keeps.
-      const record = toRecord(JSON.parse(entry.json) as SessionData, touchedAt);
-      replayChanges(record.data, changes);
-      this.shards[shardOf(id)]!.set(id, { expiresAt, createdAt: record.createdAt, touchedAt, fields: fieldsOf(record.data) });
-    }
+    return this.applyChangesNow(id, changes, touchedAt, maxAgeMs);
+  }
+
+  /** @internal applyChanges, done before it returns. */
+  applyChangesNow(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): boolean {
+    const found = this.live(id);
+    if (found === undefined) return false;
+    // Stored by someone else: from now on a record the middleware keeps.
+    const entry = isRecordEntry(found) ? found : { expiresAt: 0, ...recordOfOther(found, touchedAt) };
+    replayChanges(changes, new FieldList(entry.fields));
+    entry.touchedAt = touchedAt;
+    entry.expiresAt = Date.now() + maxAgeMs;
+    if (entry !== found) this.shards[shardOf(id)]!.set(id, entry);
     return true;
   }
 
@@ -194,6 +232,21 @@ export class MemoryStore implements AtomicStore {
     }
     return entry;
   }
+}
+
+/**
+ * `store` when it is a MemoryStore whose methods are its own, else
+ * undefined. The middleware then reads and writes its sessions through the
+ * internal methods above: no promise, no copy of the data object, and only
+ * the values a handler reads are decoded. A subclass that overrides a store
+ * method expects it to be called, so it is used as a plain store.
+ * @internal
+ */
+export function directMemoryStore(store: Store): MemoryStore | undefined {
+  if (!(store instanceof MemoryStore)) return undefined;
+  const own = MemoryStore.prototype;
+  const untouched = store.get === own.get && store.set === own.set && store.applyChanges === own.applyChanges && store.destroy === own.destroy;
+  return untouched ? store : undefined;
 }
 
 /** A MemoryStore; the same as `new MemoryStore(options)`. */

@@ -1,4 +1,3 @@
-import { assignOwn } from '../values';
 
 /**
  * The Store contract. Its method names and argument orders are koa-session's
@@ -88,17 +87,30 @@ export function toRecord(stored: SessionData, now: number): SessionRecord {
   return { data: stored, createdAt: now, touchedAt: now };
 }
 
-/** Replays a change log on `data`, in place. */
-export function replayChanges(data: SessionData, changes: readonly Change[]): void {
+/** What a change log can be replayed on: a Map of a session's values is one. */
+export interface ChangeTarget {
+  set(key: string, value: unknown): unknown;
+  delete(key: string): unknown;
+  clear(): void;
+}
+
+/** Replays a change log on `target`, in order. */
+export function replayChanges(changes: readonly Change[], target: ChangeTarget): void {
   for (const change of changes) {
-    if (change.op === 'set') {
-      assignOwn(data, change.key, change.value);
-    } else if (change.op === 'delete') {
-      delete data[change.key];
-    } else {
-      for (const key of Object.keys(data)) delete data[key];
-    }
+    if (change.op === 'set') target.set(change.key, change.value);
+    else if (change.op === 'delete') target.delete(change.key);
+    else target.clear();
   }
+}
+
+/**
+ * A session as the middleware works on it: its values by key (a value may
+ * still be JSON text, see JsonText) and its times.
+ */
+export interface StoredSession {
+  readonly values: Map<string, unknown>;
+  readonly createdAt: number;
+  readonly touchedAt: number;
 }
 
 /**
