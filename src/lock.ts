@@ -19,11 +19,14 @@ export type Release = () => void;
  * - `resource` is held by one writer, or by the readers as a group: the
  *   first reader in takes it, the last one out gives it back. Any number of
  *   readers share it.
+ * Most locks are never waited for, so the semaphores are made only when a
+ * request first has to wait; until then `readers` and `writing` alone say
+ * who holds the lock.
  */
 class ReadWriteLock {
-  private readonly turn = new Semaphore(1);
-  private readonly resource = new Semaphore(1);
+  private line: { turn: Semaphore; resource: Semaphore } | undefined;
   private readers = 0;
+  private writing = false;
   /** Requests holding or waiting for this lock. */
   users = 0;
 
@@ -34,31 +37,48 @@ class ReadWriteLock {
    */
   tryTake(mode: LockMode): boolean {
     // Whoever waits for `resource` holds `turn`: a free turn means nobody is queued.
-    if (this.turn.isLocked()) return false;
+    if (this.line?.turn.isLocked()) return false;
     if (mode === 'read' && this.readers > 0) {
       this.readers++;
       return true;
     }
-    if (this.resource.isLocked()) return false;
+    if (this.isHeld()) return false;
     // Free, with an empty queue: async-mutex dispatches this acquire at once.
-    void this.resource.acquire();
+    if (this.line !== undefined) void this.line.resource.acquire();
     if (mode === 'read') this.readers = 1;
+    else this.writing = true;
     return true;
   }
 
   /** Queues for `mode`; resolves once it is granted. */
   async take(mode: LockMode): Promise<void> {
-    const [, releaseTurn] = await this.turn.acquire();
+    const line = (this.line ??= this.openLine());
+    const [, releaseTurn] = await line.turn.acquire();
     try {
       // A writer, or the first reader, keeps the turn until it holds the resource.
-      if (mode === 'write' || ++this.readers === 1) await this.resource.acquire();
+      if (mode === 'write' || ++this.readers === 1) await line.resource.acquire();
+      if (mode === 'write') this.writing = true;
     } finally {
       releaseTurn();
     }
   }
 
   give(mode: LockMode): void {
-    if (mode === 'write' || --this.readers === 0) this.resource.release();
+    if (mode === 'write') this.writing = false;
+    else if (--this.readers > 0) return;
+    this.line?.resource.release();
+  }
+
+  private isHeld(): boolean {
+    return this.writing || this.readers > 0;
+  }
+
+  /** The semaphores, for the first request that has to wait. */
+  private openLine(): { turn: Semaphore; resource: Semaphore } {
+    const line = { turn: new Semaphore(1), resource: new Semaphore(1) };
+    // Those holding the lock took it without the semaphores: `resource` is taken on their behalf.
+    if (this.isHeld()) void line.resource.acquire();
+    return line;
   }
 }
 
