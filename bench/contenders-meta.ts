@@ -9,6 +9,8 @@ export interface ContenderSpec {
   base: 'koa' | 'express';
   /** Has a session at all (bare frameworks do not). */
   session: boolean;
+  /** No session, but compared with its bare framework like one: a known cost, to read the ratios by. */
+  calibration?: boolean;
   redis: boolean;
   /** Built from the library under test (src/ or a --variant copy). */
   ours: boolean;
@@ -18,6 +20,7 @@ export interface ContenderSpec {
 
 export const CONTENDERS: readonly Omit<ContenderSpec, 'factory' | 'lib'>[] = [
   { name: 'koa', label: 'bare Koa', base: 'koa', session: false, redis: false, ours: false },
+  { name: 'koa-busy', label: 'calibration: bare Koa + 5 µs busy loop, no session', base: 'koa', session: false, calibration: true, redis: false, ours: false },
   { name: 'ours', label: 'koa-locked-session, MemoryStore, unsigned', base: 'koa', session: true, redis: false, ours: true },
   { name: 'ours-signed', label: 'koa-locked-session, signed (app.keys)', base: 'koa', session: true, redis: false, ours: true },
   { name: 'ours-signed-hash', label: 'koa-locked-session, signed + hashIds', base: 'koa', session: true, redis: false, ours: true },
@@ -32,4 +35,4 @@ export const CONTENDERS: readonly Omit<ContenderSpec, 'factory' | 'lib'>[] = [
 ];
 
 /** What --quick measures: enough for every throughput target but Redis's. */
-export const QUICK_CONTENDERS = ['koa', 'ours', 'ours-signed', 'koa-session-store'];
+export const QUICK_CONTENDERS = ['koa', 'koa-busy', 'ours', 'ours-signed', 'koa-session-store'];

@@ -183,9 +183,30 @@ async function ioredis(env: Env): Promise<Any> {
 
 export type Factory = (env: Env) => Promise<Built>;
 
+/** Keeps the CPU busy for `us` microseconds: a middleware of known cost. */
+function busyFor(us: number): void {
+  const end = process.hrtime.bigint() + BigInt(us * 1000);
+  while (process.hrtime.bigint() < end);
+}
+
 export const FACTORIES: Record<string, Factory> = {
   async koa() {
     const app = newKoa(false);
+    app.use(koaHandler(() => NO_SESSION));
+    return koaBuilt(app);
+  },
+
+  /**
+   * Calibration: bare Koa plus a middleware that only burns 5 µs of CPU per
+   * request. Its ratio shows what a fixed in-process cost does to a ratio
+   * over loopback HTTP on this machine.
+   */
+  async 'koa-busy'() {
+    const app = newKoa(false);
+    app.use(async (_ctx: Any, next: () => Promise<void>) => {
+      busyFor(5);
+      await next();
+    });
     app.use(koaHandler(() => NO_SESSION));
     return koaBuilt(app);
   },

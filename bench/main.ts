@@ -6,7 +6,7 @@
  * process, contenders interleaved round by round; then the lost-update
  * check, the memory probes, and CPU profiles of our contender.
  *
- *   --quick              under a minute: 4 contenders, W1–W3, 2 short rounds, 100k-session memory probe
+ *   --quick              under a minute: 5 contenders (one a calibration), W1–W3, 2 short rounds, 100k-session memory probe
  *   --rounds N           rounds (default 4, quick 2)
  *   --duration S         measured seconds per window (default 2, quick 1)
  *   --warmup S           warm-up seconds before each window (default 0.5, quick 0.25)

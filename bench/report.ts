@@ -124,7 +124,7 @@ export function workloadTables(results: Results): string {
       const cell = results.cell(c.name, workload);
       if (cell === undefined) continue;
       const base = c.base;
-      const isBase = !c.session;
+      const isBase = !c.session && c.calibration !== true;
       rows.push([
         `${c.label}${cell.bad > 0 ? ` ⚠ ${cell.bad} bad answers` : ''}`,
         int(cell.rps),
@@ -174,7 +174,7 @@ export function headlineTable(results: Results): string {
     const cells = run.workloads.map((w) => {
       const cell = results.cell(c.name, w);
       if (cell === undefined) return '—';
-      const ratio = c.session ? results.ratio(c.name, c.base, w, 'rps') : 1;
+      const ratio = c.session || c.calibration === true ? results.ratio(c.name, c.base, w, 'rps') : 1;
       return `${times(ratio)} · ${fixed(cell.cpuUs, 0)} µs`;
     });
     const memory = counts.map((n) => (c.redis || !c.session ? '—' : memoryCell(run, c.name, n)));
