@@ -189,6 +189,16 @@ function busyFor(us: number): void {
   while (process.hrtime.bigint() < end);
 }
 
+/** This library on a MemoryStore of its own, signed with app.keys or not. */
+async function oursOnMemory(env: Env, signed: boolean, options: { hashIds?: boolean }): Promise<Built> {
+  const { session, MemoryStore } = lib(env);
+  const store = new MemoryStore();
+  const app = newKoa(signed);
+  app.use(session({ store, ...options }));
+  app.use(koaHandler(ours));
+  return koaBuilt(app, async () => store.close(), store);
+}
+
 export const FACTORIES: Record<string, Factory> = {
   async koa() {
     const app = newKoa(false);
@@ -211,32 +221,9 @@ export const FACTORIES: Record<string, Factory> = {
     return koaBuilt(app);
   },
 
-  async ours(env) {
-    const { session, MemoryStore } = lib(env);
-    const store = new MemoryStore();
-    const app = newKoa(false);
-    app.use(session({ store }));
-    app.use(koaHandler(ours));
-    return koaBuilt(app, async () => store.close(), store);
-  },
-
-  async 'ours-signed'(env) {
-    const { session, MemoryStore } = lib(env);
-    const store = new MemoryStore();
-    const app = newKoa(true);
-    app.use(session({ store }));
-    app.use(koaHandler(ours));
-    return koaBuilt(app, async () => store.close(), store);
-  },
-
-  async 'ours-signed-hash'(env) {
-    const { session, MemoryStore } = lib(env);
-    const store = new MemoryStore();
-    const app = newKoa(true);
-    app.use(session({ store, hashIds: true }));
-    app.use(koaHandler(ours));
-    return koaBuilt(app, async () => store.close(), store);
-  },
+  ours: (env) => oursOnMemory(env, false, {}),
+  'ours-signed': (env) => oursOnMemory(env, true, {}),
+  'ours-signed-hash': (env) => oursOnMemory(env, true, { hashIds: true }),
 
   async 'koa-session-cookie'() {
     const createSession = require('koa-session').default;
