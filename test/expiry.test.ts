@@ -45,6 +45,12 @@ async function login(t: TestApp): Promise<{ id: string; expires: Date; savedBy: 
   return { id: cookie!.value, expires: cookie!.expires as Date, savedBy };
 }
 
+/** `res` carries no Set-Cookie, and `spy`'s store took no write since it had `writesBefore`. */
+function expectQuiet(res: { headers: Record<string, unknown> }, spy: SpyStore, writesBefore: number): void {
+  expect(res.headers['set-cookie'], 'Set-Cookie').to.equal(undefined);
+  expect(spy.writes, 'store writes').to.equal(writesBefore);
+}
+
 /** Sleeps until the wall clock reaches `at` (ms since epoch). */
 async function sleepUntil(at: number): Promise<void> {
   const left = at - Date.now();
@@ -108,8 +114,7 @@ describe('Expiry', function () {
       const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
 
       expect(res.body).to.deep.include({ id, isNew: false });
-      expect(res.headers['set-cookie'], 'Set-Cookie').to.equal(undefined);
-      expect(spy.writes, 'store writes').to.equal(writes);
+      expectQuiet(res, spy, writes);
     });
 
     it('a read right after an update sends no Set-Cookie and writes nothing', async () => {
@@ -124,8 +129,7 @@ describe('Expiry', function () {
       const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
 
       expect(res.body.data).to.deep.equal({ user: 'ann', bumps: 1 });
-      expect(res.headers['set-cookie'], 'Set-Cookie').to.equal(undefined);
-      expect(spy.writes, 'store writes').to.equal(writes);
+      expectQuiet(res, spy, writes);
     });
 
     it('a write-mode request that changes nothing, right after a save, sends no Set-Cookie and writes nothing', async () => {
@@ -137,8 +141,7 @@ describe('Expiry', function () {
       const res = await t.client.post('/noop').set('Cookie', cookieFor(id));
 
       expect(res.body).to.deep.include({ id, isNew: false });
-      expect(res.headers['set-cookie'], 'Set-Cookie').to.equal(undefined);
-      expect(spy.writes, 'store writes').to.equal(writes);
+      expectQuiet(res, spy, writes);
     });
 
     it('reads that come within a tenth of maxAge of the last push send no Set-Cookie and write nothing', async () => {
@@ -182,8 +185,7 @@ describe('Expiry', function () {
 
       const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
 
-      expect(res.headers['set-cookie'], 'Set-Cookie').to.equal(undefined);
-      expect(spy.writes, 'store writes').to.equal(writes);
+      expectQuiet(res, spy, writes);
     });
 
     it("the cookie's Expires is maxAge after the last push", async () => {

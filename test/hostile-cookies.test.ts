@@ -32,7 +32,7 @@ import {
 import type { RawReply, Reply, Served } from './support/hardening-harness';
 import { headerBytes, headerRecipe, showHeader } from './support/hardening-hostile';
 import type { HeaderRecipe, Victim } from './support/hardening-hostile';
-import { redisTarget, startRedis } from './support/redis-server';
+import { testRedis } from './support/redis-server';
 import type { RedisServer } from './support/redis-server';
 
 const RUNS = PROPERTY_RUNS;
@@ -328,61 +328,40 @@ describe('keys and values of any shape round-trip exactly across two requests', 
   this.timeout(300_000);
   let counter = 0;
 
-  it('through MemoryStore (any string key, __proto__ included; nested JSON, unicode, -0)', async () => {
-    const t = await target();
+  /** Runs the round-trip property `runs` times on `t`, then closes it; `tag` starts each run's session name. */
+  async function roundTripProperty(t: Target, tag: string, runs: number): Promise<void> {
     try {
       await fc.assert(
         fc.asyncProperty(entries, async (list) => {
-          const problems = await roundTrip(t, list, `m${++counter}`);
+          const problems = await roundTrip(t, list, `${tag}${++counter}`);
           assert.deepEqual(problems, [], problems.join('\n'));
         }),
-        params(RUNS * 3),
+        params(runs),
       );
     } finally {
       await t.close();
     }
+  }
+
+  it('through MemoryStore (any string key, __proto__ included; nested JSON, unicode, -0)', async () => {
+    await roundTripProperty(await target(), 'm', RUNS * 3);
   });
 
   describe('through RedisStore', () => {
-    let redis: RedisServer | undefined;
+    let redis: { url: string; server: RedisServer | undefined } | undefined;
     let client: Redis | undefined;
     before(async function () {
-      const implemented = typeof (RedisStore.prototype as { get?: unknown }).get === 'function';
-      if (!implemented) {
-        console.warn('\n  ⚠ SKIPPED: RedisStore is not implemented yet (src/stores/redis.ts is a stub): the round-trip property runs on MemoryStore only\n');
-        this.skip();
-      }
-      const where = redisTarget();
-      if (where.kind === 'none') {
-        console.warn('\n  ⚠ SKIPPED: no redis-server binary and no REDIS_URL: the round-trip property runs on MemoryStore only\n');
-        this.skip();
-      }
-      if (where.kind === 'binary') {
-        redis = await startRedis();
-        client = new Redis(redis.port, redis.host, { maxRetriesPerRequest: 1, lazyConnect: false });
-      } else {
-        client = new Redis(where.url, { maxRetriesPerRequest: 1, keyPrefix: undefined });
-      }
+      redis = await testRedis(this, 'the round-trip property needs a Redis to run on RedisStore');
+      client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
     });
     after(async () => {
       await client?.quit().catch(() => undefined);
-      await redis?.stop();
+      await redis?.server?.stop();
     });
 
     it('with any keys and JSON values, exactly as through MemoryStore', async () => {
-      const store = new RedisStore({ client, prefix: `hardening:${process.pid}:${Date.now()}:` } as never) as unknown as Store;
-      const t = await target({ store });
-      try {
-        await fc.assert(
-          fc.asyncProperty(entries, async (list) => {
-            const problems = await roundTrip(t, list, `r${++counter}`);
-            assert.deepEqual(problems, [], problems.join('\n'));
-          }),
-          params(RUNS * 2),
-        );
-      } finally {
-        await t.close();
-      }
+      const store = new RedisStore({ client: client!, prefix: `hardening:${process.pid}:${Date.now()}:` });
+      await roundTripProperty(await target({ store }), 'r', RUNS * 2);
     });
   });
 });

@@ -7,8 +7,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Context, Middleware } from 'koa';
+import type { Response } from 'supertest';
 import { MemoryStore, SessionLockTimeoutError } from '../src';
-import type { SessionOptions, Store } from '../src';
+import type { Session, SessionOptions, Store } from '../src';
 import { LockTable } from '../src/lock';
 import type { LockMode, Release } from '../src/lock';
 import {
@@ -46,6 +47,11 @@ async function login(t: TestApp, path = '/login'): Promise<string> {
   const cookie = sessionCookie(res);
   expect(cookie, `POST ${path} sets the session cookie`).to.not.equal(undefined);
   return cookie!.value;
+}
+
+/** `method path` with session `id`'s cookie and an `x-tag` header naming the request (see tagOf), sent at once. */
+function tagged(t: TestApp, method: 'get' | 'post', path: string, id: string, tag: string): Promise<Response> {
+  return t.client[method](path).set('Cookie', cookieFor(id)).set('x-tag', tag).then((res) => res);
 }
 
 /** Records every LockTable in use and every ID a lock is asked for, until restore(). */
@@ -110,9 +116,9 @@ describe('Locking', function () {
       });
       const id = await login(t);
 
-      const w1 = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W1').then((r) => r);
+      const w1 = tagged(t, 'post', '/w', id, 'W1');
       await log.waitFor('enter W1');
-      const w2 = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W2').then((r) => r);
+      const w2 = tagged(t, 'post', '/w', id, 'W2');
       await log.waitFor('queue W2');
       await sleep(50);
       expect(log.has('enter W2'), 'W2 entered while W1 still ran').to.equal(false);
@@ -139,9 +145,9 @@ describe('Locking', function () {
       });
       const id = await login(t);
 
-      const w = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W').then((r) => r);
+      const w = tagged(t, 'post', '/w', id, 'W');
       await log.waitFor('enter W');
-      const r = t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', 'R').then((res) => res);
+      const r = tagged(t, 'get', '/r', id, 'R');
       await log.waitFor('queue R');
       writer.open();
       const [, read] = await Promise.all([w, r]);
@@ -175,9 +181,9 @@ describe('Locking', function () {
       const id = await login(t);
 
       holdNextCommit = true;
-      const w = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W').then((r) => r);
+      const w = tagged(t, 'post', '/w', id, 'W');
       await log.waitFor('commit W');
-      const r = t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', 'R').then((res) => res);
+      const r = tagged(t, 'get', '/r', id, 'R');
       await log.waitFor('queue R');
       await sleep(50);
       expect(log.has('enter R'), 'R ran while the commit was still being stored').to.equal(false);
@@ -242,11 +248,11 @@ describe('Locking', function () {
         },
       });
       const id = await login(t);
-      const read = (tag: string) => t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', tag).then((r) => r);
+      const read = (tag: string) => tagged(t, 'get', '/r', id, tag);
 
       const early = ['R1', 'R2', 'R3'].map(read);
       await Promise.all(['R1', 'R2', 'R3'].map((tag) => log.waitFor(`enter ${tag}`)));
-      const writer = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W').then((r) => r);
+      const writer = tagged(t, 'post', '/w', id, 'W');
       await log.waitFor('queue W');
       const late = ['R4', 'R5', 'R6'].map(read);
       await Promise.all(['R4', 'R5', 'R6'].map((tag) => log.waitFor(`queue ${tag}`)));
@@ -295,31 +301,31 @@ describe('Locking', function () {
       }
     });
 
-    it("a read-mode request's set and delete land on top of what a concurrent request saved", async () => {
+    /**
+     * Two read-mode requests on one session, both inside their handlers at
+     * once, each making its edits; R2 finishes and commits first, then R1.
+     * Resolves to the session's data afterwards.
+     */
+    async function overlappingReads(setUp: (session: Session) => void, edits: Record<'R1' | 'R2', (session: Session) => void>): Promise<unknown> {
       const log = new EventLog();
       const gates = { R1: gate(), R2: gate() };
       const t = await start({ store: memoryStore(), lockMode: loggingLockMode(log) }, {
         routes: {
-          'POST /login': (ctx) => {
-            ctx.session.set('a', 1);
-            ctx.session.set('b', 1);
-          },
+          'POST /login': (ctx) => setUp(ctx.session),
           'GET /r': async (ctx) => {
             const tag = tagOf(ctx) as 'R1' | 'R2';
             log.add(`enter ${tag}`);
             await gates[tag].promise;
-            if (tag === 'R1') ctx.session.delete('a');
-            else ctx.session.set('c', 1);
+            edits[tag](ctx.session);
             log.add(`exit ${tag}`);
           },
           'GET /all': (ctx) => describeSession(ctx),
         },
       });
       const id = await login(t);
-      const read = (tag: string) => t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', tag).then((r) => r);
 
-      const r1 = read('R1');
-      const r2 = read('R2');
+      const r1 = tagged(t, 'get', '/r', id, 'R1');
+      const r2 = tagged(t, 'get', '/r', id, 'R2');
       await Promise.all([log.waitFor('enter R1'), log.waitFor('enter R2')]);
       gates.R2.open();
       await log.waitFor('exit R2');
@@ -327,44 +333,30 @@ describe('Locking', function () {
       await Promise.all([r1, r2]);
 
       const all = await t.client.get('/all').set('Cookie', cookieFor(id));
-      expect(all.body.data).to.deep.equal({ b: 1, c: 1 });
+      return all.body.data;
+    }
+
+    it("a read-mode request's set and delete land on top of what a concurrent request saved", async () => {
+      const data = await overlappingReads(
+        (session) => {
+          session.set('a', 1);
+          session.set('b', 1);
+        },
+        { R1: (session) => session.delete('a'), R2: (session) => session.set('c', 1) },
+      );
+      expect(data).to.deep.equal({ b: 1, c: 1 });
     });
 
     it('a read-mode clear() then set() is replayed in that order on the freshest stored data', async () => {
-      const log = new EventLog();
-      const gates = { R1: gate(), R2: gate() };
-      const t = await start({ store: memoryStore(), lockMode: loggingLockMode(log) }, {
-        routes: {
-          'POST /login': (ctx) => ctx.session.set('a', 1),
-          'GET /r': async (ctx) => {
-            const tag = tagOf(ctx) as 'R1' | 'R2';
-            log.add(`enter ${tag}`);
-            await gates[tag].promise;
-            if (tag === 'R1') {
-              ctx.session.clear();
-              ctx.session.set('e', 1);
-            } else {
-              ctx.session.set('d', 1);
-            }
-            log.add(`exit ${tag}`);
-          },
-          'GET /all': (ctx) => describeSession(ctx),
+      const data = await overlappingReads((session) => session.set('a', 1), {
+        R1: (session) => {
+          session.clear();
+          session.set('e', 1);
         },
+        R2: (session) => session.set('d', 1),
       });
-      const id = await login(t);
-      const read = (tag: string) => t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', tag).then((r) => r);
-
-      const r1 = read('R1');
-      const r2 = read('R2');
-      await Promise.all([log.waitFor('enter R1'), log.waitFor('enter R2')]);
-      gates.R2.open();
-      await log.waitFor('exit R2');
-      gates.R1.open();
-      await Promise.all([r1, r2]);
-
       // R2 committed first (d); R1's clear then wipes everything stored, and its set adds e.
-      const all = await t.client.get('/all').set('Cookie', cookieFor(id));
-      expect(all.body.data).to.deep.equal({ e: 1 });
+      expect(data).to.deep.equal({ e: 1 });
     });
   });
 
@@ -479,6 +471,36 @@ describe('Locking', function () {
       expect(tagOf(r.interrupted[0].ctx), 'the event carries the slow request').to.equal('S');
     }
 
+    /** Sends S (`method path`, tagged S) and resolves, with S still pending, once its handler waits on the gate. */
+    async function slowRequest(r: Race, id: string, method: 'get' | 'post', path: string): Promise<{ response: Promise<Response> }> {
+      const response = tagged(r.t, method, path, id, 'S');
+      await r.log.waitFor('enter S');
+      return { response };
+    }
+
+    /** While S waits, `logout` runs to completion (GET /logout on the same server by default); then S goes on. Resolves to S's answer. */
+    async function logoutWhileSlow(
+      r: Race,
+      id: string,
+      slow: { method: 'get' | 'post'; path: string },
+      logout: () => Promise<Response> = () => tagged(r.t, 'get', '/logout', id, 'logout'),
+    ): Promise<Response> {
+      const s = await slowRequest(r, id, slow.method, slow.path);
+      const logoutRes = await logout();
+      expect(logoutRes.status, 'the logout').to.equal(200);
+      r.slow.open();
+      return s.response;
+    }
+
+    /** While S waits, `method path` (tagged `tag`) queues for the lock; then S goes on. Resolves to both answers. */
+    async function queuedBehindSlow(r: Race, id: string, method: 'get' | 'post', path: string, tag: string): Promise<[Response, Response]> {
+      const s = await slowRequest(r, id, 'get', '/slow');
+      const other = tagged(r.t, method, path, id, tag);
+      await r.log.waitFor(`queue ${tag}`);
+      r.slow.open();
+      return Promise.all([s.response, other]);
+    }
+
     for (const [kind, makeStore] of [
       ['a MemoryStore', () => memoryStore()],
       ['a koa-session style store (get/set/destroy only)', () => new ForgetfulStore()],
@@ -487,12 +509,7 @@ describe('Locking', function () {
         const r = await race({}, makeStore());
         const id = await login(r.t);
 
-        const s = r.t.client.get('/slow').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
-        await r.log.waitFor('enter S');
-        const logout = r.t.client.post('/logout').set('Cookie', cookieFor(id)).set('x-tag', 'logout').then((res) => res);
-        await r.log.waitFor('queue logout');
-        r.slow.open();
-        const [sRes, logoutRes] = await Promise.all([s, logout]);
+        const [sRes, logoutRes] = await queuedBehindSlow(r, id, 'post', '/logout', 'logout');
 
         expect(logoutRes.status).to.equal(200);
         expect(await r.store.get(id), 'stored session').to.equal(undefined);
@@ -507,12 +524,7 @@ describe('Locking', function () {
       const r = await race();
       const id = await login(r.t);
 
-      const s = r.t.client.get('/slow').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
-      await r.log.waitFor('enter S');
-      const logoutRes = await r.t.client.get('/logout').set('Cookie', cookieFor(id)).set('x-tag', 'logout');
-      expect(logoutRes.status).to.equal(200);
-      r.slow.open();
-      const sRes = await s;
+      const sRes = await logoutWhileSlow(r, id, { method: 'get', path: '/slow' });
 
       expect(await r.store.get(id), 'stored session').to.equal(undefined);
       expectInterrupted(r, sRes, id, { handled: 'S' });
@@ -524,12 +536,7 @@ describe('Locking', function () {
       const other = await start({ store }, { routes: raceRoutes(new EventLog(), gate()) });
       const id = await login(r.t);
 
-      const s = r.t.client.post('/slow').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
-      await r.log.waitFor('enter S');
-      const logoutRes = await other.client.post('/logout').set('Cookie', cookieFor(id));
-      expect(logoutRes.status).to.equal(200);
-      r.slow.open();
-      const sRes = await s;
+      const sRes = await logoutWhileSlow(r, id, { method: 'post', path: '/slow' }, () => tagged(other, 'post', '/logout', id, 'logout'));
 
       expect(await store.get(id), 'stored session').to.equal(undefined);
       expectInterrupted(r, sRes, id, { handled: 'S' });
@@ -539,12 +546,7 @@ describe('Locking', function () {
       const r = await race();
       const id = await login(r.t);
 
-      const s = r.t.client.get('/slow').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
-      await r.log.waitFor('enter S');
-      const relogin = r.t.client.post('/relogin').set('Cookie', cookieFor(id)).set('x-tag', 'relogin').then((res) => res);
-      await r.log.waitFor('queue relogin');
-      r.slow.open();
-      const [sRes, reloginRes] = await Promise.all([s, relogin]);
+      const [sRes, reloginRes] = await queuedBehindSlow(r, id, 'post', '/relogin', 'relogin');
 
       const newId = sessionCookie(reloginRes)?.value as string;
       expect(newId).to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
@@ -558,12 +560,7 @@ describe('Locking', function () {
       const id = await login(r.t);
       await sleep(300); // more than a tenth of maxAge: S's load makes a push due
 
-      const s = r.t.client.get('/slow-read').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
-      await r.log.waitFor('enter S');
-      const logoutRes = await r.t.client.get('/logout').set('Cookie', cookieFor(id)).set('x-tag', 'logout');
-      expect(logoutRes.status).to.equal(200);
-      r.slow.open();
-      const sRes = await s;
+      const sRes = await logoutWhileSlow(r, id, { method: 'get', path: '/slow-read' });
 
       expect(await r.store.get(id), 'stored session').to.equal(undefined);
       expectInterrupted(r, sRes, id, { user: 'ann' });
@@ -573,12 +570,7 @@ describe('Locking', function () {
       const r = await race({ rolling: true });
       const id = await login(r.t);
 
-      const s = r.t.client.get('/slow-read').set('Cookie', cookieFor(id)).set('x-tag', 'S').then((res) => res);
-      await r.log.waitFor('enter S');
-      const logoutRes = await r.t.client.get('/logout').set('Cookie', cookieFor(id)).set('x-tag', 'logout');
-      expect(logoutRes.status).to.equal(200);
-      r.slow.open();
-      const sRes = await s;
+      const sRes = await logoutWhileSlow(r, id, { method: 'get', path: '/slow-read' });
 
       expect(sRes.status).to.equal(200);
       expect(await r.store.get(id), 'stored session').to.equal(undefined);
@@ -635,21 +627,31 @@ describe('Locking', function () {
       return { t, log, hold, runs, caught };
     }
 
+    /**
+     * Sends `method /late` while POST /hold holds the session's lock, then
+     * lets the holder finish. Resolves to the late answer, and how often the
+     * late handler had run before the holder let go.
+     */
+    async function lateWhileHeld(a: TimeoutApp, id: string, method: 'get' | 'post'): Promise<{ late: Response; runsWhileHeld: number }> {
+      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
+      await a.log.waitFor('enter hold');
+      const late = await a.t.client[method]('/late').set('Cookie', cookieFor(id));
+      const runsWhileHeld = a.runs.late;
+      a.hold.open();
+      await holder;
+      return { late, runsWhileHeld };
+    }
+
     it('a request waiting longer than lockTimeout behind a slow writer gets 503 and its handler never runs', async () => {
       const a = await timeoutApp(false);
       const id = await login(a.t);
 
-      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
-      await a.log.waitFor('enter hold');
-      const late = await a.t.client.post('/late').set('Cookie', cookieFor(id));
-      const handlerRunsWhileHeld = a.runs.late;
-      a.hold.open();
-      await holder;
+      const { late, runsWhileHeld } = await lateWhileHeld(a, id, 'post');
       await settle();
 
       expect(late.status).to.equal(503);
       expect(sessionCookie(late), 'Set-Cookie on the 503').to.equal(undefined);
-      expect(handlerRunsWhileHeld).to.equal(0);
+      expect(runsWhileHeld).to.equal(0);
       expect(a.runs.late, 'handler runs after the holder left').to.equal(0);
     });
 
@@ -657,11 +659,7 @@ describe('Locking', function () {
       const a = await timeoutApp(false);
       const id = await login(a.t);
 
-      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
-      await a.log.waitFor('enter hold');
-      const late = await a.t.client.post('/late').set('Cookie', cookieFor(id));
-      a.hold.open();
-      await holder;
+      const { late } = await lateWhileHeld(a, id, 'post');
 
       expect(late.status).to.equal(503);
       const read = await a.t.client.get('/read').set('Cookie', cookieFor(id));
@@ -672,11 +670,7 @@ describe('Locking', function () {
       const a = await timeoutApp(true);
       const id = await login(a.t);
 
-      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
-      await a.log.waitFor('enter hold');
-      const late = await a.t.client.post('/late').set('Cookie', cookieFor(id));
-      a.hold.open();
-      await holder;
+      const { late } = await lateWhileHeld(a, id, 'post');
 
       expect(late.status).to.equal(503);
       expect(late.body).to.deep.equal({ name: 'SessionLockTimeoutError', code: 'ESESSIONLOCKTIMEOUT' });
@@ -690,11 +684,7 @@ describe('Locking', function () {
       const a = await timeoutApp(false);
       const id = await login(a.t);
 
-      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
-      await a.log.waitFor('enter hold');
-      const late = await a.t.client.get('/late').set('Cookie', cookieFor(id));
-      a.hold.open();
-      await holder;
+      const { late } = await lateWhileHeld(a, id, 'get');
       await settle();
 
       expect(late.status).to.equal(503);
@@ -705,12 +695,8 @@ describe('Locking', function () {
       const a = await timeoutApp(false);
       const id = await login(a.t);
 
-      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
-      await a.log.waitFor('enter hold');
-      const late = await a.t.client.post('/late').set('Cookie', cookieFor(id));
+      const { late } = await lateWhileHeld(a, id, 'post');
       expect(late.status).to.equal(503);
-      a.hold.open();
-      await holder;
 
       const next = await a.t.client.get('/read').set('Cookie', cookieFor(id));
       expect(next.status).to.equal(200);
@@ -738,9 +724,9 @@ describe('Locking', function () {
       });
       const id = await login(t);
 
-      const reader = t.client.get('/r').set('Cookie', cookieFor(id)).set('x-tag', 'R').then((r) => r);
+      const reader = tagged(t, 'get', '/r', id, 'R');
       await log.waitFor('enter R');
-      const writer = t.client.post('/w').set('Cookie', cookieFor(id)).set('x-tag', 'W').then((r) => r);
+      const writer = tagged(t, 'post', '/w', id, 'W');
       await log.waitFor('queue W');
       gates.R.open(); // R's commit now waits behind W, which holds on
       const readerRes = await reader;

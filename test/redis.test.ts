@@ -12,7 +12,7 @@ import type { RedisOptions } from 'ioredis';
 import { RedisStore, SessionLockTimeoutError } from '../src';
 import type { SessionOptions, Store } from '../src';
 import { sha256Hex } from '../src/ids';
-import { redisTarget, skipOrFail, startRedis, type RedisServer } from './support/redis-server';
+import { skipOrFail, startRedis, testRedis, type RedisServer } from './support/redis-server';
 import { CookieJar, send, sleep, startApp, type TestApp } from './support/redis-apps';
 
 /** The client settings docs/scaling-out.md recommends. */
@@ -53,24 +53,13 @@ describe('RedisStore', function () {
 
   let server: RedisServer | undefined;
   let url: string;
-  let ownServer = false;
   const clients: Redis[] = [];
   const apps: TestApp[] = [];
   let counter = 0;
   let prefix: string;
 
   before(async function () {
-    const target = redisTarget();
-    if (target.kind === 'none') {
-      skipOrFail(this, 'no redis-server binary on PATH and no REDIS_URL: the RedisStore tests need a Redis');
-    }
-    if (target.kind === 'binary') {
-      server = await startRedis();
-      url = server.url;
-      ownServer = true;
-    } else {
-      url = target.url;
-    }
+    ({ url, server } = await testRedis(this, 'the RedisStore tests need a Redis'));
   });
 
   after(async () => {
@@ -394,7 +383,7 @@ describe('RedisStore', function () {
   });
 
   it('with Redis down, requests fail fast with 503, and succeed again once it is back', async function () {
-    if (!ownServer) {
+    if (server === undefined) {
       skipOrFail(this, 'stopping Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
     }
     const own = await startRedis();

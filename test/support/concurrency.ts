@@ -5,11 +5,11 @@
  * order, a store wrapper that counts and can delay or fail calls, and a
  * cookie reader.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
 import Koa from 'koa';
 import type { Context, Middleware } from 'koa';
 import supertest from 'supertest';
+import { serve } from './hardening-harness';
 import { MemoryStore, session } from '../../src';
 import type { AtomicStore, Change, SessionData, SessionOptions, Store } from '../../src';
 
@@ -158,21 +158,9 @@ export async function startApp(options: SessionOptions, setup: AppSetup): Promis
     if (result !== undefined) ctx.body = result;
     else if (ctx.body === undefined) ctx.body = { ok: true };
   });
-  const server = http.createServer(app.callback());
+  const { server, port, close } = await serve(app);
   server.keepAliveTimeout = 1; // lets close() finish quickly
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  const client = supertest(`http://127.0.0.1:${port}`);
-  return {
-    app,
-    server,
-    client,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  return { app, server, client: supertest(`http://127.0.0.1:${port}`), close };
 }
 
 /** What a handler reports about its session, for assertions. */

@@ -338,3 +338,16 @@ export function skipOrFail(context: Mocha.Context, reason: string): never {
   console.warn(`\n  ⚠ SKIPPED: ${reason}\n`);
   context.skip();
 }
+
+/**
+ * For a suite's `before` hook: a Redis to test against, a throwaway
+ * redis-server of our own when the binary is there (`server`, ours to stop),
+ * else the one REDIS_URL names; with neither, skipOrFail with `reason`.
+ */
+export async function testRedis(context: Mocha.Context, reason: string): Promise<{ url: string; server: RedisServer | undefined }> {
+  const target = redisTarget();
+  if (target.kind === 'none') skipOrFail(context, `no redis-server binary on PATH and no REDIS_URL: ${reason}`);
+  if (target.kind === 'url') return { url: target.url, server: undefined };
+  const server = await startRedis();
+  return { url: server.url, server };
+}
