@@ -348,11 +348,19 @@ export class RedisStore implements AtomicStore, LockingStore {
    */
   private guard<T>(pending: Promise<T>, ms: number): Promise<T> {
     if (ms === Infinity) return pending;
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new RedisTimeoutError(ms)), ms);
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new RedisTimeoutError(ms)), ms);
+      // After a timeout these settle a promise already rejected: a late answer or failure has no one left to tell.
+      pending.then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
     });
-    pending.catch(() => undefined); // a late failure has no one left to tell
-    return Promise.race([pending, timedOut]).finally(() => clearTimeout(timer));
   }
 }
