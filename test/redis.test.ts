@@ -15,12 +15,19 @@ import { sha256Hex } from '../src/ids';
 import { skipOrFail, startRedis, testRedis, type RedisServer } from './support/redis-server';
 import { CookieJar, send, sleep, startApp, type TestApp } from './support/redis-apps';
 
-/** The client settings docs/scaling-out.md recommends. */
+/** The client settings the README recommends (section "Scaling out"). */
 const RECOMMENDED: RedisOptions = {
   maxRetriesPerRequest: 1,
   commandTimeout: 2000,
   retryStrategy: (times) => Math.min(times * 100, 1000),
+  enableAutoPipelining: true,
 };
+
+/** The concurrency tests run on both: commands sent one by one, and batched per turn of the event loop. */
+const CLIENT_KINDS: Array<[string, RedisOptions]> = [
+  ['commands sent one by one', { ...RECOMMENDED, enableAutoPipelining: false }],
+  ['auto-pipelining client', RECOMMENDED],
+];
 
 describe('RedisStore options', () => {
   const client = { evalsha: async () => 1, eval: async () => 1, hgetall: async () => ({}), del: async () => 0 };
@@ -183,41 +190,43 @@ describe('RedisStore', function () {
     assert.deepEqual(await ourKeys(a.client), [`${prefix}{${sha256Hex(id)}}`]);
   });
 
-  it('two processes writing different keys of one session at the same time keep every key', async () => {
-    const a = await instance();
-    const b = await instance();
-    const jar = new CookieJar();
-    await login(jar, a.url);
+  for (const [kind, clientOptions] of CLIENT_KINDS) {
+    it(`two processes writing different keys of one session at the same time keep every key (${kind})`, async () => {
+      const a = await instance({}, {}, connect(clientOptions));
+      const b = await instance({}, {}, connect(clientOptions));
+      const jar = new CookieJar();
+      await login(jar, a.url);
 
-    const writes: Promise<unknown>[] = [];
-    for (let i = 0; i < 40; i++) {
-      writes.push(send(jar, a.url, 'POST', `/set?key=a${i}&value=${i}`));
-      writes.push(send(jar, b.url, 'POST', `/set?key=b${i}&value=${i}`));
-    }
-    const replies = (await Promise.all(writes)) as { status: number }[];
-    assert.ok(replies.every((reply) => reply.status === 200));
+      const writes: Promise<unknown>[] = [];
+      for (let i = 0; i < 40; i++) {
+        writes.push(send(jar, a.url, 'POST', `/set?key=a${i}&value=${i}`));
+        writes.push(send(jar, b.url, 'POST', `/set?key=b${i}&value=${i}`));
+      }
+      const replies = (await Promise.all(writes)) as { status: number }[];
+      assert.ok(replies.every((reply) => reply.status === 200));
 
-    const data = (await send(jar, b.url, 'GET', '/')).body as Record<string, number>;
-    assert.equal(Object.keys(data).length, 81);
-    for (let i = 0; i < 40; i++) {
-      assert.equal(data[`a${i}`], i);
-      assert.equal(data[`b${i}`], i);
-    }
-  });
+      const data = (await send(jar, b.url, 'GET', '/')).body as Record<string, number>;
+      assert.equal(Object.keys(data).length, 81);
+      for (let i = 0; i < 40; i++) {
+        assert.equal(data[`a${i}`], i);
+        assert.equal(data[`b${i}`], i);
+      }
+    });
 
-  it('with lock: true, 100 concurrent increments spread over two processes add exactly 100', async () => {
-    const a = await instance({ lock: true }, { lockTimeout: 30_000 });
-    const b = await instance({ lock: true }, { lockTimeout: 30_000 });
-    const jar = new CookieJar();
-    await login(jar, a.url);
+    it(`with lock: true, 100 concurrent increments spread over two processes add exactly 100 (${kind})`, async () => {
+      const a = await instance({ lock: true }, { lockTimeout: 30_000 }, connect(clientOptions));
+      const b = await instance({ lock: true }, { lockTimeout: 30_000 }, connect(clientOptions));
+      const jar = new CookieJar();
+      await login(jar, a.url);
 
-    const replies = await Promise.all(
-      Array.from({ length: 100 }, (_, i) => send(jar, i % 2 === 0 ? a.url : b.url, 'POST', '/incr?delay=2')),
-    );
-    assert.deepEqual([...new Set(replies.map((reply) => reply.status))], [200]);
-    assert.equal(((await send(jar, a.url, 'GET', '/')).body as { n: number }).n, 100);
-    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${jar.sessionId}}`], 'no lock key left behind');
-  });
+      const replies = await Promise.all(
+        Array.from({ length: 100 }, (_, i) => send(jar, i % 2 === 0 ? a.url : b.url, 'POST', '/incr?delay=2')),
+      );
+      assert.deepEqual([...new Set(replies.map((reply) => reply.status))], [200]);
+      assert.equal(((await send(jar, a.url, 'GET', '/')).body as { n: number }).n, 100);
+      assert.deepEqual(await ourKeys(a.client), [`${prefix}{${jar.sessionId}}`], 'no lock key left behind');
+    });
+  }
 
   it('without lock: true, concurrent increments across processes lose updates (what lock: true is for)', async () => {
     const a = await instance();

@@ -18,7 +18,7 @@ export interface RedisClient {
 }
 
 export interface RedisStoreOptions {
-  /** An ioredis client, `new Redis(...)` or `new Cluster(...)`. See docs/scaling-out.md for its settings. */
+  /** An ioredis client, `new Redis(...)` or `new Cluster(...)`. The README's "Scaling out" recommends its settings. */
   client: RedisClient;
   /** Put before every key. Default `'sess:'`. Must not contain `{` or `}` (they would change the hash tag). */
   prefix?: string;
