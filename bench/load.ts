@@ -108,8 +108,12 @@ export interface LoadSettings {
   warmup: number;
 }
 
-async function cannon(options: autocannon.Options): Promise<autocannon.Result> {
-  return autocannon({ ...options, timeout: 30 });
+/**
+ * Load for `seconds`. autocannon checks whether its time is up once per
+ * sample interval (1 s by default), so a shorter run samples more often.
+ */
+function cannon(options: autocannon.Options, seconds: number): Promise<autocannon.Result> {
+  return autocannon({ ...options, timeout: 30, duration: seconds, sampleInt: Math.min(1000, seconds * 1000) });
 }
 
 /**
@@ -122,10 +126,10 @@ export async function measure(child: Child, workload: Workload, settings: LoadSe
   const base = `http://127.0.0.1:${port}`;
   const cookies = await createSessions(port, workload.sessions);
   const common = { connections: settings.connections };
-  if (settings.warmup > 0) await cannon({ ...workload.options(base, cookies), ...common, duration: settings.warmup });
+  if (settings.warmup > 0) await cannon({ ...workload.options(base, cookies), ...common }, settings.warmup);
   if (profileFile !== undefined) await child.call('profile-start');
   await child.call('start');
-  const result = await cannon({ ...workload.options(base, cookies), ...common, duration: settings.duration });
+  const result = await cannon({ ...workload.options(base, cookies), ...common }, settings.duration);
   const server = await child.call<{ cpuUs: number; requests: number }>('stop');
   if (profileFile !== undefined) await child.call('profile-stop', { file: profileFile });
   const total = result.requests.total;

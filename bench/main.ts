@@ -6,7 +6,7 @@
  * process, contenders interleaved round by round; then the lost-update
  * check, the memory probes, and CPU profiles of our contender.
  *
- *   --quick              under a minute: 5 contenders (one a calibration), W1–W3, 2 short rounds, 100k-session memory probe
+ *   --quick              under a minute: 5 contenders (one a calibration), W1–W3, 2 short rounds, 100k-session memory probe, 250k-session sweep
  *   --rounds N           rounds (default 4, quick 2)
  *   --duration S         measured seconds per window (default 2, quick 1)
  *   --warmup S           warm-up seconds before each window (default 0.5, quick 0.25)
@@ -41,6 +41,7 @@ import {
   machineLine,
   memoryTable,
   microTable,
+  SWEEP_TARGET_SESSIONS,
   targetLines,
   targets,
   workloadTables,
@@ -308,7 +309,9 @@ async function main(): Promise<void> {
     phase('sweep');
     log(`memory: ${run.memory.map((m) => `${m.name}@${m.count} ${'error' in m ? 'error' : `${Math.round(m.bytesPerSession)} B`}`).join(' · ')}`);
     const repeats = String(args.quick ? 1 : 3);
-    const child = new Child('memory sweep', memoryScript, { BENCH_MEMORY_MODE: 'sweep', BENCH_COUNT: '1000000', BENCH_REPEATS: repeats, BENCH_LIB: lib }, memoryArgs);
+    // Filling a store with a million sessions takes most of a quick run's last ten seconds: quick sweeps a quarter of that.
+    const count = String(args.quick ? SWEEP_TARGET_SESSIONS / 4 : SWEEP_TARGET_SESSIONS);
+    const child = new Child('memory sweep', memoryScript, { BENCH_MEMORY_MODE: 'sweep', BENCH_COUNT: count, BENCH_REPEATS: repeats, BENCH_LIB: lib }, memoryArgs);
     try {
       run.sweep = await child.call<SweepResult>('run');
     } catch (error) {
