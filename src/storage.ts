@@ -5,7 +5,9 @@ import type { Expiry } from './expiry';
 import { sha256Hex } from './ids';
 import type { MemoryStore } from './stores/memory';
 import { directMemoryStore } from './stores/memory';
-import { assignOwn, cloneChecked, decoded } from './values';
+import type { RedisStore } from './stores/redis';
+import { directRedisStore } from './stores/redis';
+import { cloneChecked, dataOfValues } from './values';
 
 /**
  * The middleware's view of the user's store: IDs hashed when `hashIds` is
@@ -20,6 +22,8 @@ export class Storage {
   private readonly key: (id: string) => string;
   /** The default MemoryStore, reached directly (see directMemoryStore); undefined for any other store. */
   private readonly memory: MemoryStore | undefined;
+  /** A RedisStore read directly (see directRedisStore); undefined for any other store. */
+  private readonly redis: RedisStore | undefined;
 
   constructor(
     private readonly store: Store,
@@ -29,6 +33,7 @@ export class Storage {
     this.atomic = isAtomicStore(store);
     this.key = hashIds ? sha256Hex : (id) => id;
     this.memory = directMemoryStore(store);
+    this.redis = directRedisStore(store);
     const lock = writeLockOf(store);
     this.writeLock = lock === undefined ? undefined : { acquire: (id, timeoutMs) => lock.acquire(this.key(id), timeoutMs) };
   }
@@ -42,7 +47,7 @@ export class Storage {
   /** Stores `session` under `id`, replacing what was there. */
   async save(id: string, session: StoredSession, ttl: number): Promise<void> {
     if (this.memory !== undefined) return this.memory.writeSession(this.key(id), session, ttl);
-    const record = { data: dataOf(session.values), createdAt: session.createdAt, touchedAt: session.touchedAt };
+    const record = { data: dataOfValues(session.values), createdAt: session.createdAt, touchedAt: session.touchedAt };
     await this.call('save', () => this.store.set(this.key(id), record, ttl));
   }
 
@@ -73,7 +78,9 @@ export class Storage {
   private async get(key: string, now: number): Promise<StoredSession | undefined> {
     let stored: SessionData | undefined | null;
     try {
-      stored = await this.store.get(key); // the hot path: awaited here, not through call()
+      // The hot path: awaited here, not through call().
+      if (this.redis !== undefined) return await this.redis.readSession(key, now);
+      stored = await this.store.get(key);
     } catch (error) {
       throw new SessionStoreError('load', error);
     }
@@ -98,9 +105,3 @@ function valuesOf(data: SessionData): Map<string, unknown> {
   return values;
 }
 
-/** The record's data: a plain object, a key named __proto__ kept as a key. */
-function dataOf(values: Map<string, unknown>): SessionData {
-  const data: SessionData = {};
-  for (const [key, slot] of values) assignOwn(data, key, decoded(slot));
-  return data;
-}

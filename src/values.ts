@@ -47,6 +47,13 @@ export function jsonOf(slot: Slot): string {
   return slot instanceof JsonText ? slot.json : (JSON.stringify(slot) as string);
 }
 
+/** A session's values as a record's data: a plain object, every value decoded, a key named __proto__ kept as a key. */
+export function dataOfValues(values: ReadonlyMap<string, Slot>): Record<string, unknown> {
+  const data: Record<string, unknown> = {};
+  for (const [key, slot] of values) assignOwn(data, key, decoded(slot));
+  return data;
+}
+
 /**
  * `out[key] = v` that also works for the key `__proto__`, which a plain
  * assignment would turn into a prototype change instead of a property.

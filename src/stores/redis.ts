@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { AtomicStore, Change, DistributedLock, LockingStore, SessionData } from './store';
+import type { AtomicStore, Change, DistributedLock, LockingStore, SessionData, Store, StoredSession } from './store';
 import { toRecord } from './store';
 import { SessionLockTimeoutError } from '../errors';
 import { trace } from '../events';
+import { JsonText, dataOfValues } from '../values';
 
 /**
  * The part of an ioredis client (`Redis` or `Cluster`) the store uses.
@@ -214,18 +215,24 @@ export class RedisStore implements AtomicStore, LockingStore {
 
   /** The record stored for `id` ({ data, createdAt, touchedAt }), or undefined. Redis drops expired ones itself. */
   async get(id: string): Promise<SessionData | undefined> {
+    const session = await this.readSession(id, Date.now());
+    if (session === undefined) return undefined;
+    return { data: dataOfValues(session.values), createdAt: session.createdAt, touchedAt: session.touchedAt };
+  }
+
+  /**
+   * @internal The middleware's way in (see directRedisStore): the session
+   * stored for `id`, its values left as JSON text until a handler reads them.
+   */
+  async readSession(id: string, now: number): Promise<StoredSession | undefined> {
     const fields = await this.guard(this.client.hgetall(this.key(id)), this.timeout);
     const names = Object.keys(fields);
     if (names.length === 0) return undefined;
-    const entries: [string, unknown][] = [];
+    const values = new Map<string, unknown>();
     for (const name of names) {
-      if (name.startsWith(DATA)) entries.push([name.slice(DATA.length), JSON.parse(fields[name] as string)]);
+      if (name.startsWith(DATA)) values.set(name.slice(DATA.length), new JsonText(fields[name] as string));
     }
-    const now = Date.now();
-    const createdAt = Number(fields[CREATED] ?? now);
-    const touchedAt = Number(fields[TOUCHED] ?? now);
-    // Object.fromEntries defines own properties: a key named __proto__ stays a key.
-    return { data: Object.fromEntries(entries), createdAt, touchedAt };
+    return { values, createdAt: Number(fields[CREATED] ?? now), touchedAt: Number(fields[TOUCHED] ?? now) };
   }
 
   /** Replaces what is stored under `id` with `record`, expiring in `maxAgeMs`, in one step. */
@@ -363,4 +370,15 @@ export class RedisStore implements AtomicStore, LockingStore {
       );
     });
   }
+}
+
+/**
+ * `store` when it is a RedisStore whose `get` is its own, else undefined.
+ * The middleware then loads sessions with readSession, and only the values
+ * a handler reads are decoded. A subclass that overrides `get` expects it
+ * to be called, so it is read through it.
+ * @internal
+ */
+export function directRedisStore(store: Store): RedisStore | undefined {
+  return store instanceof RedisStore && store.get === RedisStore.prototype.get ? store : undefined;
 }

@@ -1,0 +1,164 @@
+/**
+ * The default MemoryStore and a RedisStore are read directly by the
+ * middleware: values stay JSON text until a handler reads them (and, in
+ * MemoryStore, commits replay on that text). What users see must not
+ * change: data round-trips exactly whether or not it was read, and a
+ * subclass's overridden methods are still called.
+ */
+import Redis from 'ioredis';
+import { MemoryStore, RedisStore } from '../src';
+import type { Change, SessionData, Store } from '../src';
+import { Jar, closeAll, expect, start } from './support/app';
+import { testRedis } from './support/redis-server';
+import type { RedisServer } from './support/redis-server';
+
+afterEach(closeAll);
+
+const PROFILE = { name: 'Ada', tags: ['x', { deep: null }], nested: { a: { b: [1, 2.5, -3] } } };
+
+/** A value with a key named __proto__, which JSON.parse and a plain assignment treat differently. */
+const PROTO_VALUE = JSON.parse('{"__proto__": {"polluted": true}, "ok": 1}') as Record<string, unknown>;
+
+/** The JSON of `data` with its top-level keys sorted (Object.fromEntries keeps a key named __proto__ as a key). */
+function sortedJson(data: Record<string, unknown>): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(data).sort(([a], [b]) => (a < b ? -1 : 1))));
+}
+
+/**
+ * Sets three values, increments one of them twice, regenerates, then reads
+ * them all back: through the handler (twice, to see each get() is a fresh
+ * copy) and straight from the store. `keepsOrder`: keys come back in the
+ * order they were set.
+ */
+async function unreadValuesRoundTrip(store: Store, keepsOrder: boolean): Promise<void> {
+  const t = await start({ store }, async (ctx) => {
+    const s = ctx.session;
+    switch (ctx.path) {
+      case '/init':
+        s.set('profile', PROFILE);
+        s.set('__proto__', PROTO_VALUE);
+        s.set('n', 0);
+        break;
+      case '/inc':
+        s.set('n', (s.get<number>('n') ?? 0) + 1);
+        break;
+      case '/login':
+        await s.regenerate();
+        break;
+      case '/dump': {
+        const first = s.get<typeof PROFILE>('profile');
+        if (first !== undefined) first.tags.push('changed');
+        ctx.body = { data: s.toJSON(), second: s.get('profile'), keys: s.keys() };
+        break;
+      }
+    }
+    ctx.body ??= 'ok';
+  });
+  const jar = new Jar();
+  const send = async (method: 'get' | 'post', path: string) =>
+    jar.take(await t.http[method](path).set('Cookie', jar.header()).expect(200));
+
+  await send('post', '/init');
+  const firstId = jar.get();
+  await send('post', '/inc');
+  await send('post', '/inc');
+  await send('post', '/login');
+  const newId = jar.get() as string;
+  expect(newId).to.not.equal(firstId);
+  expect(await store.get(firstId as string)).to.equal(undefined);
+
+  // Compared with sorted keys: a Redis hash past its listpack limits does not keep insertion order.
+  const expected = `{"__proto__":${JSON.stringify(PROTO_VALUE)},"n":2,"profile":${JSON.stringify(PROFILE)}}`;
+  const res = await send('get', '/dump');
+  expect(res.body.second, 'a second get() is not changed by changes to the first').to.deep.equal(PROFILE);
+  if (keepsOrder) expect(res.body.keys).to.deep.equal(['profile', '__proto__', 'n']);
+  else expect([...res.body.keys].sort()).to.deep.equal(['__proto__', 'n', 'profile']);
+  expect(sortedJson(res.body.data)).to.equal(expected);
+
+  const stored = (await store.get(newId)) as { data: SessionData };
+  expect(sortedJson(stored.data)).to.equal(expected);
+  expect(Object.prototype.hasOwnProperty.call(stored.data, '__proto__')).to.equal(true);
+  expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
+}
+
+/** Increments a counter twice (a new session, then an update) and reads it once; resolves to what the handler saw. */
+async function countTwiceAndRead(store: Store): Promise<string[]> {
+  const t = await start({ store }, async (ctx) => {
+    if (ctx.path === '/inc') ctx.session.set('n', (ctx.session.get<number>('n') ?? 0) + 1);
+    ctx.body = String(ctx.session.get('n'));
+  });
+  const jar = new Jar();
+  const seen: string[] = [];
+  seen.push(jar.take(await t.http.post('/inc').expect(200)).text);
+  seen.push(jar.take(await t.http.post('/inc').set('Cookie', jar.header()).expect(200)).text);
+  seen.push((await t.http.get('/').set('Cookie', jar.header()).expect(200)).text);
+  return seen;
+}
+
+describe('MemoryStore, reached directly by the middleware', () => {
+  it('values a handler never reads come through updates and regenerate exactly', async () => {
+    const store = new MemoryStore();
+    store.close();
+    await unreadValuesRoundTrip(store, true);
+  });
+
+  it("a subclass's overridden methods are called for every load and commit", async () => {
+    const calls: string[] = [];
+    class CountingStore extends MemoryStore {
+      override async get(id: string): Promise<SessionData | undefined> {
+        calls.push('get');
+        return super.get(id);
+      }
+      override async set(id: string, data: SessionData, maxAgeMs: number): Promise<void> {
+        calls.push('set');
+        return super.set(id, data, maxAgeMs);
+      }
+      override async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
+        calls.push('applyChanges');
+        return super.applyChanges(id, changes, touchedAt, maxAgeMs);
+      }
+    }
+    const store = new CountingStore();
+    store.close();
+    expect(await countTwiceAndRead(store)).to.deep.equal(['1', '2', '2']);
+    expect(calls).to.deep.equal(['set', 'get', 'applyChanges', 'get']);
+  });
+});
+
+describe('RedisStore, read directly by the middleware', function () {
+  this.timeout(30_000);
+  let redis: { url: string; server: RedisServer | undefined } | undefined;
+  const clients: Redis[] = [];
+  let counter = 0;
+
+  before(async function () {
+    redis = await testRedis(this, 'the RedisStore direct-read tests need a Redis');
+  });
+  after(async () => {
+    await Promise.all(clients.map((client) => client.quit().catch(() => undefined)));
+    await redis?.server?.stop();
+  });
+
+  /** A store on its own prefix, so tests never see each other's keys. */
+  function options() {
+    const client = new Redis(redis!.url, { maxRetriesPerRequest: 1 });
+    clients.push(client);
+    return { client, prefix: `kls-direct-${process.pid}-${++counter}:` };
+  }
+
+  it('values a handler never reads come through updates and regenerate exactly', async () => {
+    await unreadValuesRoundTrip(new RedisStore(options()), false);
+  });
+
+  it("a subclass's overridden get is called for every load", async () => {
+    let gets = 0;
+    class CountingRedisStore extends RedisStore {
+      override async get(id: string): Promise<SessionData | undefined> {
+        gets++;
+        return super.get(id);
+      }
+    }
+    expect(await countTwiceAndRead(new CountingRedisStore(options()))).to.deep.equal(['1', '2', '2']);
+    expect(gets).to.equal(2);
+  });
+});
