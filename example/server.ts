@@ -21,7 +21,13 @@ async function chooseStore(): Promise<ChosenStore> {
   if (!url) return { store: new MemoryStore(), description: 'memory (gone when the server stops)', close: async () => {} };
   // Loaded only when asked for, so the example runs where Redis is not installed.
   const [{ default: Redis }, { RedisStore }] = await Promise.all([import('ioredis'), import('../src')]);
-  const client = new Redis(url);
+  // The client settings README's "Scaling out" recommends.
+  const client = new Redis(url, {
+    maxRetriesPerRequest: 1,
+    commandTimeout: 2000,
+    retryStrategy: (times: number) => Math.min(times * 100, 1000),
+    enableAutoPipelining: true,
+  });
   client.on('error', (error: Error) => console.error(`Redis: ${error.message}`));
   // lock: true makes a session's write lock hold across processes, should you start several.
   const store = new RedisStore({ client, prefix: 'example:sess:', lock: true });
