@@ -104,4 +104,3 @@ function valuesOf(data: SessionData): Map<string, unknown> {
   for (const key of Object.keys(data)) values.set(key, data[key]);
   return values;
 }
-

@@ -21,9 +21,10 @@ export function cloneChecked<T>(value: T): T {
 }
 
 /**
- * A stored value not decoded yet. MemoryStore keeps each value as JSON
- * text, and a session decodes a value only when its handler reads it; a
- * handler value is never an instance of this class (set() refuses them).
+ * A stored value not decoded yet. MemoryStore and RedisStore keep each
+ * value as JSON text and hand it over as such; a session decodes a value
+ * only when its handler reads it. A handler value is never an instance of
+ * this class (set() refuses them).
  */
 export class JsonText {
   constructor(readonly json: string) {}

@@ -1,4 +1,3 @@
-
 /**
  * The Store contract. Its method names and argument orders are koa-session's
  * external stores' (get / set / destroy), so a store written for koa-session
