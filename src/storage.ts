@@ -1,11 +1,9 @@
-import type { Change, DistributedLock, SessionData, Store, StoredSession } from './stores/store';
+import type { Change, DirectStore, DistributedLock, SessionData, Store, StoredSession } from './stores/store';
 import { isAtomicStore, replayChanges, toRecord, writeLockOf } from './stores/store';
 import { SessionStoreError } from './errors';
 import type { Expiry } from './expiry';
 import { sha256Hex } from './ids';
-import type { MemoryStore } from './stores/memory';
 import { directMemoryStore } from './stores/memory';
-import type { RedisStore } from './stores/redis';
 import { directRedisStore } from './stores/redis';
 import { cloneChecked, dataOfValues } from './values';
 
@@ -20,10 +18,8 @@ export class Storage {
   readonly atomic: boolean;
   readonly writeLock: DistributedLock | undefined;
   private readonly key: (id: string) => string;
-  /** The default MemoryStore, reached directly (see directMemoryStore); undefined for any other store. */
-  private readonly memory: MemoryStore | undefined;
-  /** A RedisStore read directly (see directRedisStore); undefined for any other store. */
-  private readonly redis: RedisStore | undefined;
+  /** A MemoryStore or RedisStore, reached directly (see DirectStore); undefined for any other store. */
+  private readonly direct: DirectStore | undefined;
 
   constructor(
     private readonly store: Store,
@@ -32,23 +28,39 @@ export class Storage {
   ) {
     this.atomic = isAtomicStore(store);
     this.key = hashIds ? sha256Hex : (id) => id;
-    this.memory = directMemoryStore(store);
-    this.redis = directRedisStore(store);
+    this.direct = directMemoryStore(store) ?? directRedisStore(store);
     const lock = writeLockOf(store);
     this.writeLock = lock === undefined ? undefined : { acquire: (id, timeoutMs) => lock.acquire(this.key(id), timeoutMs) };
   }
 
   /** The live session stored for `id`, or undefined. */
   async load(id: string, now: number): Promise<StoredSession | undefined> {
-    const loaded = this.memory === undefined ? await this.get(this.key(id), now) : this.memory.readSession(this.key(id), now);
+    const key = this.key(id);
+    let loaded: StoredSession | undefined;
+    try {
+      // The hot path: no closure, and no promise to wait for from a MemoryStore.
+      const read = this.direct === undefined ? this.get(key, now) : this.direct.readSession(key, now);
+      loaded = read instanceof Promise ? await read : read;
+    } catch (error) {
+      throw new SessionStoreError('load', error);
+    }
     return loaded !== undefined && this.expiry.isLive(loaded, now) ? loaded : undefined;
   }
 
   /** Stores `session` under `id`, replacing what was there. */
   async save(id: string, session: StoredSession, ttl: number): Promise<void> {
-    if (this.memory !== undefined) return this.memory.writeSession(this.key(id), session, ttl);
-    const record = { data: dataOfValues(session.values), createdAt: session.createdAt, touchedAt: session.touchedAt };
-    await this.call('save', () => this.store.set(this.key(id), record, ttl));
+    const key = this.key(id);
+    const direct = this.direct;
+    if (direct === undefined) {
+      const record = { data: dataOfValues(session.values), createdAt: session.createdAt, touchedAt: session.touchedAt };
+      return this.call('save', () => this.store.set(key, record, ttl));
+    }
+    try {
+      const written = direct.writeSession(key, session, ttl);
+      if (written !== undefined) await written;
+    } catch (error) {
+      throw new SessionStoreError('save', error);
+    }
   }
 
   async remove(id: string): Promise<void> {
@@ -62,11 +74,18 @@ export class Storage {
    * the exclusive lock.
    */
   async apply(id: string, changes: readonly Change[], now: number, ttl: number): Promise<boolean> {
+    const key = this.key(id);
+    const direct = this.direct;
     const store = this.store;
-    if (this.memory !== undefined) return this.memory.applyChangesNow(this.key(id), changes, now, ttl);
-    if (isAtomicStore(store)) {
-      return this.call('commit', () => store.applyChanges(this.key(id), changes, now, ttl));
+    if (direct !== undefined) {
+      try {
+        const applied = direct.applySession(key, changes, now, ttl);
+        return typeof applied === 'boolean' ? applied : await applied;
+      } catch (error) {
+        throw new SessionStoreError('commit', error);
+      }
     }
+    if (isAtomicStore(store)) return this.call('commit', () => store.applyChanges(key, changes, now, ttl));
     const fresh = await this.load(id, now);
     if (fresh === undefined) return false;
     replayChanges(changes, fresh.values);
@@ -74,22 +93,16 @@ export class Storage {
     return true;
   }
 
-  /** What the store itself holds under `key`, read as a session. */
+  /** What a plain store holds under `key`, read as a session. */
   private async get(key: string, now: number): Promise<StoredSession | undefined> {
-    let stored: SessionData | undefined | null;
-    try {
-      // The hot path: awaited here, not through call().
-      if (this.redis !== undefined) return await this.redis.readSession(key, now);
-      stored = await this.store.get(key);
-    } catch (error) {
-      throw new SessionStoreError('load', error);
-    }
+    const stored: SessionData | undefined | null = await this.store.get(key);
     if (stored === undefined || stored === null) return undefined;
     // A plain store may have handed out its own object, which must stay untouched.
     const { data, createdAt, touchedAt } = toRecord(this.atomic ? stored : cloneChecked(stored), now);
     return { values: valuesOf(data), createdAt, touchedAt };
   }
 
+  /** `run()`, its failure turned into a SessionStoreError: a failed load must never look like "no session". */
   private async call<T>(operation: string, run: () => Promise<T>): Promise<T> {
     try {
       return await run();

@@ -1,5 +1,5 @@
 /**
- * The default MemoryStore and a RedisStore are read directly by the
+ * The default MemoryStore and a RedisStore are reached directly by the
  * middleware: values stay JSON text until a handler reads them (and, in
  * MemoryStore, commits replay on that text). What users see must not
  * change: data round-trips exactly whether or not it was read, and a
@@ -125,7 +125,7 @@ describe('MemoryStore, reached directly by the middleware', () => {
   });
 });
 
-describe('RedisStore, read directly by the middleware', function () {
+describe('RedisStore, reached directly by the middleware', function () {
   this.timeout(30_000);
   let redis: { url: string; server: RedisServer | undefined } | undefined;
   const clients: Redis[] = [];
@@ -150,15 +150,56 @@ describe('RedisStore, read directly by the middleware', function () {
     await unreadValuesRoundTrip(new RedisStore(options()), false);
   });
 
-  it("a subclass's overridden get is called for every load", async () => {
-    let gets = 0;
+  it("a subclass's overridden methods are called for every load and commit", async () => {
+    const calls: string[] = [];
     class CountingRedisStore extends RedisStore {
       override async get(id: string): Promise<SessionData | undefined> {
-        gets++;
+        calls.push('get');
         return super.get(id);
+      }
+      override async set(id: string, data: SessionData, maxAgeMs: number): Promise<void> {
+        calls.push('set');
+        return super.set(id, data, maxAgeMs);
+      }
+      override async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
+        calls.push('applyChanges');
+        return super.applyChanges(id, changes, touchedAt, maxAgeMs);
       }
     }
     expect(await countTwiceAndRead(new CountingRedisStore(options()))).to.deep.equal(['1', '2', '2']);
-    expect(gets).to.equal(2);
+    expect(calls).to.deep.equal(['set', 'get', 'applyChanges', 'get']);
+  });
+
+  it("a subclass's overridden set alone is called for every save", async () => {
+    let sets = 0;
+    class CountingRedisStore extends RedisStore {
+      override async set(id: string, data: SessionData, maxAgeMs: number): Promise<void> {
+        sets++;
+        return super.set(id, data, maxAgeMs);
+      }
+    }
+    expect(await countTwiceAndRead(new CountingRedisStore(options()))).to.deep.equal(['1', '2', '2']);
+    expect(sets).to.equal(1);
+  });
+
+  it('regenerate stores a value no handler read as the very JSON text Redis held', async () => {
+    const opts = options();
+    const store = new RedisStore(opts);
+    const t = await start({ store }, async (ctx) => {
+      if (ctx.path === '/init') ctx.session.set('profile', { a: 1 });
+      if (ctx.path === '/login') await ctx.session.regenerate();
+      ctx.body = 'ok';
+    });
+    const jar = new Jar();
+    jar.take(await t.http.post('/init').expect(200));
+    const oldId = jar.get() as string;
+    // As another writer might have stored it: decoding and encoding again would give {"a":1}.
+    const text = '{ "a": 1.0 }';
+    await opts.client.hset(store.key(oldId), 'd:profile', text);
+    jar.take(await t.http.post('/login').set('Cookie', jar.header()).expect(200));
+    const newId = jar.get() as string;
+    expect(newId).to.not.equal(oldId);
+    expect(await opts.client.hget(store.key(newId), 'd:profile')).to.equal(text);
+    expect(await store.get(newId)).to.deep.include({ data: { profile: { a: 1 } } });
   });
 });

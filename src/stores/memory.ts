@@ -178,11 +178,11 @@ export class MemoryStore implements AtomicStore {
   }
 
   async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
-    return this.applyChangesNow(id, changes, touchedAt, maxAgeMs);
+    return this.applySession(id, changes, touchedAt, maxAgeMs);
   }
 
   /** @internal applyChanges, done before it returns. */
-  applyChangesNow(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): boolean {
+  applySession(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): boolean {
     const found = this.live(id);
     if (found === undefined) return false;
     // Stored by someone else: from now on a record the middleware keeps.

@@ -3,7 +3,7 @@ import type { AtomicStore, Change, DistributedLock, LockingStore, SessionData, S
 import { toRecord } from './store';
 import { SessionLockTimeoutError } from '../errors';
 import { trace } from '../events';
-import { JsonText, dataOfValues } from '../values';
+import { JsonText, dataOfValues, jsonOf } from '../values';
 
 /**
  * The part of an ioredis client (`Redis` or `Cluster`) the store uses.
@@ -168,6 +168,11 @@ function expiryMs(maxAgeMs: number): number {
   return Math.ceil(maxAgeMs);
 }
 
+/** REPLACE's arguments up to the fields, which the caller pushes in pairs. */
+function replaceArgs(createdAt: number, touchedAt: number, maxAgeMs: number): (string | number)[] {
+  return [expiryMs(maxAgeMs), CREATED, createdAt, TOUCHED, touchedAt];
+}
+
 /** A Redis call that did not answer in time. */
 class RedisTimeoutError extends Error {
   constructor(ms: number) {
@@ -238,11 +243,21 @@ export class RedisStore implements AtomicStore, LockingStore {
   /** Replaces what is stored under `id` with `record`, expiring in `maxAgeMs`, in one step. */
   async set(id: string, record: SessionData, maxAgeMs: number): Promise<void> {
     const { data, createdAt, touchedAt } = toRecord(record, Date.now());
-    const args: (string | number)[] = [expiryMs(maxAgeMs), CREATED, createdAt, TOUCHED, touchedAt];
+    const args = replaceArgs(createdAt, touchedAt, maxAgeMs);
     for (const [key, value] of Object.entries(data)) {
       const json = JSON.stringify(value);
       if (json !== undefined) args.push(DATA + key, json); // as JSON would: undefined values are left out
     }
+    await this.run(REPLACE, this.key(id), args);
+  }
+
+  /**
+   * @internal set() for the middleware (see directRedisStore): values still
+   * JSON text, never read by a handler, are stored as they came.
+   */
+  async writeSession(id: string, session: StoredSession, maxAgeMs: number): Promise<void> {
+    const args = replaceArgs(session.createdAt, session.touchedAt, maxAgeMs);
+    for (const [key, slot] of session.values) args.push(DATA + key, jsonOf(slot));
     await this.run(REPLACE, this.key(id), args);
   }
 
@@ -270,6 +285,11 @@ export class RedisStore implements AtomicStore, LockingStore {
       }
     }
     return (await this.run(APPLY, this.key(id), args)) === 1;
+  }
+
+  /** @internal applyChanges, for the middleware (see DirectStore); an override of applyChanges is called. */
+  applySession(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
+    return this.applyChanges(id, changes, touchedAt, maxAgeMs);
   }
 
   /**
@@ -373,12 +393,15 @@ export class RedisStore implements AtomicStore, LockingStore {
 }
 
 /**
- * `store` when it is a RedisStore whose `get` is its own, else undefined.
- * The middleware then loads sessions with readSession, and only the values
- * a handler reads are decoded. A subclass that overrides `get` expects it
- * to be called, so it is read through it.
+ * `store` when it is a RedisStore whose `get` and `set` are its own, else
+ * undefined. The middleware then loads and saves sessions with
+ * readSession and writeSession: only the values a handler reads are
+ * decoded, and only those it sets are encoded. A subclass that overrides
+ * `get` or `set` expects them to be called, so it is used through them.
  * @internal
  */
 export function directRedisStore(store: Store): RedisStore | undefined {
-  return store instanceof RedisStore && store.get === RedisStore.prototype.get ? store : undefined;
+  if (!(store instanceof RedisStore)) return undefined;
+  const own = RedisStore.prototype;
+  return store.get === own.get && store.set === own.set ? store : undefined;
 }

@@ -113,6 +113,22 @@ export interface StoredSession {
 }
 
 /**
+ * @internal What MemoryStore and RedisStore offer the middleware besides
+ * the Store API: sessions whose values are JSON text (see JsonText), so a
+ * load decodes nothing a handler does not read and a save re-encodes
+ * nothing a handler did not change. MemoryStore answers at once, without a
+ * promise; RedisStore with one.
+ */
+export interface DirectStore {
+  /** The session stored under `id`, or undefined. */
+  readSession(id: string, now: number): StoredSession | undefined | Promise<StoredSession | undefined>;
+  /** Stores `session` under `id` for `maxAgeMs`, replacing what was there. */
+  writeSession(id: string, session: StoredSession, maxAgeMs: number): void | Promise<void>;
+  /** AtomicStore.applyChanges. */
+  applySession(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): boolean | Promise<boolean>;
+}
+
+/**
  * A write lock shared by every process using the same store
  * (`RedisStore({ lock: true })`). Taken after the in-process lock, so one
  * process never has more than one waiter per session at the store.
