@@ -7,7 +7,7 @@
  */
 import Redis from 'ioredis';
 import { MemoryStore, RedisStore } from '../src';
-import type { Change, SessionData, Store } from '../src';
+import type { SessionData, Store } from '../src';
 import { Jar, closeAll, expect, start } from './support/app';
 import { testRedis } from './support/redis-server';
 import type { RedisServer } from './support/redis-server';
@@ -95,34 +95,51 @@ async function countTwiceAndRead(store: Store): Promise<string[]> {
   return seen;
 }
 
-describe('MemoryStore, reached directly by the middleware', () => {
+type Overridable = 'get' | 'set' | 'applyChanges';
+
+/**
+ * Makes `store` an instance of a subclass overriding `methods`, each noting
+ * its name in `calls` and then doing what the class's own does. This is
+ * what `class extends` builds: a prototype between the instance and its
+ * class's, holding the overrides.
+ */
+function overriding<S extends Store>(store: S, methods: readonly Overridable[], calls: string[]): S {
+  type Methods = Record<Overridable, (...args: unknown[]) => unknown>;
+  const own = Object.getPrototypeOf(store) as Methods;
+  const overrides = Object.create(own) as Methods;
+  for (const method of methods) {
+    overrides[method] = function (this: S, ...args: unknown[]) {
+      calls.push(method);
+      return own[method].apply(this, args);
+    };
+  }
+  return Object.setPrototypeOf(store, overrides) as S;
+}
+
+/** What countTwiceAndRead calls on a store reached through its public methods only. */
+const EVERY_CALL: readonly Overridable[] = ['set', 'get', 'applyChanges', 'get'];
+
+/** The tests both stores share; `make` gives a fresh store. */
+function directStoreTests(make: () => MemoryStore | RedisStore, keepsOrder: boolean): void {
   it('values a handler never reads come through updates and regenerate exactly', async () => {
-    const store = new MemoryStore();
-    store.close();
-    await unreadValuesRoundTrip(store, true);
+    await unreadValuesRoundTrip(make(), keepsOrder);
   });
 
-  it("a subclass's overridden methods are called for every load and commit", async () => {
-    const calls: string[] = [];
-    class CountingStore extends MemoryStore {
-      override async get(id: string): Promise<SessionData | undefined> {
-        calls.push('get');
-        return super.get(id);
-      }
-      override async set(id: string, data: SessionData, maxAgeMs: number): Promise<void> {
-        calls.push('set');
-        return super.set(id, data, maxAgeMs);
-      }
-      override async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
-        calls.push('applyChanges');
-        return super.applyChanges(id, changes, touchedAt, maxAgeMs);
-      }
-    }
-    const store = new CountingStore();
+  for (const methods of [['get', 'set', 'applyChanges'], ['get'], ['set'], ['applyChanges']] as const) {
+    it(`a subclass's overridden ${methods.join(', ')} ${methods.length > 1 ? 'are' : 'is'} called for every load and commit`, async () => {
+      const calls: string[] = [];
+      expect(await countTwiceAndRead(overriding(make(), methods, calls))).to.deep.equal(['1', '2', '2']);
+      expect(calls).to.deep.equal(EVERY_CALL.filter((method) => (methods as readonly Overridable[]).includes(method)));
+    });
+  }
+}
+
+describe('MemoryStore, reached directly by the middleware', () => {
+  directStoreTests(() => {
+    const store = new MemoryStore();
     store.close();
-    expect(await countTwiceAndRead(store)).to.deep.equal(['1', '2', '2']);
-    expect(calls).to.deep.equal(['set', 'get', 'applyChanges', 'get']);
-  });
+    return store;
+  }, true);
 });
 
 describe('RedisStore, reached directly by the middleware', function () {
@@ -146,41 +163,7 @@ describe('RedisStore, reached directly by the middleware', function () {
     return { client, prefix: `kls-direct-${process.pid}-${++counter}:` };
   }
 
-  it('values a handler never reads come through updates and regenerate exactly', async () => {
-    await unreadValuesRoundTrip(new RedisStore(options()), false);
-  });
-
-  it("a subclass's overridden methods are called for every load and commit", async () => {
-    const calls: string[] = [];
-    class CountingRedisStore extends RedisStore {
-      override async get(id: string): Promise<SessionData | undefined> {
-        calls.push('get');
-        return super.get(id);
-      }
-      override async set(id: string, data: SessionData, maxAgeMs: number): Promise<void> {
-        calls.push('set');
-        return super.set(id, data, maxAgeMs);
-      }
-      override async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
-        calls.push('applyChanges');
-        return super.applyChanges(id, changes, touchedAt, maxAgeMs);
-      }
-    }
-    expect(await countTwiceAndRead(new CountingRedisStore(options()))).to.deep.equal(['1', '2', '2']);
-    expect(calls).to.deep.equal(['set', 'get', 'applyChanges', 'get']);
-  });
-
-  it("a subclass's overridden set alone is called for every save", async () => {
-    let sets = 0;
-    class CountingRedisStore extends RedisStore {
-      override async set(id: string, data: SessionData, maxAgeMs: number): Promise<void> {
-        sets++;
-        return super.set(id, data, maxAgeMs);
-      }
-    }
-    expect(await countTwiceAndRead(new CountingRedisStore(options()))).to.deep.equal(['1', '2', '2']);
-    expect(sets).to.equal(1);
-  });
+  directStoreTests(() => new RedisStore(options()), false);
 
   it('regenerate stores a value no handler read as the very JSON text Redis held', async () => {
     const opts = options();
