@@ -46,7 +46,8 @@ export function session(opts?: SessionOptions): Middleware {
     trace('locked', id, lock.mode);
     let loaded: StoredSession | undefined;
     try {
-      loaded = await storage.load(id, Date.now());
+      const read = storage.load(id, Date.now());
+      loaded = read instanceof Promise ? await read : read; // a MemoryStore answers at once
     } catch (error) {
       await lock.release();
       throw error;

@@ -33,17 +33,25 @@ export class Storage {
     this.writeLock = lock === undefined ? undefined : { acquire: (id, timeoutMs) => lock.acquire(this.key(id), timeoutMs) };
   }
 
-  /** The live session stored for `id`, or undefined. */
-  async load(id: string, now: number): Promise<StoredSession | undefined> {
+  /** The live session stored for `id`, or undefined: at once from a MemoryStore, else through a promise. */
+  load(id: string, now: number): StoredSession | undefined | Promise<StoredSession | undefined> {
     const key = this.key(id);
-    let loaded: StoredSession | undefined;
+    let read: StoredSession | undefined | Promise<StoredSession | undefined>;
     try {
-      // The hot path: no closure, and no promise to wait for from a MemoryStore.
-      const read = this.direct === undefined ? this.get(key, now) : this.direct.readSession(key, now);
-      loaded = read instanceof Promise ? await read : read;
+      read = this.direct === undefined ? this.get(key, now) : this.direct.readSession(key, now);
     } catch (error) {
       throw new SessionStoreError('load', error);
     }
+    if (!(read instanceof Promise)) return this.live(read, now);
+    return read.then(
+      (loaded) => this.live(loaded, now),
+      (error: unknown) => {
+        throw new SessionStoreError('load', error);
+      },
+    );
+  }
+
+  private live(loaded: StoredSession | undefined, now: number): StoredSession | undefined {
     return loaded !== undefined && this.expiry.isLive(loaded, now) ? loaded : undefined;
   }
 
