@@ -81,8 +81,10 @@ export async function commit(scope: CommitScope, plan: CommitPlan, now: number):
     case 'push': {
       const loadedId = state.loadedId as string;
       // A push alone is safe under a shared lock only where the store applies it atomically.
-      if (plan === 'update' || !storage.atomic) await scope.lock?.exclusive();
-      const stored = await storage.apply(loadedId, state.changes, now, expiry.ttl(state.createdAt, now));
+      const upgrading = plan === 'update' || !storage.atomic ? scope.lock?.exclusive() : undefined;
+      if (upgrading !== undefined) await upgrading;
+      const applying = storage.apply(loadedId, state.changes, now, expiry.ttl(state.createdAt, now));
+      const stored = typeof applying === 'boolean' ? applying : await applying;
       if (!stored) return interrupted(scope);
       trace(plan, loadedId);
       return { kind: 'send', id: loadedId, expiresAt: expiry.endsAt(state.createdAt, now) };

@@ -222,8 +222,12 @@ export class HeldLock {
    * that both waited for exclusivity while still holding their shared locks
    * would wait for each other for ever.
    */
-  async exclusive(): Promise<void> {
-    if (this.heldMode === 'write') return;
+  exclusive(): Promise<void> | undefined {
+    if (this.heldMode === 'write') return undefined;
+    return this.upgrade();
+  }
+
+  private async upgrade(): Promise<void> {
     await this.release(); // a shared hold is in-process only: nothing to wait for
     await this.take('write');
   }

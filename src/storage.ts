@@ -43,12 +43,7 @@ export class Storage {
       throw new SessionStoreError('load', error);
     }
     if (!(read instanceof Promise)) return this.live(read, now);
-    return read.then(
-      (loaded) => this.live(loaded, now),
-      (error: unknown) => {
-        throw new SessionStoreError('load', error);
-      },
-    );
+    return failingAs('load', read).then((loaded) => this.live(loaded, now));
   }
 
   private live(loaded: StoredSession | undefined, now: number): StoredSession | undefined {
@@ -77,23 +72,28 @@ export class Storage {
 
   /**
    * Replays `changes` onto the freshest stored data of `id` and records the
-   * push time. Resolves false, writing nothing, when the session is gone.
-   * Without an atomic store this is get-merge-set, so the caller must hold
-   * the exclusive lock.
+   * push time: false, writing nothing, when the session is gone. At once
+   * from a MemoryStore, else through a promise. Without an atomic store
+   * this is get-merge-set, so the caller must hold the exclusive lock.
    */
-  async apply(id: string, changes: readonly Change[], now: number, ttl: number): Promise<boolean> {
+  apply(id: string, changes: readonly Change[], now: number, ttl: number): boolean | Promise<boolean> {
     const key = this.key(id);
     const direct = this.direct;
     const store = this.store;
     if (direct !== undefined) {
+      let applied: boolean | Promise<boolean>;
       try {
-        const applied = direct.applySession(key, changes, now, ttl);
-        return typeof applied === 'boolean' ? applied : await applied;
+        applied = direct.applySession(key, changes, now, ttl);
       } catch (error) {
         throw new SessionStoreError('commit', error);
       }
+      return typeof applied === 'boolean' ? applied : failingAs('commit', applied);
     }
     if (isAtomicStore(store)) return this.call('commit', () => store.applyChanges(key, changes, now, ttl));
+    return this.mergeAndSet(id, changes, now, ttl);
+  }
+
+  private async mergeAndSet(id: string, changes: readonly Change[], now: number, ttl: number): Promise<boolean> {
     const fresh = await this.load(id, now);
     if (fresh === undefined) return false;
     replayChanges(changes, fresh.values);
@@ -110,7 +110,7 @@ export class Storage {
     return { values: valuesOf(data), createdAt, touchedAt };
   }
 
-  /** `run()`, its failure turned into a SessionStoreError: a failed load must never look like "no session". */
+  /** `run()`, its failure (thrown or rejected) turned into a SessionStoreError. */
   private async call<T>(operation: string, run: () => Promise<T>): Promise<T> {
     try {
       return await run();
@@ -118,6 +118,13 @@ export class Storage {
       throw new SessionStoreError(operation, error);
     }
   }
+}
+
+/** `pending`, its rejection turned into a SessionStoreError: a failed load must never look like "no session". */
+function failingAs<T>(operation: string, pending: Promise<T>): Promise<T> {
+  return pending.catch((error: unknown) => {
+    throw new SessionStoreError(operation, error);
+  });
 }
 
 function valuesOf(data: SessionData): Map<string, unknown> {

@@ -6,7 +6,7 @@
  * subclass's overridden methods are still called.
  */
 import Redis from 'ioredis';
-import { MemoryStore, RedisStore } from '../src';
+import { MemoryStore, RedisStore, SessionStoreError } from '../src';
 import type { SessionData, Store } from '../src';
 import { Jar, closeAll, expect, start } from './support/app';
 import { testRedis } from './support/redis-server';
@@ -184,5 +184,29 @@ describe('RedisStore, reached directly by the middleware', function () {
     expect(newId).to.not.equal(oldId);
     expect(await opts.client.hget(store.key(newId), 'd:profile')).to.equal(text);
     expect(await store.get(newId)).to.deep.include({ data: { profile: { a: 1 } } });
+  });
+
+  it("a load or commit Redis refuses gives a 503 and a SessionStoreError carrying Redis's error", async () => {
+    const opts = options();
+    const store = new RedisStore(opts);
+    const t = await start({ store }, async (ctx) => {
+      // A stray writer turns the session's hash into a string while the request runs.
+      if (ctx.path === '/break') await opts.client.set(store.key(ctx.session.id), 'not a hash');
+      ctx.session.set('n', 1);
+      ctx.body = 'ok';
+    });
+    const jar = new Jar();
+    jar.take(await t.http.post('/init').expect(200));
+    const committing = await t.http.post('/break').set('Cookie', jar.header()).expect(503);
+    expect(committing.headers['set-cookie']).to.equal(undefined);
+    await t.http.post('/again').set('Cookie', jar.header()).expect(503);
+    expect(t.errors.map((error) => (error as Error).message)).to.deep.equal([
+      'koa-locked-session: session store failed during commit',
+      'koa-locked-session: session store failed during load',
+    ]);
+    for (const error of t.errors as SessionStoreError[]) {
+      expect(error).to.be.instanceOf(SessionStoreError);
+      expect((error.cause as Error).message).to.match(/^WRONGTYPE/);
+    }
   });
 });
