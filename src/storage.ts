@@ -36,14 +36,9 @@ export class Storage {
   /** The live session stored for `id`, or undefined: at once from a MemoryStore, else through a promise. */
   load(id: string, now: number): StoredSession | undefined | Promise<StoredSession | undefined> {
     const key = this.key(id);
-    let read: StoredSession | undefined | Promise<StoredSession | undefined>;
-    try {
-      read = this.direct === undefined ? this.get(key, now) : this.direct.readSession(key, now);
-    } catch (error) {
-      throw new SessionStoreError('load', error);
-    }
-    if (!(read instanceof Promise)) return this.live(read, now);
-    return failingAs('load', read).then((loaded) => this.live(loaded, now));
+    const direct = this.direct;
+    const read = this.attempt('load', () => (direct === undefined ? this.get(key, now) : direct.readSession(key, now)));
+    return read instanceof Promise ? read.then((loaded) => this.live(loaded, now)) : this.live(read, now);
   }
 
   private live(loaded: StoredSession | undefined, now: number): StoredSession | undefined {
@@ -54,20 +49,16 @@ export class Storage {
   async save(id: string, session: StoredSession, ttl: number): Promise<void> {
     const key = this.key(id);
     const direct = this.direct;
-    if (direct === undefined) {
+    const written = this.attempt('save', () => {
+      if (direct !== undefined) return direct.writeSession(key, session, ttl);
       const record = { data: dataOfValues(session.values), createdAt: session.createdAt, touchedAt: session.touchedAt };
-      return this.call('save', () => this.store.set(key, record, ttl));
-    }
-    try {
-      const written = direct.writeSession(key, session, ttl);
-      if (written !== undefined) await written;
-    } catch (error) {
-      throw new SessionStoreError('save', error);
-    }
+      return this.store.set(key, record, ttl);
+    });
+    if (written !== undefined) await written;
   }
 
   async remove(id: string): Promise<void> {
-    await this.call('destroy', () => this.store.destroy(this.key(id)));
+    await this.attempt('destroy', () => this.store.destroy(this.key(id)));
   }
 
   /**
@@ -80,16 +71,8 @@ export class Storage {
     const key = this.key(id);
     const direct = this.direct;
     const store = this.store;
-    if (direct !== undefined) {
-      let applied: boolean | Promise<boolean>;
-      try {
-        applied = direct.applySession(key, changes, now, ttl);
-      } catch (error) {
-        throw new SessionStoreError('commit', error);
-      }
-      return typeof applied === 'boolean' ? applied : failingAs('commit', applied);
-    }
-    if (isAtomicStore(store)) return this.call('commit', () => store.applyChanges(key, changes, now, ttl));
+    if (direct !== undefined) return this.attempt('commit', () => direct.applySession(key, changes, now, ttl));
+    if (isAtomicStore(store)) return this.attempt('commit', () => store.applyChanges(key, changes, now, ttl));
     return this.mergeAndSet(id, changes, now, ttl);
   }
 
@@ -110,21 +93,29 @@ export class Storage {
     return { values: valuesOf(data), createdAt, touchedAt };
   }
 
-  /** `run()`, its failure (thrown or rejected) turned into a SessionStoreError. */
-  private async call<T>(operation: string, run: () => Promise<T>): Promise<T> {
+  /**
+   * `run()`'s answer, its failure (thrown now or rejected later) turned into
+   * a SessionStoreError: a failed load must never look like "no session".
+   * An answer given at once (MemoryStore) is handed back at once, without a
+   * promise; a store's own thenable (a Bluebird promise, say) becomes a
+   * native one.
+   */
+  private attempt<T>(operation: string, run: () => T | PromiseLike<T>): T | Promise<T> {
+    let answer: T | PromiseLike<T>;
     try {
-      return await run();
+      answer = run();
     } catch (error) {
       throw new SessionStoreError(operation, error);
     }
+    if (!isThenable(answer)) return answer;
+    return Promise.resolve(answer).catch((error: unknown) => {
+      throw new SessionStoreError(operation, error);
+    });
   }
 }
 
-/** `pending`, its rejection turned into a SessionStoreError: a failed load must never look like "no session". */
-function failingAs<T>(operation: string, pending: Promise<T>): Promise<T> {
-  return pending.catch((error: unknown) => {
-    throw new SessionStoreError(operation, error);
-  });
+function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return typeof (value as Partial<PromiseLike<T>> | null | undefined)?.then === 'function';
 }
 
 function valuesOf(data: SessionData): Map<string, unknown> {

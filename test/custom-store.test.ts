@@ -204,6 +204,46 @@ describe('Store errors', () => {
     expect(ran).to.equal(false);
   });
 
+  it("a store answering with its own thenables (not native promises) works, and a rejected one gives a 503 and a SessionStoreError", async () => {
+    /** A minimal Promises/A+ thenable, as an older promise library would return. */
+    const thenable = <T>(settle: () => T) => ({
+      then(onFulfilled: (value: T) => unknown, onRejected: (error: unknown) => unknown) {
+        let value: T;
+        try {
+          value = settle();
+        } catch (error) {
+          setImmediate(() => onRejected(error));
+          return;
+        }
+        setImmediate(() => onFulfilled(value));
+      },
+    });
+    const map = new Map<string, unknown>();
+    const failing = new Set<string>();
+    const fail = (method: string) => {
+      if (failing.has(method)) throw new Error(`store ${method} is down`);
+    };
+    const store = {
+      get: (key: string) => thenable(() => (fail('get'), map.get(key))),
+      set: (key: string, sess: unknown) => thenable(() => (fail('set'), void map.set(key, JSON.parse(JSON.stringify(sess))))),
+      destroy: (key: string) => thenable(() => void map.delete(key)),
+    } as unknown as Store;
+    const run = await start(undefined, handler, { middleware: withStore(store) });
+    const jar = new Jar();
+    const { id } = (await call(run, jar, 'post', '/?k=n&v=1')).body as { id: string };
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, data: { n: 1 } });
+    for (const method of ['get', 'set']) {
+      failing.add(method);
+      expect((await call(run, jar, 'post', '/?k=n&v=2')).status, `${method} failing`).to.equal(503);
+      failing.delete(method);
+    }
+    expect(run.errors.map((error) => (error instanceof SessionStoreError ? (error.cause as Error).message : String(error)))).to.deep.equal([
+      'store get is down',
+      'store set is down',
+    ]);
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, data: { n: 1 } });
+  });
+
   it('the error is a SessionStoreError with code ESESSIONSTORE, status 503 and the store\'s own error as cause', async () => {
     const original = new Error('connection refused');
     const store: Store = {
