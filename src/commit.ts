@@ -83,8 +83,18 @@ export async function commit(scope: CommitScope, plan: CommitPlan, now: number):
       // A push alone is safe under a shared lock only where the store applies it atomically.
       const upgrading = plan === 'update' || !storage.atomic ? scope.lock?.exclusive() : undefined;
       if (upgrading !== undefined) await upgrading;
-      const applying = storage.apply(loadedId, state.changes, now, expiry.ttl(state.createdAt, now));
-      const stored = typeof applying === 'boolean' ? applying : await applying;
+      const ttl = expiry.ttl(state.createdAt, now);
+      let stored: boolean;
+      if (storage.readsBack && scope.lock?.hasWaiters() === true) {
+        // The next request in line starts from what this commit leaves, read
+        // back in the same step, instead of a round trip of its own to load it.
+        const after = await storage.applyAndRead(loadedId, state.changes, now, ttl);
+        if (after !== undefined) scope.lock.handOver(after);
+        stored = after !== undefined;
+      } else {
+        const applying = storage.apply(loadedId, state.changes, now, ttl);
+        stored = typeof applying === 'boolean' ? applying : await applying;
+      }
       if (!stored) return interrupted(scope);
       trace(plan, loadedId);
       return { kind: 'send', id: loadedId, expiresAt: expiry.endsAt(state.createdAt, now) };

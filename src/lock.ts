@@ -1,13 +1,16 @@
 import { Semaphore } from 'async-mutex';
 import { SessionLockTimeoutError, SessionStoreError } from './errors';
 import { trace } from './events';
-import type { DistributedLock } from './stores/store';
+import type { DistributedLock, StoredSession } from './stores/store';
 
 /** `'read'` is shared, `'write'` is exclusive. */
 export type LockMode = 'read' | 'write';
 
-/** Gives a granted lock back. Calling it again does nothing. */
-export type Release = () => void;
+/**
+ * Gives a granted lock back. Calling it again does nothing. A writer may
+ * hand over the session as it left it in the store (see ReadWriteLock.handedOver).
+ */
+export type Release = (handOver?: StoredSession) => void;
 
 /**
  * One session's read/write lock, out of two async-mutex semaphores of one
@@ -29,6 +32,14 @@ class ReadWriteLock {
   private writing = false;
   /** Requests holding or waiting for this lock. */
   users = 0;
+  /**
+   * The session as the writer that just gave the lock back left it in the
+   * store (its commit read it back in the same step), for the next request
+   * in line to start from instead of loading it again (see
+   * LockTable.takeHandOver). Every writer's release replaces it, with
+   * nothing when it left nothing.
+   */
+  handedOver: StoredSession | undefined;
 
   /**
    * Grants `mode` within this call when nobody would wait for it: the line
@@ -95,6 +106,25 @@ export class LockTable {
     return this.entries.size;
   }
 
+  /** Whether more than one request holds or waits for `id`'s lock: for a writer, who holds it alone, others are waiting. */
+  isWaitedFor(id: string): boolean {
+    return (this.entries.get(id)?.users ?? 0) > 1;
+  }
+
+  /**
+   * What the writer before handed over for `id` (see
+   * ReadWriteLock.handedOver), taken by the first request granted the lock
+   * from the queue after it: that one starts from it, nobody later does.
+   * A request that joins readers later, or another reader of the same
+   * group, loads the session, and sees what other processes wrote since.
+   */
+  takeHandOver(id: string): StoredSession | undefined {
+    const lock = this.entries.get(id);
+    const handedOver = lock?.handedOver;
+    if (handedOver !== undefined) (lock as ReadWriteLock).handedOver = undefined;
+    return handedOver;
+  }
+
   /**
    * Takes `mode` on `id`'s lock. Returns the release function itself when
    * the lock is granted at once; otherwise a promise of it, which rejects
@@ -131,12 +161,13 @@ export class LockTable {
 
   private releaser(id: string, lock: ReadWriteLock, mode: LockMode): Release {
     let done = false;
-    return () => {
+    return (handOver) => {
       if (done) return;
       done = true;
       // The last user drops the whole entry: nobody is left to hand it to.
-      if (--lock.users === 0) this.entries.delete(id);
-      else lock.give(mode);
+      if (--lock.users === 0) return void this.entries.delete(id);
+      if (mode === 'write') lock.handedOver = handOver;
+      lock.give(mode);
     };
   }
 }
@@ -173,16 +204,24 @@ export class SessionLocks {
     const remote = mode === 'write' ? this.remote : undefined;
     const started = remote === undefined ? 0 : Date.now();
     const local = this.table.acquire(id, mode, this.timeoutMs);
-    if (remote === undefined && typeof local === 'function') return { local, remote: undefined };
+    // Granted at once: nobody was in line, so no writer just handed anything over.
+    if (remote === undefined && typeof local === 'function') return { local, remote: undefined, inherited: undefined };
     return this.takeSlowly(id, remote, local, started);
   }
+
+  /** See LockTable.isWaitedFor. */
+  isWaitedFor(id: string): boolean {
+    return this.table.isWaitedFor(id);
+  }
+
 
   /** The in-process lock once it comes, then the cross-process one when there is one to take. */
   private async takeSlowly(id: string, remote: DistributedLock | undefined, pending: Eventually<Release>, started: number): Promise<Releasers> {
     const local = await pending;
-    if (remote === undefined) return { local, remote: undefined };
+    const inherited = this.table.takeHandOver(id);
+    if (remote === undefined) return { local, remote: undefined, inherited };
     try {
-      return { local, remote: await remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started))) };
+      return { local, remote: await remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started))), inherited };
     } catch (error) {
       local();
       if (error instanceof SessionLockTimeoutError || error instanceof SessionStoreError) throw error;
@@ -194,12 +233,15 @@ export class SessionLocks {
 interface Releasers {
   local: Release;
   remote: (() => Promise<void>) | undefined;
+  /** What the writer before was handing over when the lock was granted. */
+  inherited: StoredSession | undefined;
 }
 
 /** The lock one request holds on its session. */
 export class HeldLock {
   private releasers: Releasers | undefined;
   private heldMode: LockMode | undefined;
+  private leaving: StoredSession | undefined;
 
   constructor(
     private readonly locks: SessionLocks,
@@ -208,6 +250,29 @@ export class HeldLock {
 
   get mode(): LockMode | undefined {
     return this.heldMode;
+  }
+
+  /**
+   * The session as the writer just before this request left it in the
+   * store, when it handed it over (see handOver and
+   * LockTable.takeHandOver): the request starts from it instead of loading
+   * the session.
+   */
+  get inherited(): StoredSession | undefined {
+    return this.releasers?.inherited;
+  }
+
+  /** True when the hold is exclusive and other requests wait for the lock. */
+  hasWaiters(): boolean {
+    return this.heldMode === 'write' && this.locks.isWaitedFor(this.id);
+  }
+
+  /**
+   * Leaves `session`, as this exclusive hold's commit left it in the store,
+   * to the requests after it (see inherited). Ignored on a shared hold.
+   */
+  handOver(session: StoredSession): void {
+    this.leaving = session;
   }
 
   /** Undefined when the lock was granted at once, else a promise that resolves once it is held. */
@@ -235,20 +300,22 @@ export class HeldLock {
   /** Gives the lock back; a promise only when a cross-process lock is handed back too. */
   release(): Promise<void> | undefined {
     const releasers = this.releasers;
+    const leaving = this.leaving;
     this.releasers = undefined;
     this.heldMode = undefined;
+    this.leaving = undefined;
     if (releasers === undefined) return undefined;
     const { local, remote } = releasers;
     if (remote === undefined) {
-      local();
+      local(leaving);
       return undefined;
     }
     // Remote first, so the next local waiter finds it free. A lock that
     // cannot be handed back expires by itself in the store; the request's
     // commit has already succeeded and must not fail now.
-    return remote().then(local, () => {
+    return remote().then(() => local(leaving), () => {
       trace('remote-unlock-failed', this.id);
-      local();
+      local(leaving);
     });
   }
 

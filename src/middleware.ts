@@ -46,7 +46,7 @@ export function session(opts?: SessionOptions): Middleware {
     trace('locked', id, lock.mode);
     let loaded: StoredSession | undefined;
     try {
-      const read = storage.load(id, Date.now());
+      const read = storage.load(id, Date.now(), lock.inherited);
       loaded = read instanceof Promise ? await read : read; // a MemoryStore answers at once
     } catch (error) {
       await lock.release();

@@ -4,7 +4,8 @@ import { SessionStoreError } from './errors';
 import type { Expiry } from './expiry';
 import { sha256Hex } from './ids';
 import { directMemoryStore } from './stores/memory';
-import { directRedisStore } from './stores/redis';
+import type { RedisStore } from './stores/redis';
+import { directRedisStore, readingBackRedisStore } from './stores/redis';
 import { cloneChecked, dataOfValues } from './values';
 
 /**
@@ -20,6 +21,8 @@ export class Storage {
   private readonly key: (id: string) => string;
   /** A MemoryStore or RedisStore, reached directly (see DirectStore); undefined for any other store. */
   private readonly direct: DirectStore | undefined;
+  /** A RedisStore whose commits can read the session back for the next request in line (see applyAndRead). */
+  private readonly readingBack: RedisStore | undefined;
 
   constructor(
     private readonly store: Store,
@@ -31,10 +34,24 @@ export class Storage {
     this.direct = directMemoryStore(store) ?? directRedisStore(store);
     const lock = writeLockOf(store);
     this.writeLock = lock === undefined ? undefined : { acquire: (id, timeoutMs) => lock.acquire(this.key(id), timeoutMs) };
+    // Under a cross-process write lock another process may write between two of ours: no hand-over then.
+    this.readingBack = this.writeLock === undefined ? readingBackRedisStore(store) : undefined;
   }
 
-  /** The live session stored for `id`, or undefined: at once from a MemoryStore, else through a promise. */
-  load(id: string, now: number): StoredSession | undefined | Promise<StoredSession | undefined> {
+  /** True when applyAndRead may be used. */
+  get readsBack(): boolean {
+    return this.readingBack !== undefined;
+  }
+
+  /**
+   * The live session stored for `id`, or undefined: at once from a
+   * MemoryStore, else through a promise. `inherited`, what the writer
+   * before this request handed over (see HeldLock.inherited), stands in
+   * for reading the store.
+   */
+  load(id: string, now: number, inherited?: StoredSession): StoredSession | undefined | Promise<StoredSession | undefined> {
+    // Each request changes its own values Map; the values themselves are JSON text, never changed.
+    if (inherited !== undefined) return this.live({ ...inherited, values: new Map(inherited.values) }, now);
     const key = this.key(id);
     const direct = this.direct;
     const read = this.attempt('load', () => (direct === undefined ? this.get(key, now) : direct.readSession(key, now)));
@@ -74,6 +91,17 @@ export class Storage {
     if (direct !== undefined) return this.attempt('commit', () => direct.applySession(key, changes, now, ttl));
     if (isAtomicStore(store)) return this.attempt('commit', () => store.applyChanges(key, changes, now, ttl));
     return this.mergeAndSet(id, changes, now, ttl);
+  }
+
+  /**
+   * apply(), for a RedisStore that reads the session back in the same step
+   * (readsBack): the session as stored right after, or undefined when it is
+   * gone, having written nothing.
+   */
+  async applyAndRead(id: string, changes: readonly Change[], now: number, ttl: number): Promise<StoredSession | undefined> {
+    const store = this.readingBack as RedisStore;
+    const key = this.key(id);
+    return this.attempt('commit', () => store.applyAndRead(key, changes, now, ttl));
   }
 
   private async mergeAndSet(id: string, changes: readonly Change[], now: number, ttl: number): Promise<boolean> {

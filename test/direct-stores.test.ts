@@ -8,7 +8,7 @@
 import Redis from 'ioredis';
 import { MemoryStore, RedisStore, SessionStoreError } from '../src';
 import type { SessionData, Store } from '../src';
-import { Jar, closeAll, expect, start } from './support/app';
+import { Jar, closeAll, expect, sleep, start } from './support/app';
 import { testRedis } from './support/redis-server';
 import type { RedisServer } from './support/redis-server';
 
@@ -132,6 +132,21 @@ function directStoreTests(make: () => MemoryStore | RedisStore, keepsOrder: bool
       expect(calls).to.deep.equal(EVERY_CALL.filter((method) => (methods as readonly Overridable[]).includes(method)));
     });
   }
+
+  it("a subclass's overridden applyChanges is called for every commit of requests queued on one session", async () => {
+    const calls: string[] = [];
+    const t = await start({ store: overriding(make(), ['applyChanges'], calls) }, async (ctx) => {
+      const n = ctx.session.get<number>('n') ?? 0;
+      await sleep(2); // the others queue for the lock meanwhile
+      ctx.session.set('n', n + 1);
+      ctx.body = String(n + 1);
+    });
+    const jar = new Jar();
+    jar.take(await t.http.post('/').expect(200));
+    await Promise.all(Array.from({ length: 20 }, () => t.http.post('/').set('Cookie', jar.header()).expect(200)));
+    expect((await t.http.post('/').set('Cookie', jar.header()).expect(200)).text).to.equal('22');
+    expect(calls.length, 'one applyChanges per update').to.equal(21);
+  });
 }
 
 describe('MemoryStore, reached directly by the middleware', () => {

@@ -241,6 +241,106 @@ describe('RedisStore', function () {
     assert.ok(n > 0 && n < 100, `expected lost updates without the Redis lock, got n = ${n}`);
   });
 
+  /**
+   * Counts the session loads (HGETALL sent by a client, not run inside a
+   * script) that Redis runs for `prefix` from now until `count()`, watching
+   * with MONITOR. `count()` first waits for a marker sent through `client`,
+   * so every command sent before it has been seen.
+   */
+  async function watchLoads(client: Redis): Promise<{ count(): Promise<number> }> {
+    const monitor = await connect().monitor();
+    let loads = 0;
+    let markerSeen: () => void = () => undefined;
+    const marker = `${prefix}marker`;
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      const [command, key] = args;
+      if (command?.toLowerCase() === 'hgetall' && key?.startsWith(prefix) && source !== 'lua') loads++;
+      if (command?.toLowerCase() === 'echo' && key === marker) markerSeen();
+    });
+    return {
+      async count() {
+        const seen = new Promise<void>((resolve) => (markerSeen = resolve));
+        await client.echo(marker);
+        await seen;
+        monitor.disconnect();
+        return loads;
+      },
+    };
+  }
+
+  /*
+   * A hot session: requests queued behind a writer start from the session
+   * as its commit left it in Redis (read back by the commit's own script),
+   * instead of loading it again. Nothing a user sees may change by it.
+   */
+  describe('requests queued for a session start from what the writer before them committed', () => {
+    for (const [kind, clientOptions] of CLIENT_KINDS) {
+      it(`100 concurrent increments in one process add exactly 100, with far fewer loads than requests (${kind})`, async () => {
+        const a = await instance({}, { lockTimeout: 30_000 }, connect(clientOptions));
+        const jar = new CookieJar();
+        await login(jar, a.url);
+
+        const watching = await watchLoads(a.client);
+        const replies = await Promise.all(Array.from({ length: 100 }, () => send(jar, a.url, 'POST', '/incr?delay=2')));
+        const loads = await watching.count();
+        assert.deepEqual([...new Set(replies.map((reply) => reply.status))], [200]);
+        assert.deepEqual(replies.map((reply) => (reply.body as { n: number }).n).sort((x, y) => x - y), Array.from({ length: 100 }, (_, i) => i + 1));
+        assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, n: 100 });
+        assert.ok(loads < 50, `expected the queued requests to skip their loads, but Redis loaded the session ${loads} times for 100 requests`);
+      });
+    }
+
+    it('readers and writers queued behind a writer see its changes', async () => {
+      const a = await instance();
+      const jar = new CookieJar();
+      await login(jar, a.url);
+
+      const holding = send(jar, a.url, 'POST', '/hold?key=x&value=1');
+      await a.app.held();
+      const queued = [send(jar, a.url, 'GET', '/'), send(jar, a.url, 'POST', '/set?key=y&value=2'), send(jar, a.url, 'GET', '/')];
+      await sleep(50); // all three are waiting for the lock
+      a.app.release();
+      assert.equal((await holding).status, 200);
+      const [read, write, readAfter] = await Promise.all(queued);
+      assert.deepEqual(read?.body, { seed: 1, x: 1 });
+      assert.deepEqual(write?.body, { seed: 1, x: 1, y: 2 });
+      assert.deepEqual(readAfter?.body, { seed: 1, x: 1, y: 2 });
+    });
+
+    it('only the first request in line starts from what the writer left: the next one loads, and sees what another process wrote', async () => {
+      // The hold shares the lock as a reader: the write queued behind it is granted after it, not after the writer.
+      const a = await instance({}, { lockMode: (ctx) => (ctx.path === '/hold' ? 'read' : 'write') });
+      const b = await instance();
+      const jar = new CookieJar();
+      await login(jar, a.url);
+
+      const writing = send(jar, a.url, 'POST', '/incr?delay=150');
+      await sleep(30);
+      const holding = send(jar, a.url, 'POST', '/hold?key=held&value=1'); // first in line behind the writer
+      await sleep(30);
+      const waiting = send(jar, a.url, 'POST', '/set?key=last&value=3'); // in line behind the hold
+      assert.deepEqual((await writing).body, { n: 1 });
+      await a.app.held();
+      assert.equal((await send(jar, b.url, 'POST', '/set?key=other&value=2')).status, 200);
+
+      a.app.release();
+      assert.deepEqual((await waiting).body, { seed: 1, n: 1, other: 2, last: 3 });
+      assert.equal((await holding).status, 200);
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, n: 1, other: 2, last: 3, held: 1 });
+    });
+
+    it('with lock: true, nothing is handed over: every request loads from Redis', async () => {
+      const a = await instance({ lock: true }, { lockTimeout: 30_000 });
+      const jar = new CookieJar();
+      await login(jar, a.url);
+
+      const watching = await watchLoads(a.client);
+      await Promise.all(Array.from({ length: 20 }, () => send(jar, a.url, 'POST', '/incr?delay=2')));
+      assert.equal(await watching.count(), 20);
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, n: 20 });
+    });
+  });
+
   it('a write lock is renewed while its request runs, and other processes wait for it', async () => {
     const lockTtl = 1000;
     const a = await instance({ lock: true, lockTtl }, { lockTimeout: 20_000 });

@@ -68,13 +68,15 @@ return 1
 `);
 
 /**
- * KEYS[1] the session hash; ARGV[1] touchedAt; ARGV[2] expiry ms; ARGV[3..]
- * the change log: 's' field json | 'd' field | 'c'. The existence check and
- * the writes run as one step on the server, so a session destroyed by any
- * process is never brought back, and commits to different keys by different
- * processes never overwrite each other.
+ * The source of APPLY and APPLY_AND_READ, which differ only in what they
+ * answer once applied. KEYS[1] the session hash; ARGV[1] touchedAt; ARGV[2]
+ * expiry ms; ARGV[3..] the change log: 's' field json | 'd' field | 'c'.
+ * The existence check and the writes run as one step on the server, so a
+ * session destroyed by any process is never brought back, and commits to
+ * different keys by different processes never overwrite each other.
  */
-const APPLY = new Script(`
+function applySource(answer: string): string {
+  return `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local i = 3
 while i <= #ARGV do
@@ -102,8 +104,15 @@ while i <= #ARGV do
 end
 redis.call('HSET', KEYS[1], '${TOUCHED}', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-`);
+return ${answer}
+`;
+}
+
+/** Answers 1 once applied, 0 when the session is gone. */
+const APPLY = new Script(applySource('1'));
+
+/** Answers the session's fields as they are once applied (HGETALL's flat list), 0 when it is gone. */
+const APPLY_AND_READ = new Script(applySource("redis.call('HGETALL', KEYS[1])"));
 
 /** KEYS[1] the lock; ARGV[1] token; ARGV[2] ttl ms. */
 const LOCK = new Script(`return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])`);
@@ -173,6 +182,34 @@ function replaceArgs(createdAt: number, touchedAt: number, maxAgeMs: number): (s
   return [expiryMs(maxAgeMs), CREATED, createdAt, TOUCHED, touchedAt];
 }
 
+/** APPLY's arguments: the push time, the expiry and the change log. */
+function applyArgs(changes: readonly Change[], touchedAt: number, maxAgeMs: number): (string | number)[] {
+  const args: (string | number)[] = [touchedAt, expiryMs(maxAgeMs)];
+  for (const change of changes) {
+    if (change.op === 'set') {
+      const json = JSON.stringify(change.value);
+      if (json === undefined) args.push('d', DATA + change.key);
+      else args.push('s', DATA + change.key, json);
+    } else if (change.op === 'delete') {
+      args.push('d', DATA + change.key);
+    } else {
+      args.push('c');
+    }
+  }
+  return args;
+}
+
+/** A session hash's fields (as HGETALL gives them) as a session, its values left as JSON text; undefined when there are none. */
+function sessionOfFields(fields: Record<string, string>, now: number): StoredSession | undefined {
+  const names = Object.keys(fields);
+  if (names.length === 0) return undefined;
+  const values = new Map<string, unknown>();
+  for (const name of names) {
+    if (name.startsWith(DATA)) values.set(name.slice(DATA.length), new JsonText(fields[name] as string));
+  }
+  return { values, createdAt: Number(fields[CREATED] ?? now), touchedAt: Number(fields[TOUCHED] ?? now) };
+}
+
 /** A Redis call that did not answer in time. */
 class RedisTimeoutError extends Error {
   constructor(ms: number) {
@@ -230,14 +267,7 @@ export class RedisStore implements AtomicStore, LockingStore {
    * stored for `id`, its values left as JSON text until a handler reads them.
    */
   async readSession(id: string, now: number): Promise<StoredSession | undefined> {
-    const fields = await this.guard(this.client.hgetall(this.key(id)), this.timeout);
-    const names = Object.keys(fields);
-    if (names.length === 0) return undefined;
-    const values = new Map<string, unknown>();
-    for (const name of names) {
-      if (name.startsWith(DATA)) values.set(name.slice(DATA.length), new JsonText(fields[name] as string));
-    }
-    return { values, createdAt: Number(fields[CREATED] ?? now), touchedAt: Number(fields[TOUCHED] ?? now) };
+    return sessionOfFields(await this.guard(this.client.hgetall(this.key(id)), this.timeout), now);
   }
 
   /** Replaces what is stored under `id` with `record`, expiring in `maxAgeMs`, in one step. */
@@ -272,24 +302,25 @@ export class RedisStore implements AtomicStore, LockingStore {
   }
 
   async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
-    const args: (string | number)[] = [touchedAt, expiryMs(maxAgeMs)];
-    for (const change of changes) {
-      if (change.op === 'set') {
-        const json = JSON.stringify(change.value);
-        if (json === undefined) args.push('d', DATA + change.key);
-        else args.push('s', DATA + change.key, json);
-      } else if (change.op === 'delete') {
-        args.push('d', DATA + change.key);
-      } else {
-        args.push('c');
-      }
-    }
-    return (await this.run(APPLY, this.key(id), args)) === 1;
+    return (await this.run(APPLY, this.key(id), applyArgs(changes, touchedAt, maxAgeMs))) === 1;
   }
 
   /** @internal applyChanges, for the middleware (see DirectStore); an override of applyChanges is called. */
   applySession(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
     return this.applyChanges(id, changes, touchedAt, maxAgeMs);
+  }
+
+  /**
+   * @internal applyChanges, answering with the session as stored right
+   * after it (undefined when it is gone), read in the same step on the
+   * server: see readingBackRedisStore.
+   */
+  async applyAndRead(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<StoredSession | undefined> {
+    const answer = await this.run(APPLY_AND_READ, this.key(id), applyArgs(changes, touchedAt, maxAgeMs));
+    if (!Array.isArray(answer)) return undefined;
+    const fields: Record<string, string> = {};
+    for (let i = 0; i + 1 < answer.length; i += 2) fields[String(answer[i])] = String(answer[i + 1]);
+    return sessionOfFields(fields, touchedAt);
   }
 
   /**
@@ -404,4 +435,15 @@ export function directRedisStore(store: Store): RedisStore | undefined {
   if (!(store instanceof RedisStore)) return undefined;
   const own = RedisStore.prototype;
   return store.get === own.get && store.set === own.set ? store : undefined;
+}
+
+/**
+ * `store` when its commits can also read the session back in the same step
+ * (applyAndRead): a direct RedisStore (see directRedisStore) whose
+ * `applyChanges` is its own too, since applyAndRead does not call it.
+ * @internal
+ */
+export function readingBackRedisStore(store: Store): RedisStore | undefined {
+  const direct = directRedisStore(store);
+  return direct?.applyChanges === RedisStore.prototype.applyChanges ? direct : undefined;
 }
