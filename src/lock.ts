@@ -120,8 +120,9 @@ export class LockTable {
    */
   takeHandOver(id: string): StoredSession | undefined {
     const lock = this.entries.get(id);
-    const handedOver = lock?.handedOver;
-    if (handedOver !== undefined) (lock as ReadWriteLock).handedOver = undefined;
+    if (lock === undefined) return undefined;
+    const handedOver = lock.handedOver;
+    lock.handedOver = undefined;
     return handedOver;
   }
 
@@ -213,7 +214,6 @@ export class SessionLocks {
   isWaitedFor(id: string): boolean {
     return this.table.isWaitedFor(id);
   }
-
 
   /** The in-process lock once it comes, then the cross-process one when there is one to take. */
   private async takeSlowly(id: string, remote: DistributedLock | undefined, pending: Eventually<Release>, started: number): Promise<Releasers> {

@@ -50,8 +50,7 @@ export class Storage {
    * for reading the store.
    */
   load(id: string, now: number, inherited?: StoredSession): StoredSession | undefined | Promise<StoredSession | undefined> {
-    // Each request changes its own values Map; the values themselves are JSON text, never changed.
-    if (inherited !== undefined) return this.live({ ...inherited, values: new Map(inherited.values) }, now);
+    if (inherited !== undefined) return this.live(inherited, now); // one request's own: see LockTable.takeHandOver
     const key = this.key(id);
     const direct = this.direct;
     const read = this.attempt('load', () => (direct === undefined ? this.get(key, now) : direct.readSession(key, now)));

@@ -946,6 +946,25 @@ describe('LockTable, the per-session read/write lock table', function () {
     (await r3)();
   });
 
+  it('what a writer hands over as it releases is taken once, by the request it lets in; a writer that leaves nothing clears it', async () => {
+    const table = new LockTable();
+    const committed = { values: new Map<string, unknown>([['n', 1]]), createdAt: 1, touchedAt: 2 };
+    const w1 = table.acquire('s', 'write', Infinity) as Release;
+    const [w2, w3, w4] = [1, 2, 3].map(() => table.acquire('s', 'write', Infinity));
+    w1(committed);
+    const release2 = await w2;
+    expect(table.takeHandOver('s'), 'the next in line').to.equal(committed);
+    expect(table.takeHandOver('s'), 'nobody after it').to.equal(undefined);
+    release2(committed);
+    release2(); // a second call does nothing
+    const release3 = await w3; // lets it lie, and leaves nothing
+    release3();
+    const release4 = await w4;
+    expect(table.takeHandOver('s'), 'cleared by the writer that left nothing').to.equal(undefined);
+    release4();
+    expect(table.size).to.equal(0);
+  });
+
   it('any number of readers hold the lock at the same time (2,000 here)', async () => {
     const table = awaitedLockTable();
     let granted = 0;
