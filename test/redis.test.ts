@@ -7,11 +7,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import Redis from 'ioredis';
 import type { RedisOptions } from 'ioredis';
 import { RedisStore, SessionLockTimeoutError } from '../src';
 import type { SessionOptions, Store } from '../src';
 import { sha256Hex } from '../src/ids';
+import { PROPERTY_RUNS, propertyParams } from './support/hardening-harness';
 import { skipOrFail, startRedis, testRedis, type RedisServer } from './support/redis-server';
 import { CookieJar, send, sleep, startApp, type TestApp } from './support/redis-apps';
 
@@ -289,6 +291,40 @@ describe('RedisStore', function () {
         assert.ok(loads < 50, `expected the queued requests to skip their loads, but Redis loaded the session ${loads} times for 100 requests`);
       });
     }
+
+    it('any mix of concurrent increments, reads and writes in either lock mode on one session ends exact (property)', async () => {
+      const a = await instance({}, { lockTimeout: 30_000, lockMode: (ctx) => (ctx.method === 'GET' || ctx.query.mode === 'read' ? 'read' : 'write') });
+      const request = fc.oneof(
+        fc.record({ kind: fc.constant('incr' as const), delay: fc.integer({ min: 0, max: 3 }) }),
+        fc.record({ kind: fc.constant('read' as const) }),
+        fc.record({ kind: fc.constant('set' as const), mode: fc.constantFrom('read', 'write') }),
+      );
+      await fc.assert(
+        fc.asyncProperty(fc.array(request, { minLength: 2, maxLength: 30 }), async (requests) => {
+          const jar = new CookieJar();
+          await login(jar, a.url);
+          const replies = await Promise.all(
+            requests.map((r, i) => {
+              if (r.kind === 'incr') return send(jar, a.url, 'POST', `/incr?delay=${r.delay}`);
+              if (r.kind === 'read') return send(jar, a.url, 'GET', '/');
+              return send(jar, a.url, 'POST', `/set?key=k${i}&value=${i}&mode=${r.mode}`);
+            }),
+          );
+          assert.deepEqual([...new Set(replies.map((reply) => reply.status))], [200]);
+          const increments = requests.filter((r) => r.kind === 'incr').length;
+          const counted = replies.filter((_, i) => requests[i]?.kind === 'incr').map((reply) => (reply.body as { n: number }).n);
+          assert.deepEqual(counted.sort((x, y) => x - y), Array.from({ length: increments }, (_, i) => i + 1), 'each increment saw the one before');
+          const expected: Record<string, number> = { seed: 1 };
+          if (increments > 0) expected.n = increments;
+          requests.forEach((r, i) => {
+            if (r.kind === 'set') expected[`k${i}`] = i;
+          });
+          const final = (await send(jar, a.url, 'GET', '/')).body as Record<string, number>;
+          assert.deepEqual(Object.fromEntries(Object.entries(final).sort()), Object.fromEntries(Object.entries(expected).sort()));
+        }),
+        propertyParams(PROPERTY_RUNS),
+      );
+    });
 
     it('readers and writers queued behind a writer see its changes', async () => {
       const a = await instance();
