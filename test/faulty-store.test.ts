@@ -43,7 +43,6 @@ import {
 } from './support/hardening-harness';
 import type { Faults, Reply, Served, StoreEvent } from './support/hardening-harness';
 
-
 type Mode = 'read' | 'write';
 type Kind = 'own-key' | 'incr' | 'create' | 'regenerate' | 'logout' | 'read';
 
