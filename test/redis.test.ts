@@ -15,7 +15,7 @@ import type { SessionOptions, Store } from '../src';
 import { sha256Hex } from '../src/ids';
 import { PROPERTY_RUNS, propertyParams } from './support/hardening-harness';
 import { skipOrFail, startRedis, testRedis, type RedisServer } from './support/redis-server';
-import { CookieJar, send, sleep, startApp, type TestApp } from './support/redis-apps';
+import { CookieJar, send, sleep, startApp, type Reply, type TestApp } from './support/redis-apps';
 
 /** The client settings the README recommends (section "Scaling out"). */
 const RECOMMENDED: RedisOptions = {
@@ -326,43 +326,61 @@ describe('RedisStore', function () {
       );
     });
 
+    /** lockMode for these tests (GET and `?mode=read` read, the rest write), noting each request as it asks for its lock. */
+    function notingLockMode(asked: string[]): NonNullable<SessionOptions['lockMode']> {
+      return (ctx) => {
+        asked.push(ctx.url);
+        return ctx.method === 'GET' || ctx.query.mode === 'read' ? 'read' : 'write';
+      };
+    }
+
+    /** Sends a request; resolves once it has taken its place in line for the lock (its reply still to come). */
+    async function inLine(asked: string[], sending: () => Promise<Reply>): Promise<{ reply: Promise<Reply> }> {
+      const before = asked.length;
+      const reply = sending();
+      while (asked.length === before) await sleep(2);
+      return { reply };
+    }
+
     it('readers and writers queued behind a writer see its changes', async () => {
-      const a = await instance();
+      const asked: string[] = [];
+      const a = await instance({}, { lockMode: notingLockMode(asked) });
       const jar = new CookieJar();
       await login(jar, a.url);
 
       const holding = send(jar, a.url, 'POST', '/hold?key=x&value=1');
       await a.app.held();
-      const queued = [send(jar, a.url, 'GET', '/'), send(jar, a.url, 'POST', '/set?key=y&value=2'), send(jar, a.url, 'GET', '/')];
-      await sleep(50); // all three are waiting for the lock
+      const read = await inLine(asked, () => send(jar, a.url, 'GET', '/'));
+      const write = await inLine(asked, () => send(jar, a.url, 'POST', '/set?key=y&value=2'));
+      const readAfter = await inLine(asked, () => send(jar, a.url, 'GET', '/'));
       a.app.release();
       assert.equal((await holding).status, 200);
-      const [read, write, readAfter] = await Promise.all(queued);
-      assert.deepEqual(read?.body, { seed: 1, x: 1 });
-      assert.deepEqual(write?.body, { seed: 1, x: 1, y: 2 });
-      assert.deepEqual(readAfter?.body, { seed: 1, x: 1, y: 2 });
+      assert.deepEqual((await read.reply).body, { seed: 1, x: 1 });
+      assert.deepEqual((await write.reply).body, { seed: 1, x: 1, y: 2 });
+      assert.deepEqual((await readAfter.reply).body, { seed: 1, x: 1, y: 2 });
     });
 
     it('only the first request in line starts from what the writer left: the next one loads, and sees what another process wrote', async () => {
-      // The hold shares the lock as a reader: the write queued behind it is granted after it, not after the writer.
-      const a = await instance({}, { lockMode: (ctx) => (ctx.path === '/hold' ? 'read' : 'write') });
+      const asked: string[] = [];
+      const a = await instance({}, { lockMode: notingLockMode(asked) });
       const b = await instance();
       const jar = new CookieJar();
       await login(jar, a.url);
 
-      const writing = send(jar, a.url, 'POST', '/incr?delay=150');
-      await sleep(30);
-      const holding = send(jar, a.url, 'POST', '/hold?key=held&value=1'); // first in line behind the writer
-      await sleep(30);
-      const waiting = send(jar, a.url, 'POST', '/set?key=last&value=3'); // in line behind the hold
-      assert.deepEqual((await writing).body, { n: 1 });
+      const writing = send(jar, a.url, 'POST', '/hold?key=w&value=1');
+      await a.app.held();
+      // A reader first in line behind the writer, holding the lock in turn; a writer behind it, granted only after it.
+      const holding = await inLine(asked, () => send(jar, a.url, 'POST', '/hold?key=held&value=1&mode=read'));
+      const waiting = await inLine(asked, () => send(jar, a.url, 'POST', '/set?key=last&value=3'));
+      a.app.holds.shift()?.();
+      assert.deepEqual((await writing).body, { seed: 1, w: 1 });
       await a.app.held();
       assert.equal((await send(jar, b.url, 'POST', '/set?key=other&value=2')).status, 200);
 
       a.app.release();
-      assert.deepEqual((await waiting).body, { seed: 1, n: 1, other: 2, last: 3 });
-      assert.equal((await holding).status, 200);
-      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, n: 1, other: 2, last: 3, held: 1 });
+      assert.deepEqual((await waiting.reply).body, { seed: 1, w: 1, other: 2, last: 3 });
+      assert.equal((await holding.reply).status, 200);
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, w: 1, other: 2, last: 3, held: 1 });
     });
 
     it('with lock: true, nothing is handed over: every request loads from Redis', async () => {
