@@ -334,44 +334,46 @@ describe('RedisStore', function () {
       };
     }
 
-    /** Sends a request; resolves once it has taken its place in line for the lock (its reply still to come). */
-    async function inLine(asked: string[], sending: () => Promise<Reply>): Promise<{ reply: Promise<Reply> }> {
-      const before = asked.length;
-      const reply = sending();
-      while (asked.length === before) await sleep(2);
-      return { reply };
-    }
-
-    it('readers and writers queued behind a writer see its changes', async () => {
+    /**
+     * An app whose lockMode notes each request as it asks for its lock, a
+     * session { seed: 1 }, and a write request holding that session's lock
+     * after setting `key` to 1. `inLine` sends a request and resolves once
+     * it has taken its place in line (its reply still to come).
+     */
+    async function writerHolding(key: string) {
       const asked: string[] = [];
       const a = await instance({}, { lockMode: notingLockMode(asked) });
       const jar = new CookieJar();
       await login(jar, a.url);
-
-      const holding = send(jar, a.url, 'POST', '/hold?key=x&value=1');
+      const writing = send(jar, a.url, 'POST', `/hold?key=${key}&value=1`);
       await a.app.held();
-      const read = await inLine(asked, () => send(jar, a.url, 'GET', '/'));
-      const write = await inLine(asked, () => send(jar, a.url, 'POST', '/set?key=y&value=2'));
-      const readAfter = await inLine(asked, () => send(jar, a.url, 'GET', '/'));
+      const inLine = async (sending: () => Promise<Reply>): Promise<{ reply: Promise<Reply> }> => {
+        const before = asked.length;
+        const reply = sending();
+        while (asked.length === before) await sleep(2);
+        return { reply };
+      };
+      return { a, jar, writing, inLine };
+    }
+
+    it('readers and writers queued behind a writer see its changes', async () => {
+      const { a, jar, writing, inLine } = await writerHolding('x');
+      const read = await inLine(() => send(jar, a.url, 'GET', '/'));
+      const write = await inLine(() => send(jar, a.url, 'POST', '/set?key=y&value=2'));
+      const readAfter = await inLine(() => send(jar, a.url, 'GET', '/'));
       a.app.release();
-      assert.equal((await holding).status, 200);
+      assert.equal((await writing).status, 200);
       assert.deepEqual((await read.reply).body, { seed: 1, x: 1 });
       assert.deepEqual((await write.reply).body, { seed: 1, x: 1, y: 2 });
       assert.deepEqual((await readAfter.reply).body, { seed: 1, x: 1, y: 2 });
     });
 
     it('only the first request in line starts from what the writer left: the next one loads, and sees what another process wrote', async () => {
-      const asked: string[] = [];
-      const a = await instance({}, { lockMode: notingLockMode(asked) });
+      const { a, jar, writing, inLine } = await writerHolding('w');
       const b = await instance();
-      const jar = new CookieJar();
-      await login(jar, a.url);
-
-      const writing = send(jar, a.url, 'POST', '/hold?key=w&value=1');
-      await a.app.held();
       // A reader first in line behind the writer, holding the lock in turn; a writer behind it, granted only after it.
-      const holding = await inLine(asked, () => send(jar, a.url, 'POST', '/hold?key=held&value=1&mode=read'));
-      const waiting = await inLine(asked, () => send(jar, a.url, 'POST', '/set?key=last&value=3'));
+      const holding = await inLine(() => send(jar, a.url, 'POST', '/hold?key=held&value=1&mode=read'));
+      const waiting = await inLine(() => send(jar, a.url, 'POST', '/set?key=last&value=3'));
       a.app.holds.shift()?.();
       assert.deepEqual((await writing).body, { seed: 1, w: 1 });
       await a.app.held();
