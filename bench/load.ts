@@ -42,7 +42,7 @@ export const WORKLOADS: Record<WorkloadId, Workload> = {
     sessions: 0,
     options: (base) => ({ url: `${base}/new`, method: 'GET' }),
   },
-  /** Not run by default (`--workloads W2,W2x`): W2 with a session per connection, so no request waits for a lock. */
+  /** W2 with a session per connection, so no request waits for a lock (full runs; a quick one leaves it out). */
   W2x: {
     id: 'W2x',
     title: 'write, a session per connection: W2 without waiting for the lock',
