@@ -251,6 +251,7 @@ describe('RedisStore', function () {
    */
   async function watchLoads(client: Redis): Promise<{ count(): Promise<number> }> {
     const monitor = await connect().monitor();
+    clients.push(monitor); // closed after the test even when it fails before count()
     let loads = 0;
     let markerSeen: () => void = () => undefined;
     const marker = `${prefix}marker`;
