@@ -6,10 +6,25 @@ export function keygripSignature(key: string | KeyObject, data: string): string 
   return createHmac('sha1', key).update(data).digest('base64url');
 }
 
+/** Two buffers per signature length (27 bytes for Keygrip's SHA-1), reused so that a comparison allocates nothing. */
+const comparing = new Map<number, [Buffer, Buffer]>();
+
+/**
+ * Whether the signature a client sent is the expected one, compared in
+ * constant time. Both are written byte per character ('latin1'): header
+ * values reach Node as latin1 text, and the expected signature is ASCII.
+ */
 export function sameInConstantTime(expected: string, given: string): boolean {
-  const a = Buffer.from(expected);
-  const b = Buffer.from(given);
-  return a.length === b.length && timingSafeEqual(a, b);
+  const length = expected.length;
+  if (given.length !== length) return false;
+  let pair = comparing.get(length);
+  if (pair === undefined) {
+    pair = [Buffer.alloc(length), Buffer.alloc(length)];
+    comparing.set(length, pair);
+  }
+  pair[0].write(expected, 'latin1');
+  pair[1].write(given, 'latin1');
+  return timingSafeEqual(pair[0], pair[1]);
 }
 
 /** Signatures kept per generation: two generations hold the sessions active on a busy process, about 3 MB at most. */
