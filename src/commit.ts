@@ -3,7 +3,6 @@ import type { Expiry } from './expiry';
 import type { HeldLock } from './lock';
 import type { SessionState } from './session';
 import type { Storage } from './storage';
-import { replayChanges } from './stores/store';
 import { report, trace } from './events';
 
 /** What the response does with the session cookie. */
@@ -104,19 +103,14 @@ export async function commit(scope: CommitScope, plan: CommitPlan, now: number):
 
 /**
  * The new ID gets the freshest stored data plus this request's changes, and
- * a new absoluteTimeout lifetime. It is saved before the old ID is removed,
- * so a failure in between loses nothing.
+ * a new absoluteTimeout lifetime (see Storage.move).
  */
 async function regenerate(scope: CommitScope, now: number): Promise<CookieAction> {
   const { ctx, state, storage, expiry } = scope;
   const oldId = state.loadedId as string;
   await scope.lock?.exclusive();
-  const fresh = await storage.load(oldId, now);
-  if (fresh === undefined) return interrupted(scope);
-  replayChanges(state.changes, fresh.values);
-  await storage.save(state.id, { values: fresh.values, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
+  if (!(await storage.move(oldId, state.id, state.changes, now, expiry.ttl(now, now)))) return interrupted(scope);
   report(ctx, 'session:created', state.id);
-  await storage.remove(oldId);
   report(ctx, 'session:regenerated', state.id, oldId);
   return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
 }

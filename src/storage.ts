@@ -5,7 +5,7 @@ import type { Expiry } from './expiry';
 import { sha256Hex } from './ids';
 import { directMemoryStore } from './stores/memory';
 import type { RedisStore } from './stores/redis';
-import { directRedisStore, readingBackRedisStore } from './stores/redis';
+import { directRedisStore, ownRedisStore } from './stores/redis';
 import { cloneChecked, dataOfValues } from './values';
 
 /**
@@ -23,6 +23,8 @@ export class Storage {
   private readonly direct: DirectStore | undefined;
   /** A RedisStore whose commits can read the session back for the next request in line (see applyAndRead). */
   private readonly readingBack: RedisStore | undefined;
+  /** A RedisStore that regenerates with a check against other processes (see move). */
+  private readonly moving: RedisStore | undefined;
 
   constructor(
     private readonly store: Store,
@@ -35,7 +37,8 @@ export class Storage {
     const lock = writeLockOf(store);
     this.writeLock = lock === undefined ? undefined : { acquire: (id, timeoutMs) => lock.acquire(this.key(id), timeoutMs) };
     // Under a cross-process write lock another process may write between two of ours: no hand-over then.
-    this.readingBack = this.writeLock === undefined ? readingBackRedisStore(store) : undefined;
+    this.readingBack = this.writeLock === undefined ? ownRedisStore(store, 'applyChanges') : undefined;
+    this.moving = ownRedisStore(store, 'destroy');
   }
 
   /** True when applyAndRead may be used. */
@@ -101,6 +104,29 @@ export class Storage {
     const store = this.readingBack as RedisStore;
     const key = this.key(id);
     return this.attempt('commit', () => store.applyAndRead(key, changes, now, ttl));
+  }
+
+  /**
+   * Regenerate: the freshest stored data of `oldId` with `changes`
+   * replayed, saved under `newId` as created and touched at `now`, before
+   * `oldId` is removed (a failure in between loses nothing). False,
+   * changing nothing, when `oldId` is gone. The caller holds the exclusive
+   * lock, which covers this process; a RedisStore also checks that no
+   * other process wrote or removed `oldId` meanwhile (see
+   * RedisStore.moveSession).
+   */
+  async move(oldId: string, newId: string, changes: readonly Change[], now: number, ttl: number): Promise<boolean> {
+    const moving = this.moving;
+    if (moving !== undefined) {
+      const live = (session: StoredSession) => this.live(session, now) !== undefined;
+      return this.attempt('regenerate', () => moving.moveSession(this.key(oldId), this.key(newId), changes, now, ttl, live));
+    }
+    const fresh = await this.load(oldId, now);
+    if (fresh === undefined) return false;
+    replayChanges(changes, fresh.values);
+    await this.save(newId, { values: fresh.values, createdAt: now, touchedAt: now }, ttl);
+    await this.remove(oldId);
+    return true;
   }
 
   private async mergeAndSet(id: string, changes: readonly Change[], now: number, ttl: number): Promise<boolean> {

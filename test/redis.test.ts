@@ -548,6 +548,100 @@ describe('RedisStore', function () {
     assert.deepEqual(await ourKeys(a.client), [], 'the session stays destroyed');
   });
 
+  describe('a regenerate racing another process', () => {
+    /**
+     * The parts of `client` a RedisStore uses. Once `holdWritesBesides(key)`
+     * is called, the first script run on a key other than that session's
+     * own and its lock's (a regenerate saving the session under its new
+     * ID) waits until `release()`: the old session is then copied but not
+     * yet removed.
+     */
+    function gatedClient(client: Redis) {
+      let besides: string | undefined;
+      let reached!: () => void;
+      let release!: () => void;
+      const atGate = new Promise<void>((resolve) => (reached = resolve));
+      const opened = new Promise<void>((resolve) => (release = resolve));
+      return {
+        client: {
+          hgetall: (key: string) => client.hgetall(key),
+          del: (...keys: string[]) => client.del(...keys),
+          eval: (script: string, numkeys: number, ...args: (string | number)[]) => client.eval(script, numkeys, ...args),
+          evalsha: async (sha: string, numkeys: number, ...args: (string | number)[]) => {
+            if (besides !== undefined && !String(args[0]).startsWith(besides)) {
+              besides = undefined;
+              reached();
+              await opened;
+            }
+            return client.evalsha(sha, numkeys, ...args);
+          },
+        },
+        holdWritesBesides: (key: string) => void (besides = key),
+        atGate,
+        release,
+      };
+    }
+
+    /**
+     * Process B regenerates a session of { seed: 1 } and is held between
+     * copying it to the new ID and removing the old one, while `other`
+     * runs in process A (a logout there is a read-mode request).
+     */
+    async function race(lock: boolean, other: (jar: CookieJar, base: string) => Promise<Reply>) {
+      const a = await instance({ lock }, { lockMode: (ctx) => (ctx.method === 'GET' || ctx.path === '/destroy' ? 'read' : 'write') });
+      const gate = gatedClient(connect());
+      const b = await startApp(new RedisStore({ client: gate.client, prefix, lock }));
+      apps.push(b);
+      const jar = new CookieJar(); // the tab that logs in again (regenerates)
+      const oldId = await login(jar, a.url);
+      const elsewhere = new CookieJar(); // another tab of the same browser
+      for (const [name, value] of jar.cookies) elsewhere.cookies.set(name, value);
+
+      gate.holdWritesBesides(`${prefix}{${oldId}}`);
+      const regenerating = send(jar, b.url, 'POST', '/regenerate');
+      await gate.atGate;
+      const otherReply = await other(elsewhere, a.url);
+      gate.release();
+      const regenerated = await regenerating;
+      const sessionKeys = (await ourKeys(a.client)).filter((key) => !key.endsWith(':lock'));
+      return { a, jar, elsewhere, oldId, otherReply, regenerated, sessionKeys };
+    }
+
+    const setsSessionCookie = (reply: Reply) => reply.setCookies.some((line) => /^session_id=[^;]+/.test(line));
+
+    for (const lock of [false, true]) {
+      it(`a logout in one process while another regenerates the session stays a logout (lock: ${lock})`, async () => {
+        const { a, jar, otherReply, regenerated, sessionKeys } = await race(lock, (tab, base) => send(tab, base, 'POST', '/destroy'));
+        assert.equal(otherReply.status, 204);
+        assert.equal(regenerated.status, 200);
+        assert.ok(!setsSessionCookie(regenerated), 'no cookie for a session logged out meanwhile');
+        assert.deepEqual(sessionKeys, [], 'no session left in Redis');
+        assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, {});
+      });
+    }
+
+    it('a change committed in one process while another regenerates the session is in the new session', async () => {
+      const { a, jar, oldId, otherReply, regenerated, sessionKeys } = await race(false, (tab, base) => send(tab, base, 'POST', '/set?key=k&value=2'));
+      assert.equal(otherReply.status, 200);
+      assert.equal(regenerated.status, 200);
+      const newId = jar.sessionId as string;
+      assert.notEqual(newId, oldId);
+      assert.deepEqual(sessionKeys, [`${prefix}{${newId}}`]);
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, k: 2 });
+    });
+
+    it('two processes regenerating one session at once leave one session, and only one of them sends its ID', async () => {
+      const { a, jar, elsewhere, otherReply, regenerated, sessionKeys } = await race(false, (tab, base) => send(tab, base, 'POST', '/regenerate'));
+      assert.equal(otherReply.status, 200);
+      assert.equal(regenerated.status, 200);
+      assert.equal(sessionKeys.length, 1);
+      assert.deepEqual([setsSessionCookie(otherReply), setsSessionCookie(regenerated)], [true, false], 'the first to finish wins');
+      assert.deepEqual(sessionKeys, [`${prefix}{${elsewhere.sessionId}}`]);
+      assert.deepEqual((await send(elsewhere, a.url, 'GET', '/')).body, { seed: 1 });
+      assert.notEqual(jar.sessionId, elsewhere.sessionId);
+    });
+  });
+
   it('with Redis down, requests fail fast with 503, and succeed again once it is back', async function () {
     if (server === undefined) {
       skipOrFail(this, 'stopping Redis needs a redis-server binary (REDIS_URL is not ours to stop)');

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { AtomicStore, Change, DistributedLock, LockingStore, SessionData, Store, StoredSession } from './store';
-import { toRecord } from './store';
+import { replayChanges, toRecord } from './store';
 import { SessionLockTimeoutError } from '../errors';
 import { trace } from '../events';
 import { JsonText, dataOfValues, jsonOf } from '../values';
@@ -113,6 +113,27 @@ const APPLY = new Script(applySource('1'));
 
 /** Answers the session's fields as they are once applied (HGETALL's flat list), 0 when it is gone. */
 const APPLY_AND_READ = new Script(applySource("redis.call('HGETALL', KEYS[1])"));
+
+/**
+ * KEYS[1] a session hash; ARGV its fields and values as they were read
+ * (HGETALL's pairs, in any order). Deletes the session only if it is still
+ * exactly that: answers 1 once deleted, 0 when it is gone, -1 when it changed.
+ */
+const RETIRE = new Script(`
+local current = redis.call('HGETALL', KEYS[1])
+if #current == 0 then return 0 end
+if #current ~= #ARGV then return -1 end
+local expected = {}
+for i = 1, #ARGV, 2 do expected[ARGV[i]] = ARGV[i + 1] end
+for i = 1, #current, 2 do
+  if expected[current[i]] ~= current[i + 1] then return -1 end
+end
+redis.call('DEL', KEYS[1])
+return 1
+`);
+
+/** A regenerate whose old session other processes keep changing gives up after this many copies. */
+const MOVE_ATTEMPTS = 10;
 
 /** KEYS[1] the lock; ARGV[1] token; ARGV[2] ttl ms. */
 const LOCK = new Script(`return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])`);
@@ -324,6 +345,36 @@ export class RedisStore implements AtomicStore, LockingStore {
   }
 
   /**
+   * @internal regenerate, for the middleware (see movingRedisStore): the
+   * session stored under `oldId`, with `changes` replayed, saved under
+   * `newId` as created and touched at `now`, then `oldId` removed; false,
+   * changing nothing, when `oldId` is gone (or not `live`). Other processes
+   * may write or remove `oldId` meanwhile, and the old and new keys may sit
+   * on different Cluster nodes, so this is not one script: `oldId` is
+   * removed only if it is still exactly what was copied (RETIRE). When it
+   * changed, the copy is made again; when it is gone, the copy is deleted.
+   * So a write or a logout in another process is never undone, and two
+   * regenerates in two processes never leave two sessions.
+   */
+  async moveSession(oldId: string, newId: string, changes: readonly Change[], now: number, maxAgeMs: number,
+    live: (session: StoredSession) => boolean): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      const fields = await this.guard(this.client.hgetall(this.key(oldId)), this.timeout);
+      const session = sessionOfFields(fields, now);
+      if (session === undefined || !live(session)) return false;
+      replayChanges(changes, session.values);
+      await this.writeSession(newId, { values: session.values, createdAt: now, touchedAt: now }, maxAgeMs);
+      const retired = await this.run(RETIRE, this.key(oldId), Object.entries(fields).flat());
+      if (retired === 1) return true;
+      await this.destroy(newId);
+      if (retired === 0) return false;
+      if (attempt === MOVE_ATTEMPTS) {
+        throw new Error(`the session changed in another process during each of ${MOVE_ATTEMPTS} attempts to regenerate it`);
+      }
+    }
+  }
+
+  /**
    * Takes `id`'s lock key with SET NX PX and a random token, polling with a
    * growing pause until `timeoutMs`. Polling, not queueing: processes are
    * not served in arrival order, but each sends at most one waiter per
@@ -438,12 +489,14 @@ export function directRedisStore(store: Store): RedisStore | undefined {
 }
 
 /**
- * `store` when its commits can also read the session back in the same step
- * (applyAndRead): a direct RedisStore (see directRedisStore) whose
- * `applyChanges` is its own too, since applyAndRead does not call it.
+ * `store` when it is a direct RedisStore (see directRedisStore) whose
+ * `method` is its own too, for a step that does the method's work without
+ * calling it: `applyChanges` for a commit that reads the session back in
+ * the same step (applyAndRead), `destroy` for a regenerate that removes
+ * the old session only if unchanged (moveSession).
  * @internal
  */
-export function readingBackRedisStore(store: Store): RedisStore | undefined {
+export function ownRedisStore(store: Store, method: 'applyChanges' | 'destroy'): RedisStore | undefined {
   const direct = directRedisStore(store);
-  return direct?.applyChanges === RedisStore.prototype.applyChanges ? direct : undefined;
+  return direct !== undefined && direct[method] === RedisStore.prototype[method] ? direct : undefined;
 }
