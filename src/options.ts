@@ -94,11 +94,24 @@ function optionalBoolean(opts: SessionOptions, option: keyof SessionOptions, fal
   return value;
 }
 
+/** Node's largest timer delay: setTimeout turns anything longer into 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * The longest maxAge / absoluteTimeout: 100 years (of 365.25 days). Now plus
+ * this is a date every cookie can carry (a four-digit year) for centuries to
+ * come; a much larger value has no date at all (`expires=Invalid Date`).
+ */
+const MAX_LIFETIME_MS = 100 * 365.25 * 24 * 60 * 60 * 1000;
+
 function positiveMs(opts: SessionOptions, option: 'maxAge' | 'absoluteTimeout'): number | undefined {
   const value = opts[option];
   if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw invalid(option, 'a positive, finite number of milliseconds');
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > MAX_LIFETIME_MS) {
+    throw invalid(
+      option,
+      `a positive number of milliseconds up to 100 years (${MAX_LIFETIME_MS}); a longer lifetime gives no valid cookie expiry date`,
+    );
   }
   return value;
 }
@@ -140,8 +153,11 @@ export function resolveOptions(opts: SessionOptions = {}): ResolvedOptions {
   }
 
   const lockTimeout = opts.lockTimeout === undefined ? 5000 : opts.lockTimeout;
-  if (typeof lockTimeout !== 'number' || Number.isNaN(lockTimeout) || lockTimeout < 0) {
-    throw invalid('lockTimeout', 'a non-negative number of milliseconds (Infinity waits for ever)');
+  if (
+    typeof lockTimeout !== 'number' || Number.isNaN(lockTimeout) || lockTimeout < 0
+    || (lockTimeout > MAX_TIMER_MS && lockTimeout !== Infinity)
+  ) {
+    throw invalid('lockTimeout', `a number of milliseconds from 0 to ${MAX_TIMER_MS} (Node's largest timer delay), or Infinity to wait for ever`);
   }
   if (opts.lockMode !== undefined && typeof opts.lockMode !== 'function') throw invalid('lockMode', 'a function (ctx) => "read" | "write"');
   if (opts.genid !== undefined && typeof opts.genid !== 'function') throw invalid('genid', 'a function returning a string');

@@ -14,6 +14,10 @@ afterEach(closeAll);
 
 const okStore = (): Store => new RecordingStore();
 
+/** The longest maxAge / absoluteTimeout: 100 years of 365.25 days. */
+const HUNDRED_YEARS = 100 * 365.25 * 24 * 60 * 60 * 1000;
+const YEAR = 365.25 * 24 * 60 * 60 * 1000;
+
 describe('Options: an invalid option throws a TypeError naming it when session() is called', () => {
   const INVALID: Array<[string, string, Record<string, unknown>]> = [
     ['a negative maxAge', 'maxAge', { maxAge: -1 }],
@@ -42,6 +46,13 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     ['a negative lockTimeout', 'lockTimeout', { lockTimeout: -1 }],
     ['a NaN lockTimeout', 'lockTimeout', { lockTimeout: NaN }],
     ['a string lockTimeout', 'lockTimeout', { lockTimeout: '5000' }],
+    ['a lockTimeout of 2^31 ms, over Node\'s largest timer delay', 'lockTimeout', { lockTimeout: 2 ** 31 }],
+    ['a lockTimeout of Number.MAX_SAFE_INTEGER', 'lockTimeout', { lockTimeout: Number.MAX_SAFE_INTEGER }],
+    ['a lockTimeout of Number.MAX_VALUE', 'lockTimeout', { lockTimeout: Number.MAX_VALUE }],
+    ['a maxAge of Number.MAX_SAFE_INTEGER', 'maxAge', { maxAge: Number.MAX_SAFE_INTEGER }],
+    ['a maxAge 1 ms over 100 years', 'maxAge', { maxAge: HUNDRED_YEARS + 1 }],
+    ['an absoluteTimeout of Number.MAX_SAFE_INTEGER', 'absoluteTimeout', { absoluteTimeout: Number.MAX_SAFE_INTEGER }],
+    ['an absoluteTimeout 1 ms over 100 years', 'absoluteTimeout', { absoluteTimeout: HUNDRED_YEARS + 1 }],
     ['a cookieSecure that is not a boolean', 'cookieSecure', { cookieSecure: 'yes' }],
     ['a cookieHttpOnly that is not a boolean', 'cookieHttpOnly', { cookieHttpOnly: 0 }],
     ['a rolling that is not a boolean', 'rolling', { rolling: 'true' }],
@@ -69,6 +80,15 @@ describe('Options: an invalid option throws a TypeError naming it when session()
   it('withStore() checks the other options too', () => {
     expect(() => withStore(okStore(), { maxAge: -1 })).to.throw(TypeError, 'maxAge');
   });
+
+  it('a too large lockTimeout is refused with a message giving the limit and that Infinity waits for ever', () => {
+    expect(() => session({ lockTimeout: Number.MAX_SAFE_INTEGER })).to.throw(TypeError, /lockTimeout.*2147483647.*Infinity to wait for ever/);
+  });
+
+  it('a too large maxAge or absoluteTimeout is refused with a message giving the 100-year limit', () => {
+    expect(() => session({ maxAge: Number.MAX_SAFE_INTEGER })).to.throw(TypeError, /maxAge.*100 years \(3155760000000\)/);
+    expect(() => session({ absoluteTimeout: Number.MAX_SAFE_INTEGER })).to.throw(TypeError, /absoluteTimeout.*100 years/);
+  });
 });
 
 describe('Options: valid options are accepted', () => {
@@ -81,6 +101,13 @@ describe('Options: valid options are accepted', () => {
     ['a __Host- prefixed cookieName', { cookieName: '__Host-sid' }],
     ['a fractional maxAge', { maxAge: 1500.5 }],
     ['lockTimeout 0', { lockTimeout: 0 }],
+    ['a fractional lockTimeout', { lockTimeout: 0.5 }],
+    ['lockTimeout 2^31-1 ms (Node\'s largest timer delay)', { lockTimeout: 2 ** 31 - 1 }],
+    ['lockTimeout Infinity (wait for ever)', { lockTimeout: Infinity }],
+    ['a one-year maxAge', { maxAge: YEAR }],
+    ['a ten-year maxAge', { maxAge: 10 * YEAR }],
+    ['a maxAge of exactly 100 years', { maxAge: HUNDRED_YEARS }],
+    ['an absoluteTimeout of exactly 100 years', { absoluteTimeout: HUNDRED_YEARS }],
     ['a store with get, set and destroy only', { store: { get: async () => undefined, set: async () => {}, destroy: async () => {} } }],
   ];
   for (const [label, opts] of VALID) {
@@ -211,6 +238,32 @@ describe('Options: each option takes effect', () => {
     expect(store.callsOf('set')[0].args[1] as number).to.be.closeTo(3_600_000, 60_000);
   });
 
+  const LONG_LIFETIMES: Array<[string, SessionOptions, number]> = [
+    ['a one-year maxAge', { maxAge: YEAR }, YEAR],
+    ['a ten-year maxAge', { maxAge: 10 * YEAR }, 10 * YEAR],
+    ['a 100-year maxAge', { maxAge: HUNDRED_YEARS }, HUNDRED_YEARS],
+    ['a ten-year maxAge with a ten-year absoluteTimeout', { maxAge: 10 * YEAR, absoluteTimeout: 10 * YEAR }, 10 * YEAR],
+  ];
+  for (const [label, opts, lifetime] of LONG_LIFETIMES) {
+    it(`${label} gives a Set-Cookie with a valid expires date that far ahead, signed cookie too`, async () => {
+      const store = new RecordingStore();
+      const run = await start({ store, ...opts }, (ctx) => {
+        ctx.session.set('a', 1);
+        ctx.body = 'ok';
+      }, { keys: ['k1'] });
+      const before = Date.now();
+      const res = await call(run, new Jar(), 'post');
+      const cookies = setCookies(res);
+      expect(cookies.map((c) => c.name)).to.deep.equal(['session_id', 'session_id.sig']);
+      for (const cookie of cookies) {
+        const expires = String(cookie.attrs.expires);
+        expect(expires, cookie.raw).to.match(/^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/);
+        expect(Date.parse(expires), cookie.raw).to.be.closeTo(before + lifetime, 60_000);
+      }
+      expect(store.callsOf('set')[0].args[1] as number).to.be.closeTo(lifetime, 60_000);
+    });
+  }
+
   it('a session unused for longer than maxAge is gone', async () => {
     const run = await start({ store: memoryStore(), maxAge: 400 }, (ctx) => {
       if (ctx.method === 'POST') ctx.session.set('a', 1);
@@ -281,6 +334,44 @@ describe('Options: each option takes effect', () => {
     expect((await held).status).to.equal(200);
     expect(ran).to.deep.equal(['/seed', '/hold']);
   });
+
+  for (const [label, lockTimeout] of [['2^31-1 ms', 2 ** 31 - 1], ['Infinity', Infinity]] as const) {
+    it(`with lockTimeout ${label} a request waits for a held lock instead of failing at once, and no timer warning is printed`, async () => {
+      const warnings: Error[] = [];
+      const onWarning = (warning: Error) => warnings.push(warning);
+      process.on('warning', onWarning);
+      try {
+        let release: () => void = () => {};
+        const gate = new Promise<void>((resolve) => {
+          release = resolve;
+          setTimeout(resolve, 10_000).unref();
+        });
+        let entered: () => void = () => {};
+        const holding = new Promise<void>((resolve) => (entered = resolve));
+        const run = await start({ store: memoryStore(), lockTimeout }, async (ctx) => {
+          if (ctx.path === '/hold') {
+            entered();
+            await gate;
+          }
+          ctx.session.set(ctx.path, true);
+          ctx.body = 'ok';
+        });
+        const jar = new Jar();
+        await call(run, jar, 'post', '/seed');
+        const held = call(run, jar, 'post', '/hold');
+        await holding;
+        const late = call(run, jar, 'post', '/late');
+        await sleep(200);
+        release();
+        expect((await late).status).to.equal(200);
+        expect((await held).status).to.equal(200);
+        await new Promise((resolve) => setImmediate(resolve));
+        expect(warnings.map((w) => w.name)).to.not.include('TimeoutOverflowWarning');
+      } finally {
+        process.off('warning', onWarning);
+      }
+    });
+  }
 
   it('rolling re-sends the cookie, with the same ID, on every response of a live session', async () => {
     const run = await start({ store: memoryStore(), rolling: true }, (ctx) => {
