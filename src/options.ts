@@ -3,6 +3,7 @@ import type { LockMode } from './lock';
 import type { Store } from './stores/store';
 import { MemoryStore } from './stores/memory';
 import { checkedGenerator, generateId, idPattern } from './ids';
+import { MAX_TIMER_MS } from './timers';
 
 export type SameSite = 'lax' | 'strict' | 'none' | false;
 
@@ -93,9 +94,6 @@ function optionalBoolean(opts: SessionOptions, option: keyof SessionOptions, fal
   if (typeof value !== 'boolean') throw invalid(option, 'a boolean');
   return value;
 }
-
-/** Node's largest timer delay: setTimeout turns anything longer into 1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * The longest maxAge / absoluteTimeout: 100 years (of 365.25 days). Now plus

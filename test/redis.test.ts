@@ -44,6 +44,8 @@ describe('RedisStore options', () => {
       [{ client, lockTtl: 0 }, /option lockTtl/],
       [{ client, lockTtl: Infinity }, /option lockTtl/],
       [{ client, timeout: -1 }, /option timeout/],
+      [{ client, timeout: 2 ** 31 }, /option timeout .*2147483647.*Infinity/],
+      [{ client, lockTtl: Number.MAX_SAFE_INTEGER }, /option lockTtl .*2147483647/],
       [{ client, lockttl: 100 }, /unknown RedisStore option lockttl/],
     ];
     for (const [options, message] of bad) {

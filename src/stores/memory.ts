@@ -1,6 +1,7 @@
 import type { AtomicStore, Change, ChangeTarget, SessionData, Store, StoredSession } from './store';
 import { isSessionRecord, replayChanges, toRecord } from './store';
 import { JsonText, assignOwn, jsonOf } from '../values';
+import { MAX_TIMER_MS } from '../timers';
 
 export interface MemoryStoreOptions {
   /** How often expired sessions are swept out, in ms. Default 10 minutes. */
@@ -82,8 +83,6 @@ function recordOfOther(entry: OtherEntry, now: number): Omit<RecordEntry, 'expir
 }
 
 /** The longest delay a Node timer can wait (larger ones fire after 1 ms). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 /**
  * Entries are spread over this many Maps, and a sweep rebuilds one Map at a
  * time between two turns of the event loop. Deleting entries one by one from

@@ -3,6 +3,7 @@ import type { AtomicStore, Change, DistributedLock, LockingStore, SessionData, S
 import { replayChanges, toRecord } from './store';
 import { SessionLockTimeoutError } from '../errors';
 import { trace } from '../events';
+import { MAX_TIMER_MS } from '../timers';
 import { JsonText, dataOfValues, jsonOf } from '../values';
 
 /**
@@ -160,8 +161,9 @@ function invalid(option: string, expected: string): TypeError {
 
 function positiveMs(value: unknown, option: string, fallback: number, allowInfinity: boolean): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || Number.isNaN(value) || value < 1 || (!allowInfinity && !Number.isFinite(value))) {
-    throw invalid(option, `a number of milliseconds, at least 1${allowInfinity ? ' (Infinity: no limit)' : ''}`);
+  const infinite = allowInfinity && value === Infinity;
+  if (typeof value !== 'number' || Number.isNaN(value) || value < 1 || (value > MAX_TIMER_MS && !infinite)) {
+    throw invalid(option, `a number of milliseconds from 1 to ${MAX_TIMER_MS} (Node's largest timer delay)${allowInfinity ? ', or Infinity: no limit' : ''}`);
   }
   return Number.isFinite(value) ? Math.ceil(value) : value;
 }
