@@ -93,6 +93,7 @@ describe('Package: packed with npm pack and installed into a fresh project', fun
     const installed = join(consumer, 'node_modules', 'koa-locked-session');
     expect(existsSync(join(installed, 'dist', 'index.js'))).to.equal(true);
     expect(existsSync(join(installed, 'dist', 'index.d.ts'))).to.equal(true);
+    expect(existsSync(join(installed, 'esm', 'index.d.mts')), 'the ESM entry\'s declarations').to.equal(true);
     expect(readdirSync(join(installed, 'dist')).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).to.deep.equal([]);
   });
 
@@ -209,10 +210,12 @@ describe('Package: packed with npm pack and installed into a fresh project', fun
       });
     `;
 
-    async function typecheck(dir: string, moduleKind: string, resolution: string, withImport: boolean): Promise<Ran> {
+    /** `type: 'module'` makes app.ts an ES module under node16/nodenext; `extra` is appended to app.ts. */
+    async function typecheck(dir: string, moduleKind: string, resolution: string, withImport: boolean, opts: { type?: 'module'; extra?: string } = {}): Promise<Ran> {
       const project = join(consumer, dir);
       mkdirSync(project);
-      writeFileSync(join(project, 'app.ts'), source(withImport));
+      writeFileSync(join(project, 'app.ts'), source(withImport) + (opts.extra ?? ''));
+      if (opts.type !== undefined) writeFileSync(join(project, 'package.json'), JSON.stringify({ name: dir, private: true, type: opts.type }));
       writeFileSync(join(project, 'tsconfig.json'), JSON.stringify({
         compilerOptions: {
           strict: true, noEmit: true, esModuleInterop: true, skipLibCheck: true, target: 'ES2022',
@@ -230,6 +233,34 @@ describe('Package: packed with npm pack and installed into a fresh project', fun
 
     it('it also compiles with module and moduleResolution node16 (the exports map\'s types)', async () => {
       const result = await typecheck('ts-node16', 'node16', 'node16', true);
+      expect(result.code, result.stdout + result.stderr).to.equal(0);
+    });
+
+    // For importers resolved through the exports map's "import" condition (its own .d.mts): the
+    // default import is session itself, the value exports are exactly the CommonJS build's, and
+    // every type src/index.ts exports is there too.
+    const exportedTypes = [...readFileSync(join(ROOT, 'src', 'index.ts'), 'utf8').matchAll(/export type \{([^}]*)\}/g)]
+      .flatMap((m) => m[1].split(',').map((name) => name.trim()).filter(Boolean));
+    const importSideChecks = `
+      import { session as named } from 'koa-locked-session';
+      import * as esmNs from 'koa-locked-session';
+      type Cjs = typeof import('koa-locked-session', { with: { 'resolution-mode': 'require' } });
+      type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+      export const defaultIsSession: Same<typeof session, typeof named> = true;
+      export const sameValueNames: Same<Exclude<keyof typeof esmNs, 'default'>, Exclude<keyof Cjs, 'default'>> = true;
+      export type EveryExportedType = [${exportedTypes.map((name) => `esmNs.${name}`).join(', ')}];
+    `;
+
+    for (const kind of ['nodenext', 'node16']) {
+      it(`ESM ("type": "module", module and moduleResolution ${kind}): the default import session() and the named imports type-check`, async () => {
+        expect(exportedTypes).to.include.members(['Store', 'SessionData', 'SessionOptions', 'LockMode']);
+        const result = await typecheck(`ts-esm-${kind}`, kind, kind, true, { type: 'module', extra: importSideChecks });
+        expect(result.code, result.stdout + result.stderr).to.equal(0);
+      });
+    }
+
+    it('it also compiles with module esnext and moduleResolution bundler', async () => {
+      const result = await typecheck('ts-bundler', 'esnext', 'bundler', true, { extra: importSideChecks });
       expect(result.code, result.stdout + result.stderr).to.equal(0);
     });
 
