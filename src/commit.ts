@@ -28,11 +28,14 @@ export type CommitPlan =
   /** No changes, but the idle expiry is due to be pushed out. */
   | 'push'
   /** Nothing to store, but the cookie is re-sent (rolling, or signed with an older key). */
-  | 'refresh';
+  | 'refresh'
+  /** Changes of a request whose session was removed ahead of it (SessionState.removedAhead): dropped, no cookie. */
+  | 'interrupted';
 
 /** `refreshCookie`: re-send the cookie of a live session even when nothing else would. */
 export function planCommit(state: SessionState, expiry: Expiry, now: number, refreshCookie: boolean): CommitPlan {
   const changed = state.changes.length > 0;
+  if (state.removedAhead !== undefined) return changed || state.destroyed ? 'interrupted' : 'none';
   if (state.destroyed) return changed ? 'create' : 'expire';
   if (state.loadedId === undefined) return changed ? 'create' : 'none';
   if (state.regenerated) return 'regenerate';
@@ -63,6 +66,8 @@ export async function commit(scope: CommitScope, plan: CommitPlan, now: number):
       return NO_COOKIE;
     case 'expire':
       return { kind: 'expire' };
+    case 'interrupted':
+      return interrupted(scope);
     case 'create': {
       await storage.save(state.id, { values: state.values, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
       report(ctx, 'session:created', state.id);
@@ -110,6 +115,7 @@ async function regenerate(scope: CommitScope, now: number): Promise<CookieAction
   const oldId = state.loadedId as string;
   await scope.lock?.exclusive();
   if (!(await storage.move(oldId, state.id, state.changes, now, expiry.ttl(now, now)))) return interrupted(scope);
+  scope.lock?.markRemoved(); // for requests in line behind this one (see LockTable.markRemoved)
   report(ctx, 'session:created', state.id);
   report(ctx, 'session:regenerated', state.id, oldId);
   return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
@@ -121,6 +127,6 @@ async function regenerate(scope: CommitScope, now: number): Promise<CookieAction
  * changes are dropped and no cookie goes out for the old ID.
  */
 function interrupted(scope: CommitScope): CookieAction {
-  report(scope.ctx, 'session:interrupted', scope.state.loadedId);
+  report(scope.ctx, 'session:interrupted', scope.state.loadedId ?? scope.state.removedAhead);
   return NO_COOKIE;
 }

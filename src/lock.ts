@@ -40,6 +40,12 @@ class ReadWriteLock {
    * nothing when it left nothing.
    */
   handedOver: StoredSession | undefined;
+  /**
+   * Requests whose ticket (see SessionLocks.acquire) is at most this had
+   * asked for the lock when a holder removed the session from the store: see
+   * LockTable.markRemoved.
+   */
+  removedBefore = 0;
 
   /**
    * Grants `mode` within this call when nobody would wait for it: the line
@@ -127,6 +133,23 @@ export class LockTable {
   }
 
   /**
+   * Notes that a request holding `id`'s lock has removed the session from
+   * the store (a logout, or a login's regenerate), when the last ticket
+   * handed out was `lastTicket`. A request that had already asked for the
+   * lock then finds the session gone, and must not start one of its own: its
+   * cookie would replace the one the logout or login sends.
+   */
+  markRemoved(id: string, lastTicket: number): void {
+    const lock = this.entries.get(id);
+    if (lock !== undefined) lock.removedBefore = lastTicket;
+  }
+
+  /** Whether the request with `ticket` asked for `id`'s lock before a holder removed the session (see markRemoved). */
+  removedAfterAsking(id: string, ticket: number): boolean {
+    return ticket <= (this.entries.get(id)?.removedBefore ?? 0);
+  }
+
+  /**
    * Takes `mode` on `id`'s lock. Returns the release function itself when
    * the lock is granted at once; otherwise a promise of it, which rejects
    * with SessionLockTimeoutError after `timeoutMs` (`Infinity` waits for
@@ -183,6 +206,8 @@ type Eventually<T> = T | Promise<T>;
 /** The locks of one middleware: see SessionLocks.acquire. */
 export class SessionLocks {
   private readonly table = new LockTable();
+  /** Requests that have asked for a lock so far: each one's number is its ticket. */
+  private tickets = 0;
 
   constructor(
     private readonly timeoutMs: number,
@@ -191,7 +216,7 @@ export class SessionLocks {
 
   /** Takes `id`'s lock in `mode`; the request holds it until it calls `release()`. */
   acquire(id: string, mode: LockMode): Eventually<HeldLock> {
-    const held = new HeldLock(this, id);
+    const held = new HeldLock(this, id, ++this.tickets);
     const taking = held.take(mode);
     return taking === undefined ? held : taking.then(() => held);
   }
@@ -213,6 +238,16 @@ export class SessionLocks {
   /** See LockTable.isWaitedFor. */
   isWaitedFor(id: string): boolean {
     return this.table.isWaitedFor(id);
+  }
+
+  /** See LockTable.markRemoved. */
+  markRemoved(id: string): void {
+    this.table.markRemoved(id, this.tickets);
+  }
+
+  /** See LockTable.removedAfterAsking. */
+  removedAfterAsking(id: string, ticket: number): boolean {
+    return this.table.removedAfterAsking(id, ticket);
   }
 
   /** The in-process lock once it comes, then the cross-process one when there is one to take. */
@@ -246,6 +281,7 @@ export class HeldLock {
   constructor(
     private readonly locks: SessionLocks,
     private readonly id: string,
+    private readonly ticket: number,
   ) {}
 
   get mode(): LockMode | undefined {
@@ -265,6 +301,16 @@ export class HeldLock {
   /** True when the hold is exclusive and other requests wait for the lock. */
   hasWaiters(): boolean {
     return this.heldMode === 'write' && this.locks.isWaitedFor(this.id);
+  }
+
+  /** Notes that this request has removed its session from the store (see LockTable.markRemoved). */
+  markRemoved(): void {
+    this.locks.markRemoved(this.id);
+  }
+
+  /** True when a request holding this lock removed the session after this one asked for it (see LockTable.markRemoved). */
+  get removedAfterAsking(): boolean {
+    return this.locks.removedAfterAsking(this.id, this.ticket);
   }
 
   /**

@@ -11,7 +11,7 @@ import { report, trace } from './events';
 import { Expiry } from './expiry';
 import { SessionLocks } from './lock';
 import { resolveOptions } from './options';
-import { Session, newState } from './session';
+import { Session, newState, stateAfterRemoval } from './session';
 import { Storage } from './storage';
 
 declare module 'koa' {
@@ -56,8 +56,13 @@ export function session(opts?: SessionOptions): Middleware {
       trace('loaded', id);
       return { state: newState(id, loaded), lock };
     }
-    // The store does not know this ID: start afresh under a new one, never the client's.
+    // Gone. Removed by a request ahead of this one (a logout, a login's
+    // regenerate): starting a session here would send a cookie that replaces
+    // the one that request sent, so this one commits nothing. Otherwise
+    // (expired, unknown): start afresh under a new ID, never the client's.
+    const removedAhead = lock.removedAfterAsking;
     await lock.release();
+    if (removedAhead) return { state: stateAfterRemoval(options.genid(), id), lock: undefined };
     report(ctx, 'session:missed', id);
     return fresh();
   }
@@ -95,6 +100,7 @@ export function session(opts?: SessionOptions): Middleware {
       newId: options.genid,
       removeStored: async (id) => {
         await storage.remove(id);
+        lock?.markRemoved(); // for requests in line behind this one (see LockTable.markRemoved)
         report(ctx, 'session:destroyed', id);
       },
     });

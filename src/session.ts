@@ -30,6 +30,12 @@ export interface SessionState {
   destroyed: boolean;
   /** After destroy(), the next set() starts a new session under a new ID. */
   needsNewId: boolean;
+  /**
+   * The ID this request came with, when a request ahead of it removed that
+   * session (a logout, or a login's regenerate) before this one could load
+   * it: this request then runs on an empty session and commits nothing.
+   */
+  readonly removedAhead: string | undefined;
 }
 
 /** The state of a new session under `id`, or of the session `loaded` from the store under `id`. */
@@ -44,7 +50,13 @@ export function newState(id: string, loaded?: StoredSession): SessionState {
     regenerated: false,
     destroyed: false,
     needsNewId: false,
+    removedAhead: undefined,
   };
+}
+
+/** The state of a request whose session `removedId` a request ahead of it removed (see SessionState.removedAhead). */
+export function stateAfterRemoval(id: string, removedId: string): SessionState {
+  return { ...newState(id), removedAhead: removedId };
 }
 
 function checkKey(key: unknown): asserts key is string {

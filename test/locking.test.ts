@@ -448,6 +448,18 @@ describe('Locking', function () {
         'POST /logout': async (ctx) => ctx.session.destroy(),
         'GET /logout': async (ctx) => ctx.session.destroy(),
         'POST /relogin': async (ctx) => ctx.session.regenerate(),
+        'POST /slow-logout': async (ctx) => {
+          log.add('enter S');
+          await slow.promise;
+          await ctx.session.destroy();
+        },
+        'POST /slow-relogin': async (ctx) => {
+          await ctx.session.regenerate();
+          ctx.session.set('user', 'bob');
+          log.add('enter S');
+          await slow.promise;
+        },
+        'POST /track': (ctx) => ctx.session.set('lastSeen', 123),
         'GET /whoami': (ctx) => describeSession(ctx),
       };
     };
@@ -492,9 +504,16 @@ describe('Locking', function () {
       return s.response;
     }
 
-    /** While S waits, `method path` (tagged `tag`) queues for the lock; then S goes on. Resolves to both answers. */
-    async function queuedBehindSlow(r: Race, id: string, method: 'get' | 'post', path: string, tag: string): Promise<[Response, Response]> {
-      const s = await slowRequest(r, id, 'get', '/slow');
+    /** While S (GET /slow unless given) waits, `method path` (tagged `tag`) queues for the lock; then S goes on. Resolves to both answers. */
+    async function queuedBehindSlow(
+      r: Race,
+      id: string,
+      method: 'get' | 'post',
+      path: string,
+      tag: string,
+      slow: { method: 'get' | 'post'; path: string } = { method: 'get', path: '/slow' },
+    ): Promise<[Response, Response]> {
+      const s = await slowRequest(r, id, slow.method, slow.path);
       const other = tagged(r.t, method, path, id, tag);
       await r.log.waitFor(`queue ${tag}`);
       r.slow.open();
@@ -553,6 +572,47 @@ describe('Locking', function () {
       expect(await r.store.get(id), 'old ID in the store').to.equal(undefined);
       expect(await storedData(r.store, newId), 'data under the new ID').to.deep.equal({ user: 'ann' });
       expectInterrupted(r, sRes, id, { handled: 'S' });
+    });
+
+    it('a request queued behind a logout of its session starts no session of its own: no cookie, nothing stored', async () => {
+      const r = await race();
+      const id = await login(r.t);
+
+      const [sRes, trackRes] = await queuedBehindSlow(r, id, 'post', '/track', 'T', { method: 'post', path: '/slow-logout' });
+
+      expect(sRes.status).to.equal(200);
+      expect(sessionCookie(sRes)?.value, 'the logout expires the cookie').to.equal('');
+      expect(trackRes.status).to.equal(200);
+      expect(sessionCookie(trackRes), "no Set-Cookie from the queued request: it would undo the logout's").to.equal(undefined);
+      expect((r.store as MemoryStore).size, 'sessions stored').to.equal(0);
+      expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['T']);
+    });
+
+    it('a request queued behind a login (regenerate) of its session sets no cookie, so the browser keeps the new one', async () => {
+      const r = await race();
+      const id = await login(r.t);
+
+      const [sRes, trackRes] = await queuedBehindSlow(r, id, 'post', '/track', 'T', { method: 'post', path: '/slow-relogin' });
+
+      const newId = sessionCookie(sRes)?.value as string;
+      expect(newId).to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
+      expect(trackRes.status).to.equal(200);
+      expect(sessionCookie(trackRes), "no Set-Cookie from the queued request: it would replace the login's").to.equal(undefined);
+      expect((r.store as MemoryStore).size, 'sessions stored').to.equal(1);
+      expect(await storedData(r.store, newId)).to.deep.equal({ user: 'bob' });
+      expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['T']);
+    });
+
+    it('a read-only request queued behind a logout gets an empty session and reports nothing', async () => {
+      const r = await race();
+      const id = await login(r.t);
+
+      const [, whoRes] = await queuedBehindSlow(r, id, 'get', '/whoami', 'W', { method: 'post', path: '/slow-logout' });
+
+      expect(whoRes.body.isNew).to.equal(true);
+      expect(whoRes.body.data).to.deep.equal({});
+      expect(sessionCookie(whoRes)).to.equal(undefined);
+      expect(r.interrupted).to.deep.equal([]);
     });
 
     it('an expiry push by a slow read never recreates a session that was logged out meanwhile', async () => {

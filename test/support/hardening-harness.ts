@@ -104,7 +104,8 @@ export interface StoreEvent {
   readonly seq: number;
   /** The request that made the call (undefined outside any request). */
   readonly rid: string | undefined;
-  readonly op: StoreOp;
+  /** A store call, or 'queue': the request asked for the lock on `id` (see LoggedStore.noteQueued). */
+  readonly op: StoreOp | 'queue';
   readonly id: string;
   /** get: the record returned; set: the record written. */
   readonly record?: SessionData;
@@ -175,6 +176,11 @@ export class LoggedStore implements Store {
     Object.assign(event, describe(result));
     if (fault === 'after') throw new InjectedStoreError(op, 'after');
     return result;
+  }
+
+  /** Logs, among the store calls, that request `rid` asks for the lock on session `id` now. */
+  noteQueued(rid: string, id: string): void {
+    this.log.push({ seq: this.log.length, rid, op: 'queue', id });
   }
 
   get(id: string): Promise<SessionData | undefined> {

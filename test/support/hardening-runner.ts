@@ -165,7 +165,12 @@ export class ProgramRig {
     const inner = new MemoryStore();
     const faults = { latency: () => (spec.latency === 0 ? 0 : Math.floor(random() * (spec.latency + 1))), fault: () => undefined };
     const store = spec.atomic ? LoggedStore.atomic(inner, faults) : new LoggedStore(inner, faults);
-    this.current = session({ store, lockMode: lockModeFromHeader, lockTimeout: spec.lockTimeout });
+    // The middleware asks for the lock right after lockMode: the log shows who was in line when.
+    const lockMode = (ctx: Context) => {
+      store.noteQueued(ctx.state.rid as string, ctx.cookies.get('session_id') as string);
+      return lockModeFromHeader(ctx);
+    };
+    this.current = session({ store, lockMode, lockTimeout: spec.lockTimeout });
     this.arrivals = [];
     this.entries = 0;
     this.results = new Map();

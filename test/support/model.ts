@@ -15,7 +15,11 @@
  *   change log (each set/delete/clear, in order) is replayed on whatever is
  *   stored when it commits;
  * - destroy() removes the stored session at once; a commit never brings a
- *   destroyed or regenerated session back (the request is "interrupted").
+ *   destroyed or regenerated session back (the request is "interrupted");
+ * - a request that asked for its session's lock before another request
+ *   removed the session (destroy, or regenerate's removal of the old ID),
+ *   and loads it only after, runs on an empty session and commits nothing
+ *   (interrupted, when it had anything to commit).
  *
  * Nothing here imports the library: the model is written from the SPEC.
  */
@@ -217,7 +221,7 @@ export function replay(data: Data, changes: readonly ModelChange[]): void {
 
 // ---------------------------------------------------------------- a whole run against the store's log
 
-/** One store call as the test's logging store saw it (see hardening-harness). */
+/** One store call as the test's logging store saw it (see hardening-harness), or a request asking for a lock ('queue'). */
 export interface LoggedCall {
   readonly seq: number;
   readonly rid: string | undefined;
@@ -290,8 +294,18 @@ export function judge(requests: readonly Observed[], log: readonly LoggedCall[],
   const order: string[] = [];
   const byRid = new Map(requests.map((r) => [r.rid, r]));
   const eventsOf = new Map<string, LoggedCall[]>();
+  const queuedAt = new Map<string, number>();
+  /** Per session ID, when a request removed it. */
+  const removals = new Map<string, Array<{ seq: number; rid: string | undefined }>>();
   for (const event of log) {
+    if (event.op === 'destroy' && (event as { fault?: unknown }).fault === undefined) {
+      removals.set(event.id, [...(removals.get(event.id) ?? []), { seq: event.seq, rid: event.rid }]);
+    }
     if (event.rid === undefined || !byRid.has(event.rid)) continue;
+    if (event.op === 'queue') {
+      queuedAt.set(event.rid, event.seq);
+      continue;
+    }
     const list = eventsOf.get(event.rid) ?? [];
     list.push(event);
     eventsOf.set(event.rid, list);
@@ -304,12 +318,14 @@ export function judge(requests: readonly Observed[], log: readonly LoggedCall[],
     /** Snapshot at load (read mode) or at commit (write mode). */
     run?: Run;
     loaded: boolean;
+    /** Its session was removed by another request after it asked for the lock, before its load. */
+    removedAhead: boolean;
     done: boolean;
   }
   const pending = new Map<string, Pending>();
   for (const obs of requests) {
     const events = eventsOf.get(obs.rid) ?? [];
-    const p: Pending = { obs, loaded: false, done: false };
+    const p: Pending = { obs, loaded: false, removedAhead: false, done: false };
     // The commit happens at the request's first write to the store (destroy() included), or,
     // when it writes nothing (interrupted, or nothing to save), at its last read.
     const isWrite = (e: LoggedCall) => e.op !== 'get';
@@ -340,7 +356,9 @@ export function judge(requests: readonly Observed[], log: readonly LoggedCall[],
     const commitTimedOut = timedOut(obs);
     let interrupted = false;
     let cookie: Observed['cookie'] = { kind: 'none' };
-    if (!commitTimedOut) {
+    if (p.removedAhead) {
+      interrupted = run.plan !== 'none' && !commitTimedOut;
+    } else if (!commitTimedOut) {
       const finalId = obs.finalId ?? '?';
       switch (run.plan) {
         case 'create':
@@ -409,6 +427,9 @@ export function judge(requests: readonly Observed[], log: readonly LoggedCall[],
         fail(p.obs.rid, `loaded ${showData(got)} from the store, the model holds ${showData(stored)} there`);
       }
       p.loaded = stored !== undefined;
+      const queued = queuedAt.get(p.obs.rid);
+      p.removedAhead = stored === undefined && queued !== undefined &&
+        (removals.get(event.id) ?? []).some((removal) => removal.rid !== p.obs.rid && removal.seq > queued && removal.seq < event.seq);
       // Read mode, or a session that is gone: what it read is fixed now.
       if (p.obs.spec.mode === 'read' || stored === undefined) p.run = interpret(p.obs.spec.ops, stored === undefined ? undefined : new Map(stored));
     }
