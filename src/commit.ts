@@ -3,6 +3,7 @@ import type { Expiry } from './expiry';
 import type { HeldLock } from './lock';
 import type { SessionState } from './session';
 import type { Storage } from './storage';
+import { SessionLockTimeoutError } from './errors';
 import { report, trace } from './events';
 
 /** What the response does with the session cookie. */
@@ -86,7 +87,16 @@ export async function commit(scope: CommitScope, plan: CommitPlan, now: number):
       const loadedId = state.loadedId as string;
       // A push alone is safe under a shared lock only where the store applies it atomically.
       const upgrading = plan === 'update' || !storage.atomic ? scope.lock?.exclusive() : undefined;
-      if (upgrading !== undefined) await upgrading;
+      if (upgrading !== undefined) {
+        try {
+          await upgrading;
+        } catch (error) {
+          // A push only keeps the session alive: a request that changed nothing does not fail over it; a later one pushes.
+          if (plan !== 'push' || !(error instanceof SessionLockTimeoutError)) throw error;
+          trace('push-skipped', loadedId);
+          return NO_COOKIE;
+        }
+      }
       const ttl = expiry.ttl(state.createdAt, now);
       let stored: boolean;
       if (storage.readsBack && scope.lock?.hasWaiters() === true) {

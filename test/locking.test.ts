@@ -798,6 +798,40 @@ describe('Locking', function () {
       const read = await t.client.get('/read').set('Cookie', cookieFor(id));
       expect(read.body.data).to.deep.equal({ n: 1, w: true });
     });
+
+    it('a read that changed nothing does not fail when its expiry push cannot get the exclusive lock in time: the push is left to a later request', async () => {
+      const log = new EventLog();
+      const slow = gate();
+      const timeouts: unknown[] = [];
+      // A get/set/destroy store: a push is get-merge-set there, so it needs the exclusive lock.
+      const t = await start({ store: new ForgetfulStore(), maxAge: 2_000, lockTimeout: 100, lockMode: loggingLockMode(log) }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+          'GET /slow': async (ctx) => {
+            log.add('enter S');
+            await slow.promise;
+            return { user: ctx.session.get('user') };
+          },
+          'GET /me': (ctx) => ({ user: ctx.session.get('user') }),
+        },
+      });
+      t.app.on('session:lock-timeout', (event) => timeouts.push(event));
+      const id = await login(t);
+      await sleep(250); // more than a tenth of maxAge: the next reads push the expiry out
+
+      const s = tagged(t, 'get', '/slow', id, 'S');
+      await log.waitFor('enter S');
+      const me = await tagged(t, 'get', '/me', id, 'M'); // its push waits for S's shared lock, past lockTimeout
+      slow.open();
+      const sRes = await s;
+
+      expect(me.status).to.equal(200);
+      expect(me.body).to.deep.equal({ user: 'ann' });
+      expect(sessionCookie(me), 'no push, so no new expiry to send').to.equal(undefined);
+      expect(timeouts).to.deep.equal([]);
+      expect(sRes.status).to.equal(200);
+      expect(sessionCookie(sRes)?.value, 'the slow read pushes the expiry once it can').to.equal(id);
+    });
   });
 
   describe('a lock lives only while some request holds or waits for it', () => {
