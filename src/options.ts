@@ -79,7 +79,8 @@ const KNOWN = new Set<string>([
 
 // RFC 6265: a cookie name is an RFC 7230 token; path and domain as the cookies package accepts them.
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const PATH = /^[\x20-\x3a\x3c-\x7e]+$/;
+/** Starts with '/': browsers ignore any other Path attribute (RFC 6265, 5.2.4). */
+const PATH = /^\/[\x20-\x3a\x3c-\x7e]*$/;
 const DOMAIN = /^([.]?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)([.][a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
 function invalid(option: string, expected: string): TypeError {
@@ -163,7 +164,7 @@ export function resolveOptions(opts: SessionOptions = {}): ResolvedOptions {
   return {
     cookie: {
       name: cookieString(opts, 'cookieName', TOKEN, 'a valid cookie name (an RFC 7230 token)') ?? 'session_id',
-      path: cookieString(opts, 'cookiePath', PATH, 'a valid cookie path') ?? '/',
+      path: cookieString(opts, 'cookiePath', PATH, "a cookie path starting with '/'") ?? '/',
       domain: cookieString(opts, 'cookieDomain', DOMAIN, 'a valid cookie domain'),
       secure,
       httpOnly: optionalBoolean(opts, 'cookieHttpOnly', true),

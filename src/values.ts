@@ -108,8 +108,12 @@ function copyObject(value: object, where: string, ancestors: object[]): unknown 
     if (typeof (value as { toJSON?: unknown }).toJSON === 'function') {
       throw refuse(where, 'an object with a toJSON method');
     }
+    const keys = Object.keys(value);
+    if (Object.getOwnPropertyNames(value).length !== keys.length) {
+      throw refuse(where, 'an object with non-enumerable properties (JSON leaves them out)');
+    }
     const out: Record<string, unknown> = {};
-    for (const key of Object.keys(value)) {
+    for (const key of keys) {
       assignOwn(out, key, copy((value as Record<string, unknown>)[key], `${where}.${key}`, ancestors));
     }
     return out;

@@ -61,6 +61,7 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     ['a lockMode that is not a function', 'lockMode', { lockMode: 'write' }],
     ['a genid that is not a function', 'genid', { genid: 'abc' }],
     ['a cookiePath with a semicolon', 'cookiePath', { cookiePath: '/a;b' }],
+    ["a cookiePath not starting with '/' (browsers would ignore it)", 'cookiePath', { cookiePath: 'app' }],
     ['a cookieDomain with a space', 'cookieDomain', { cookieDomain: 'exa mple.com' }],
     ['an unknown option (a typo of maxAge)', 'maxage', { maxage: 1000 }],
     ['an unknown option (secret)', 'secret', { secret: 'x' }],

@@ -237,6 +237,7 @@ const REFUSED: Array<[string, () => unknown]> = [
   ['a typed array', () => new Uint8Array([1, 2])],
   ['a Buffer', () => Buffer.from('ab')],
   ['an object with toJSON', () => ({ toJSON: () => 'x' })],
+  ['an object with a non-enumerable property', () => Object.defineProperty({ a: 1 }, 'hidden', { value: 2, enumerable: false })],
   ['a sparse array (deleted element)', sparseArray],
   ['a sparse array (holes)', holeyArray],
   ['a RegExp', () => /x/],
