@@ -112,6 +112,7 @@ export function session(opts?: SessionOptions): Middleware {
     }
 
     // 4. Commit, then unlock.
+    state.committing = true;
     const now = Date.now();
     const refreshCookie = options.rolling || (cookie.state === 'valid' && cookie.resign);
     const plan = planCommit(state, expiry, now, refreshCookie);

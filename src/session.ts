@@ -1,5 +1,6 @@
 import type { Change, StoredSession } from './stores/store';
 import { assignOwn, copyValue, valueOf } from './values';
+import { SessionConfigError } from './errors';
 
 /** What the middleware lends a Session for the two operations that reach out. */
 export interface SessionHooks {
@@ -36,6 +37,8 @@ export interface SessionState {
    * it: this request then runs on an empty session and commits nothing.
    */
   readonly removedAhead: string | undefined;
+  /** The middleware has begun committing: a change now would be lost, so it throws. */
+  committing: boolean;
 }
 
 /** The state of a new session under `id`, or of the session `loaded` from the store under `id`. */
@@ -51,6 +54,7 @@ export function newState(id: string, loaded?: StoredSession): SessionState {
     destroyed: false,
     needsNewId: false,
     removedAhead: undefined,
+    committing: false,
   };
 }
 
@@ -61,6 +65,16 @@ export function stateAfterRemoval(id: string, removedId: string): SessionState {
 
 function checkKey(key: unknown): asserts key is string {
   if (typeof key !== 'string') throw new TypeError('koa-locked-session: session keys must be strings');
+}
+
+/** A change after the commit began would be lost without a word: refuse it loudly. */
+function checkOpen(state: SessionState, method: string): void {
+  if (!state.committing) return;
+  throw new SessionConfigError(
+    `ctx.session.${method}() was called after this request's session was committed, so it would be lost; ` +
+      "change the session before the session middleware's next() resolves (code after `await next()` in a " +
+      'middleware added before app.use(session()) runs too late)',
+  );
 }
 
 /** The session of one request: `ctx.session`. */
@@ -100,6 +114,7 @@ export class Session {
    * previous value, for anything JSON would not carry back unchanged.
    */
   set(key: string, value: unknown): void {
+    checkOpen(this.#state, 'set');
     checkKey(key);
     const copy = copyValue(value, `session value ${JSON.stringify(key)}`);
     const state = this.#state;
@@ -116,6 +131,7 @@ export class Session {
   }
 
   delete(key: string): void {
+    checkOpen(this.#state, 'delete');
     checkKey(key);
     // Deleting what this request cannot see is no change at all.
     if (!this.#state.values.delete(key)) return;
@@ -124,6 +140,7 @@ export class Session {
 
   /** Empties the data; the (empty) session stays, with its cookie. */
   clear(): void {
+    checkOpen(this.#state, 'clear');
     if (this.#state.values.size === 0) return;
     this.#state.values.clear();
     this.#state.changes.push({ op: 'clear' });
@@ -147,6 +164,7 @@ export class Session {
    */
   async regenerate(): Promise<void> {
     const state = this.#state;
+    checkOpen(state, 'regenerate');
     state.id = this.#hooks.newId();
     state.needsNewId = false;
     if (!state.destroyed) state.regenerated = true;
@@ -159,6 +177,7 @@ export class Session {
    */
   async destroy(): Promise<void> {
     const state = this.#state;
+    checkOpen(state, 'destroy');
     if (state.loadedId !== undefined && !state.destroyed) await this.#hooks.removeStored(state.loadedId);
     state.destroyed = true;
     state.regenerated = false;

@@ -506,6 +506,49 @@ describe('Session: any string is a key', () => {
   });
 });
 
+describe('Session: no change after the commit', () => {
+  it('set, delete, clear, regenerate and destroy after the middleware committed throw a SessionConfigError; reads still work; nothing changes', async () => {
+    const outcomes: Record<string, unknown> = {};
+    const late = async (ctx: Context, next: () => Promise<unknown>) => {
+      await next();
+      if (ctx.path !== '/late') return;
+      const session = ctx.session;
+      const attempts: Array<[string, () => unknown]> = [
+        ['set', () => session.set('late', 1)],
+        ['delete', () => session.delete('a')],
+        ['clear', () => session.clear()],
+        ['regenerate', () => session.regenerate()],
+        ['destroy', () => session.destroy()],
+      ];
+      for (const [name, attempt] of attempts) {
+        try {
+          await attempt();
+          outcomes[name] = 'allowed';
+        } catch (error) {
+          const { name: errorName, code, status, message } = error as { name: string; code: string; status: number; message: string };
+          outcomes[name] = { errorName, code, status, namesTheMethod: message.includes(`ctx.session.${name}()`) };
+        }
+      }
+      outcomes.get = session.get('a');
+    };
+    const store = memoryStore();
+    const run = await start({ store }, (ctx) => {
+      if (ctx.path === '/seed') ctx.session.set('a', 1);
+      ctx.body = ctx.session.toJSON();
+    }, { before: [late] });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/seed');
+    const id = jar.get('session_id') as string;
+    const res = await call(run, jar, 'get', '/late');
+
+    expect(res.status).to.equal(200);
+    const refused = { errorName: 'SessionConfigError', code: 'ESESSIONCONFIG', status: 500, namesTheMethod: true };
+    expect(outcomes).to.deep.equal({ set: refused, delete: refused, clear: refused, regenerate: refused, destroy: refused, get: 1 });
+    expect(jar.get('session_id'), 'the same session').to.equal(id);
+    expect((await call(run, jar, 'get', '/read')).body).to.deep.equal({ a: 1 });
+  });
+});
+
 describe('getSession and fromContext', () => {
   it('getSession(ctx) and fromContext(ctx) return ctx.session itself', async () => {
     const run = await start({ store: memoryStore() }, (ctx) => {
