@@ -16,9 +16,36 @@ import { Storage } from './storage';
 
 declare module 'koa' {
   interface ExtendableContext {
-    /** This request's session, set by koa-locked-session's middleware. */
-    session: Session;
+    /** This request's session, set by koa-locked-session's middleware (not replaceable: see destroy() and clear()). */
+    readonly session: Session;
   }
+}
+
+/** Where a request's session lives; `ctx.session` reads it (see guardSessionProperty). */
+const SESSION = Symbol('koa-locked-session');
+
+const guardedContexts = new WeakSet<object>();
+
+/**
+ * Makes `ctx.session` of `app` a getter, so that assigning it throws:
+ * `ctx.session = null` is how koa-session logs out, and here it would
+ * otherwise leave the user logged in without a word.
+ */
+function guardSessionProperty(app: Context['app']): void {
+  const context: object = app.context;
+  if (guardedContexts.has(context)) return;
+  guardedContexts.add(context);
+  Object.defineProperty(context, 'session', {
+    configurable: true,
+    get(this: { [SESSION]?: Session }) {
+      return this[SESSION];
+    },
+    set() {
+      throw new TypeError(
+        'koa-locked-session: ctx.session cannot be replaced; to log out call `await ctx.session.destroy()`, to empty it `ctx.session.clear()`',
+      );
+    },
+  });
 }
 
 /**
@@ -86,7 +113,13 @@ export function session(opts?: SessionOptions): Middleware {
     else if (action.kind === 'expire') sessionCookie.expire(ctx, signed);
   }
 
+  let guardedApp: Context['app'] | undefined;
+
   return async function lockedSession(ctx: Context, next: Next): Promise<void> {
+    if (ctx.app !== guardedApp) {
+      guardSessionProperty(ctx.app);
+      guardedApp = ctx.app;
+    }
     // 1. Read the cookie; a malformed or badly signed one never reaches the store.
     const signed = sessionCookie.isSigned(ctx);
     const cookie = sessionCookie.read(ctx, signed);
@@ -96,7 +129,7 @@ export function session(opts?: SessionOptions): Middleware {
     const { state, lock } = cookie.state === 'valid' ? await open(ctx, cookie.id) : fresh();
 
     // 3. The handler.
-    ctx.session = new Session(state, {
+    (ctx as { [SESSION]?: Session })[SESSION] = new Session(state, {
       newId: options.genid,
       removeStored: async (id) => {
         await storage.remove(id);

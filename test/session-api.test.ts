@@ -549,6 +549,29 @@ describe('Session: no change after the commit', () => {
   });
 });
 
+describe('Session: ctx.session cannot be replaced', () => {
+  it("assigning ctx.session (koa-session's way to log out) throws a TypeError that points to destroy(); the session stays as it was", async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/login') ctx.session.set('user', 'ann');
+      if (ctx.path === '/logout-koa-session-style') {
+        try {
+          (ctx as unknown as { session: unknown }).session = null;
+          ctx.body = { assigned: true };
+        } catch (error) {
+          ctx.body = { error: (error as Error).name, pointsToDestroy: (error as Error).message.includes('destroy()'), stillASession: ctx.session instanceof Session };
+        }
+        return;
+      }
+      ctx.body = ctx.session.toJSON();
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const res = await call(run, jar, 'post', '/logout-koa-session-style');
+    expect(res.body).to.deep.equal({ error: 'TypeError', pointsToDestroy: true, stillASession: true });
+    expect((await call(run, jar, 'get', '/me')).body).to.deep.equal({ user: 'ann' });
+  });
+});
+
 describe('getSession and fromContext', () => {
   it('getSession(ctx) and fromContext(ctx) return ctx.session itself', async () => {
     const run = await start({ store: memoryStore() }, (ctx) => {
