@@ -307,16 +307,17 @@ describe('Options: each option takes effect', () => {
     expect(maxActive()).to.equal(1);
   });
 
-  it('a request waiting longer than lockTimeout for its session gets 503 and its handler does not run', async () => {
+  /** An app on `lockTimeout` where, once this resolves, POST /hold holds its session's lock until `release()`. */
+  async function heldLock(lockTimeout: number) {
     let release: () => void = () => {};
     const gate = new Promise<void>((resolve) => {
       release = resolve;
-      setTimeout(resolve, 10_000);
+      setTimeout(resolve, 10_000).unref();
     });
     let entered: () => void = () => {};
     const holding = new Promise<void>((resolve) => (entered = resolve));
     const ran: string[] = [];
-    const run = await start({ store: memoryStore(), lockTimeout: 100 }, async (ctx) => {
+    const run = await start({ store: memoryStore(), lockTimeout }, async (ctx) => {
       ran.push(ctx.path);
       if (ctx.path === '/hold') {
         entered();
@@ -329,6 +330,11 @@ describe('Options: each option takes effect', () => {
     await call(run, jar, 'post', '/seed');
     const held = call(run, jar, 'post', '/hold');
     await holding;
+    return { run, jar, held, release, ran };
+  }
+
+  it('a request waiting longer than lockTimeout for its session gets 503 and its handler does not run', async () => {
+    const { run, jar, held, release, ran } = await heldLock(100);
     const waited = await call(run, jar, 'post', '/late');
     release();
     expect(waited.status).to.equal(503);
@@ -342,25 +348,7 @@ describe('Options: each option takes effect', () => {
       const onWarning = (warning: Error) => warnings.push(warning);
       process.on('warning', onWarning);
       try {
-        let release: () => void = () => {};
-        const gate = new Promise<void>((resolve) => {
-          release = resolve;
-          setTimeout(resolve, 10_000).unref();
-        });
-        let entered: () => void = () => {};
-        const holding = new Promise<void>((resolve) => (entered = resolve));
-        const run = await start({ store: memoryStore(), lockTimeout }, async (ctx) => {
-          if (ctx.path === '/hold') {
-            entered();
-            await gate;
-          }
-          ctx.session.set(ctx.path, true);
-          ctx.body = 'ok';
-        });
-        const jar = new Jar();
-        await call(run, jar, 'post', '/seed');
-        const held = call(run, jar, 'post', '/hold');
-        await holding;
+        const { run, jar, held, release } = await heldLock(lockTimeout);
         const late = call(run, jar, 'post', '/late');
         await sleep(200);
         release();
