@@ -642,6 +642,35 @@ describe('RedisStore', function () {
       assert.deepEqual((await send(elsewhere, a.url, 'GET', '/')).body, { seed: 1 });
       assert.notEqual(jar.sessionId, elsewhere.sessionId);
     });
+
+    it('a regenerate whose session another process changes before every attempt gives up with a 503, leaving the session as it is and no copy', async () => {
+      const a = await instance();
+      const jar = new CookieJar();
+      const oldId = await login(jar, a.url);
+      const oldKey = `${prefix}{${oldId}}`;
+      const writer = connect();
+      let writes = 0;
+      // Another process writes the session each time, just before this one saves its copy.
+      const client = {
+        hgetall: (key: string) => a.client.hgetall(key),
+        del: (...keys: string[]) => a.client.del(...keys),
+        eval: (script: string, numkeys: number, ...args: (string | number)[]) => a.client.eval(script, numkeys, ...args),
+        evalsha: async (sha: string, numkeys: number, ...args: (string | number)[]) => {
+          if (!String(args[0]).startsWith(oldKey)) await writer.hset(oldKey, 'd:other', String(++writes));
+          return a.client.evalsha(sha, numkeys, ...args);
+        },
+      };
+      const b = await startApp(new RedisStore({ client, prefix }));
+      apps.push(b);
+
+      const reply = await send(jar, b.url, 'POST', '/regenerate');
+
+      assert.equal(reply.status, 503);
+      assert.equal(jar.sessionId, oldId, 'no new cookie');
+      assert.equal(writes, 10, 'one copy per attempt');
+      assert.deepEqual(await ourKeys(a.client), [oldKey], 'the session stays, and every copy is gone');
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, other: 10 });
+    });
   });
 
   it('with Redis down, requests fail fast with 503, and succeed again once it is back', async function () {
