@@ -113,6 +113,19 @@ export function session(opts?: SessionOptions): Middleware {
     else if (action.kind === 'expire') sessionCookie.expire(ctx, signed);
   }
 
+  let warnedTooLate = false;
+  /** Warns, once per middleware, that a change came after the commit (see Session.#noteChange). */
+  function changedTooLate(method: string): void {
+    if (warnedTooLate) return;
+    warnedTooLate = true;
+    process.emitWarning(
+      `ctx.session.${method}() was called after the session middleware committed the session, so the change is lost; ` +
+        "change the session before the middleware's next() resolves (code after `await next()` in a middleware " +
+        'added before app.use(session()), or a task the handler does not await, runs too late). Warned once.',
+      { code: 'KOA_LOCKED_SESSION_LATE_CHANGE' },
+    );
+  }
+
   let guardedApp: Context['app'] | undefined;
 
   return async function lockedSession(ctx: Context, next: Next): Promise<void> {
@@ -136,6 +149,7 @@ export function session(opts?: SessionOptions): Middleware {
         lock?.markRemoved(); // for requests in line behind this one (see LockTable.markRemoved)
         report(ctx, 'session:destroyed', id);
       },
+      changedTooLate,
     });
     let failure: { error: unknown } | undefined;
     try {

@@ -1,6 +1,5 @@
 import type { Change, StoredSession } from './stores/store';
 import { assignOwn, copyValue, valueOf } from './values';
-import { SessionConfigError } from './errors';
 
 /** What the middleware lends a Session for the two operations that reach out. */
 export interface SessionHooks {
@@ -8,6 +7,8 @@ export interface SessionHooks {
   newId(): string;
   /** Removes the stored session `id` from the store (resolves once removed). */
   removeStored(id: string): Promise<void>;
+  /** `method` changed the session after its commit began: the change is lost (see Session.#noteChange). */
+  changedTooLate(method: string): void;
 }
 
 /**
@@ -67,15 +68,6 @@ function checkKey(key: unknown): asserts key is string {
   if (typeof key !== 'string') throw new TypeError('koa-locked-session: session keys must be strings');
 }
 
-/** A change after the commit began would be lost without a word: refuse it loudly. */
-function checkOpen(state: SessionState, method: string): void {
-  if (!state.committing) return;
-  throw new SessionConfigError(
-    `ctx.session.${method}() was called after this request's session was committed, so it would be lost; ` +
-      "change the session before the session middleware's next() resolves (code after `await next()` in a " +
-      'middleware added before app.use(session()) runs too late)',
-  );
-}
 
 /** The session of one request: `ctx.session`. */
 export class Session {
@@ -87,6 +79,16 @@ export class Session {
     this.#state = state;
     this.#hooks = hooks;
     this.#isNew = state.loadedId === undefined;
+  }
+
+  /**
+   * A change once the commit has begun (code after `await next()` in an
+   * outer middleware, a task the handler did not await) can no longer be
+   * saved. Throwing then would lose the response's cookie, or crash the
+   * process from a task nobody awaits: the middleware warns instead.
+   */
+  #noteChange(method: string): void {
+    if (this.#state.committing) this.#hooks.changedTooLate(method);
   }
 
   /** The session ID (64 lowercase hex characters with the default generator). */
@@ -114,7 +116,7 @@ export class Session {
    * previous value, for anything JSON would not carry back unchanged.
    */
   set(key: string, value: unknown): void {
-    checkOpen(this.#state, 'set');
+    this.#noteChange('set');
     checkKey(key);
     const copy = copyValue(value, `session value ${JSON.stringify(key)}`);
     const state = this.#state;
@@ -131,7 +133,7 @@ export class Session {
   }
 
   delete(key: string): void {
-    checkOpen(this.#state, 'delete');
+    this.#noteChange('delete');
     checkKey(key);
     // Deleting what this request cannot see is no change at all.
     if (!this.#state.values.delete(key)) return;
@@ -140,7 +142,7 @@ export class Session {
 
   /** Empties the data; the (empty) session stays, with its cookie. */
   clear(): void {
-    checkOpen(this.#state, 'clear');
+    this.#noteChange('clear');
     if (this.#state.values.size === 0) return;
     this.#state.values.clear();
     this.#state.changes.push({ op: 'clear' });
@@ -164,7 +166,7 @@ export class Session {
    */
   async regenerate(): Promise<void> {
     const state = this.#state;
-    checkOpen(state, 'regenerate');
+    this.#noteChange('regenerate');
     state.id = this.#hooks.newId();
     state.needsNewId = false;
     if (!state.destroyed) state.regenerated = true;
@@ -177,7 +179,7 @@ export class Session {
    */
   async destroy(): Promise<void> {
     const state = this.#state;
-    checkOpen(state, 'destroy');
+    this.#noteChange('destroy');
     if (state.loadedId !== undefined && !state.destroyed) await this.#hooks.removeStored(state.loadedId);
     state.destroyed = true;
     state.regenerated = false;
