@@ -134,9 +134,10 @@ export class LockTable {
 
   /**
    * Notes that a request holding `id`'s lock has removed the session from
-   * the store (a logout, or a login's regenerate), when the last ticket
-   * handed out was `lastTicket`. A request that had already asked for the
-   * lock then finds the session gone, and must not start one of its own: its
+   * the store (a logout, or a login's regenerate or destroy-and-set), when
+   * the last ticket handed out was `lastTicket`; the remover notes it again
+   * as it gives the lock back. A request that asked for the lock before
+   * then finds the session gone, and must not start one of its own: its
    * cookie would replace the one the logout or login sends.
    */
   markRemoved(id: string, lastTicket: number): void {
@@ -277,6 +278,8 @@ export class HeldLock {
   private releasers: Releasers | undefined;
   private heldMode: LockMode | undefined;
   private leaving: StoredSession | undefined;
+  /** This request removed its session (see markRemoved). */
+  private removedSession = false;
 
   constructor(
     private readonly locks: SessionLocks,
@@ -303,8 +306,9 @@ export class HeldLock {
     return this.heldMode === 'write' && this.locks.isWaitedFor(this.id);
   }
 
-  /** Notes that this request has removed its session from the store (see LockTable.markRemoved). */
+  /** Notes that this request has removed its session from the store, now and again on release (see LockTable.markRemoved). */
   markRemoved(): void {
+    this.removedSession = true;
     this.locks.markRemoved(this.id);
   }
 
@@ -345,6 +349,8 @@ export class HeldLock {
 
   /** Gives the lock back; a promise only when a cross-process lock is handed back too. */
   release(): Promise<void> | undefined {
+    // Everyone who asked for the lock while this request held it was in line behind the removal.
+    if (this.removedSession && this.releasers !== undefined) this.locks.markRemoved(this.id);
     const releasers = this.releasers;
     const leaving = this.leaving;
     this.releasers = undefined;

@@ -459,6 +459,13 @@ describe('Locking', function () {
           log.add('enter S');
           await slow.promise;
         },
+        // The other way to log in afresh: destroy, then set (a new session under a new ID).
+        'POST /slow-destroy-login': async (ctx) => {
+          await ctx.session.destroy();
+          ctx.session.set('user', 'bob');
+          log.add('enter S');
+          await slow.promise;
+        },
         'POST /track': (ctx) => ctx.session.set('lastSeen', 123),
         'GET /whoami': (ctx) => describeSession(ctx),
       };
@@ -588,24 +595,28 @@ describe('Locking', function () {
       expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['T']);
     });
 
-    it('a request queued behind a login (regenerate) of its session sets no cookie, so the browser keeps the new one', async () => {
+    for (const [how, path] of [['regenerate', '/slow-relogin'], ['destroy, then set', '/slow-destroy-login']]) {
+      it(`a request queued behind a login (${how}) of its session sets no cookie, so the browser keeps the new one`, async () => {
+        const r = await race();
+        const id = await login(r.t);
+  
+        const [sRes, trackRes] = await queuedBehindSlow(r, id, 'post', '/track', 'T', { method: 'post', path });
+  
+        const newId = sessionCookie(sRes)?.value as string;
+        expect(newId).to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
+        expect(trackRes.status).to.equal(200);
+        expect(sessionCookie(trackRes), "no Set-Cookie from the queued request: it would replace the login's").to.equal(undefined);
+        expect((r.store as MemoryStore).size, 'sessions stored').to.equal(1);
+        expect(await storedData(r.store, newId)).to.deep.equal({ user: 'bob' });
+        expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['T']);
+      });
+    }
+
+    it('a read-only request queued behind a logout gets an empty session and reports nothing, not even session:missed', async () => {
       const r = await race();
       const id = await login(r.t);
-
-      const [sRes, trackRes] = await queuedBehindSlow(r, id, 'post', '/track', 'T', { method: 'post', path: '/slow-relogin' });
-
-      const newId = sessionCookie(sRes)?.value as string;
-      expect(newId).to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
-      expect(trackRes.status).to.equal(200);
-      expect(sessionCookie(trackRes), "no Set-Cookie from the queued request: it would replace the login's").to.equal(undefined);
-      expect((r.store as MemoryStore).size, 'sessions stored').to.equal(1);
-      expect(await storedData(r.store, newId)).to.deep.equal({ user: 'bob' });
-      expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['T']);
-    });
-
-    it('a read-only request queued behind a logout gets an empty session and reports nothing', async () => {
-      const r = await race();
-      const id = await login(r.t);
+      const missed: unknown[] = [];
+      r.t.app.on('session:missed', (event) => missed.push(event));
 
       const [, whoRes] = await queuedBehindSlow(r, id, 'get', '/whoami', 'W', { method: 'post', path: '/slow-logout' });
 
@@ -613,6 +624,7 @@ describe('Locking', function () {
       expect(whoRes.body.data).to.deep.equal({});
       expect(sessionCookie(whoRes)).to.equal(undefined);
       expect(r.interrupted).to.deep.equal([]);
+      expect(missed, 'its session was removed ahead of it, not unknown').to.deep.equal([]);
     });
 
     it('an expiry push by a slow read never recreates a session that was logged out meanwhile', async () => {

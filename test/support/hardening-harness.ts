@@ -104,8 +104,8 @@ export interface StoreEvent {
   readonly seq: number;
   /** The request that made the call (undefined outside any request). */
   readonly rid: string | undefined;
-  /** A store call, or 'queue': the request asked for the lock on `id` (see LoggedStore.noteQueued). */
-  readonly op: StoreOp | 'queue';
+  /** A store call; or 'queue', 'done': the request asked for the lock on `id`, or left the session middleware (see LoggedStore.note). */
+  readonly op: StoreOp | 'queue' | 'done';
   readonly id: string;
   /** get: the record returned; set: the record written. */
   readonly record?: SessionData;
@@ -178,9 +178,9 @@ export class LoggedStore implements Store {
     return result;
   }
 
-  /** Logs, among the store calls, that request `rid` asks for the lock on session `id` now. */
-  noteQueued(rid: string, id: string): void {
-    this.log.push({ seq: this.log.length, rid, op: 'queue', id });
+  /** Logs, among the store calls, that request `rid` asks for the lock on session `id` now, or is done with its lock. */
+  note(rid: string, op: 'queue' | 'done', id: string): void {
+    this.log.push({ seq: this.log.length, rid, op, id });
   }
 
   get(id: string): Promise<SessionData | undefined> {

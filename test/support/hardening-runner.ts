@@ -165,12 +165,20 @@ export class ProgramRig {
     const inner = new MemoryStore();
     const faults = { latency: () => (spec.latency === 0 ? 0 : Math.floor(random() * (spec.latency + 1))), fault: () => undefined };
     const store = spec.atomic ? LoggedStore.atomic(inner, faults) : new LoggedStore(inner, faults);
-    // The middleware asks for the lock right after lockMode: the log shows who was in line when.
+    // The middleware asks for the lock right after lockMode, and has given it back when it is done:
+    // the log shows who was in line when.
     const lockMode = (ctx: Context) => {
-      store.noteQueued(ctx.state.rid as string, ctx.cookies.get('session_id') as string);
+      store.note(ctx.state.rid as string, 'queue', ctx.cookies.get('session_id') as string);
       return lockModeFromHeader(ctx);
     };
-    this.current = session({ store, lockMode, lockTimeout: spec.lockTimeout });
+    const middleware = session({ store, lockMode, lockTimeout: spec.lockTimeout });
+    this.current = async (ctx, next) => {
+      try {
+        await middleware(ctx, next);
+      } finally {
+        store.note(ctx.state.rid as string, 'done', ctx.cookies.get('session_id') ?? '');
+      }
+    };
     this.arrivals = [];
     this.entries = 0;
     this.results = new Map();

@@ -16,10 +16,12 @@
  *   stored when it commits;
  * - destroy() removes the stored session at once; a commit never brings a
  *   destroyed or regenerated session back (the request is "interrupted");
- * - a request that asked for its session's lock before another request
- *   removed the session (destroy, or regenerate's removal of the old ID),
- *   and loads it only after, runs on an empty session and commits nothing
- *   (interrupted, when it had anything to commit).
+ * - when a request removes its session (destroy, or regenerate's removal of
+ *   the old ID), every request that asked for the lock before that moment,
+ *   or before the remover is done, and loads the session only after that
+ *   moment (or after the remover is done), finds it gone as "removed ahead
+ *   of it": it runs on an empty session and commits nothing (interrupted,
+ *   when it had anything to commit).
  *
  * Nothing here imports the library: the model is written from the SPEC.
  */
@@ -295,6 +297,7 @@ export function judge(requests: readonly Observed[], log: readonly LoggedCall[],
   const byRid = new Map(requests.map((r) => [r.rid, r]));
   const eventsOf = new Map<string, LoggedCall[]>();
   const queuedAt = new Map<string, number>();
+  const doneAt = new Map<string, number>();
   /** Per session ID, when a request removed it. */
   const removals = new Map<string, Array<{ seq: number; rid: string | undefined }>>();
   for (const event of log) {
@@ -302,8 +305,8 @@ export function judge(requests: readonly Observed[], log: readonly LoggedCall[],
       removals.set(event.id, [...(removals.get(event.id) ?? []), { seq: event.seq, rid: event.rid }]);
     }
     if (event.rid === undefined || !byRid.has(event.rid)) continue;
-    if (event.op === 'queue') {
-      queuedAt.set(event.rid, event.seq);
+    if (event.op === 'queue' || event.op === 'done') {
+      (event.op === 'queue' ? queuedAt : doneAt).set(event.rid, event.seq);
       continue;
     }
     const list = eventsOf.get(event.rid) ?? [];
@@ -428,8 +431,11 @@ export function judge(requests: readonly Observed[], log: readonly LoggedCall[],
       }
       p.loaded = stored !== undefined;
       const queued = queuedAt.get(p.obs.rid);
+      // The remover marks the removal when it happens and again when it is done; this request checks at its load.
+      const marks = (removal: { seq: number; rid: string | undefined }) => [removal.seq, doneAt.get(removal.rid as string) ?? Infinity];
       p.removedAhead = stored === undefined && queued !== undefined &&
-        (removals.get(event.id) ?? []).some((removal) => removal.rid !== p.obs.rid && removal.seq > queued && removal.seq < event.seq);
+        (removals.get(event.id) ?? []).some((removal) => removal.rid !== p.obs.rid && removal.seq < event.seq &&
+          marks(removal).some((mark) => queued < mark && mark < event.seq));
       // Read mode, or a session that is gone: what it read is fixed now.
       if (p.obs.spec.mode === 'read' || stored === undefined) p.run = interpret(p.obs.spec.ops, stored === undefined ? undefined : new Map(stored));
     }
