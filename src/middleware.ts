@@ -21,31 +21,40 @@ declare module 'koa' {
   }
 }
 
-/** Where a request's session lives; `ctx.session` reads it (see guardSessionProperty). */
-const SESSION = Symbol('koa-locked-session');
+/**
+ * Where a request's session lives; `ctx.session` reads it (see
+ * guardSessionProperty). A registered symbol, so that two copies of the
+ * library in one app share it.
+ */
+const SESSION = Symbol.for('koa-locked-session.session');
 
-const guardedContexts = new WeakSet<object>();
+type Slots = Record<PropertyKey, unknown>;
 
 /**
- * Makes `ctx.session` of `app` a getter, so that assigning it throws:
- * `ctx.session = null` is how koa-session logs out, and here it would
- * otherwise leave the user logged in without a word.
+ * Makes `ctx.session` of `app` an accessor, so that assigning it throws on
+ * a request this middleware serves: `ctx.session = null` is how koa-session
+ * logs out, and here it would otherwise leave the user logged in without a
+ * word. On any other request of the app (a route without this middleware)
+ * an assignment makes an ordinary property, as if the accessor were not there.
  */
 function guardSessionProperty(app: Context['app']): void {
-  const context: object = app.context;
-  if (guardedContexts.has(context)) return;
-  guardedContexts.add(context);
-  Object.defineProperty(context, 'session', {
-    configurable: true,
-    get(this: { [SESSION]?: Session }) {
-      return this[SESSION];
-    },
-    set() {
-      throw new TypeError(
-        'koa-locked-session: ctx.session cannot be replaced; to log out call `await ctx.session.destroy()`, to empty it `ctx.session.clear()`',
-      );
-    },
-  });
+  const context: Slots = app.context as unknown as Slots;
+  if (Object.getOwnPropertyDescriptor(context, 'session')?.get === readSession) return;
+  Object.defineProperty(context, 'session', { configurable: true, get: readSession, set: replaceSession });
+}
+
+function readSession(this: Slots): unknown {
+  return this[SESSION];
+}
+
+function replaceSession(this: Slots, value: unknown): void {
+  if (this[SESSION] === undefined) {
+    Object.defineProperty(this, 'session', { value, writable: true, enumerable: true, configurable: true });
+    return;
+  }
+  throw new TypeError(
+    'koa-locked-session: ctx.session cannot be replaced; to log out call `await ctx.session.destroy()`, to empty it `ctx.session.clear()`',
+  );
 }
 
 /**
@@ -142,7 +151,7 @@ export function session(opts?: SessionOptions): Middleware {
     const { state, lock } = cookie.state === 'valid' ? await open(ctx, cookie.id) : fresh();
 
     // 3. The handler.
-    (ctx as { [SESSION]?: Session })[SESSION] = new Session(state, {
+    (ctx as unknown as Slots)[SESSION] = new Session(state, {
       newId: options.genid,
       removeStored: async (id) => {
         await storage.remove(id);

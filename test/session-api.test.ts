@@ -5,7 +5,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { Context } from 'koa';
-import { fromContext, getSession, Session } from '../src';
+import { fromContext, getSession, session, Session } from '../src';
 import { HEX64, Jar, call, closeAll, cookieNamed, expect, isExpired, memoryStore, start } from './support/app';
 
 afterEach(closeAll);
@@ -606,6 +606,24 @@ describe('Session: ctx.session cannot be replaced', () => {
     const res = await call(run, jar, 'post', '/logout-koa-session-style');
     expect(res.body).to.deep.equal({ error: 'TypeError', pointsToDestroy: true, stillASession: true });
     expect((await call(run, jar, 'get', '/me')).body).to.deep.equal({ user: 'ann' });
+  });
+
+  it('a route of the same app that does not use this middleware can still set its own ctx.session', async () => {
+    const sessions = session({ store: memoryStore() });
+    const onlyPages = (ctx: Context, next: () => Promise<unknown>) => (ctx.path.startsWith('/api/') ? next() : sessions(ctx, next));
+    const run = await start(undefined, (ctx) => {
+      if (ctx.path.startsWith('/api/')) {
+        (ctx as unknown as { session: unknown }).session = { token: ctx.path };
+        ctx.body = { own: (ctx as unknown as { session: unknown }).session };
+        return;
+      }
+      ctx.session.set('seen', true);
+      ctx.body = ctx.session.toJSON();
+    }, { middleware: onlyPages });
+    const jar = new Jar();
+    expect((await call(run, jar, 'get', '/api/1')).body).to.deep.equal({ own: { token: '/api/1' } });
+    expect((await call(run, jar, 'post', '/page')).body).to.deep.equal({ seen: true });
+    expect((await call(run, jar, 'get', '/api/2')).body).to.deep.equal({ own: { token: '/api/2' } });
   });
 });
 
