@@ -10,9 +10,10 @@ export function keygripSignature(key: string | KeyObject, data: string): string 
 const comparing = new Map<number, [Buffer, Buffer]>();
 
 /**
- * Whether the signature a client sent is the expected one, compared in
- * constant time. Both are written byte per character ('latin1'): header
- * values reach Node as latin1 text, and the expected signature is ASCII.
+ * Whether the signature a client sent is the expected one (ASCII, as
+ * Keygrip's base64url is), compared in constant time. `given` must fill its
+ * buffer exactly as UTF-8: a non-ASCII character makes it longer, so it
+ * never matches, and no byte of an earlier comparison is left over.
  */
 export function sameInConstantTime(expected: string, given: string): boolean {
   const length = expected.length;
@@ -22,8 +23,8 @@ export function sameInConstantTime(expected: string, given: string): boolean {
     pair = [Buffer.alloc(length), Buffer.alloc(length)];
     comparing.set(length, pair);
   }
-  pair[0].write(expected, 'latin1');
-  pair[1].write(given, 'latin1');
+  if (pair[1].write(given) !== length) return false;
+  pair[0].write(expected);
   return timingSafeEqual(pair[0], pair[1]);
 }
 

@@ -94,7 +94,8 @@ function copyObject(value: object, where: string, ancestors: object[]): unknown 
   try {
     if (Array.isArray(value)) {
       if (proto !== Array.prototype) throw refuse(where, 'an array subclass');
-      if (Object.keys(value).length !== value.length) {
+      // Own property names: the indices and `length`; anything else JSON would leave out.
+      if (Object.keys(value).length !== value.length || Object.getOwnPropertyNames(value).length !== value.length + 1) {
         throw refuse(where, 'a sparse array or an array with extra properties');
       }
       const out = new Array<unknown>(value.length);

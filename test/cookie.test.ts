@@ -9,7 +9,7 @@ import Cookies from 'cookies';
 import Keygrip from 'keygrip';
 import type { Context } from 'koa';
 import type { SessionOptions } from '../src';
-import { SignatureMemo } from '../src/signature';
+import { SignatureMemo, keygripSignature, sameInConstantTime } from '../src/signature';
 import { Jar, RecordingStore, call, closeAll, cookieNamed, expect, setCookies, start } from './support/app';
 
 afterEach(closeAll);
@@ -230,6 +230,22 @@ describe('Set-Cookie lines are exactly what ctx.cookies.set writes', () => {
       });
     }
   }
+});
+
+describe('sameInConstantTime, the signature check', () => {
+  it('accepts only the very signature, whatever was compared before', () => {
+    const right = keygripSignature('k1', 'session_id=abc');
+    const other = keygripSignature('k1', 'session_id=abd');
+    const oneOff = right.slice(0, -1) + (right.endsWith('A') ? 'B' : 'A');
+    // Each character of the right signature swapped for one that is the same in its low byte, or not ASCII at all.
+    const lookalikes = [...right].flatMap((c, i) => [String.fromCharCode(c.charCodeAt(0) + 0x100), '\u00e9', '\u{1F600}'].map((s) => right.slice(0, i) + s + right.slice(i + 1)));
+    const results: string[] = [];
+    for (const given of [right, other, oneOff, right.slice(1), `${right}A`, '', ...lookalikes, right]) {
+      sameInConstantTime(right, right); // the buffers now hold the right signature
+      if (sameInConstantTime(right, given)) results.push(given);
+    }
+    expect(results).to.deep.equal([right, right]);
+  });
 });
 
 describe('SignatureMemo, the remembered HMACs of cookie values', () => {

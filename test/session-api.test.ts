@@ -238,6 +238,7 @@ const REFUSED: Array<[string, () => unknown]> = [
   ['a Buffer', () => Buffer.from('ab')],
   ['an object with toJSON', () => ({ toJSON: () => 'x' })],
   ['an object with a non-enumerable property', () => Object.defineProperty({ a: 1 }, 'hidden', { value: 2, enumerable: false })],
+  ['an array with a non-enumerable property', () => Object.defineProperty([1], 'hidden', { value: 2, enumerable: false })],
   ['a sparse array (deleted element)', sparseArray],
   ['a sparse array (holes)', holeyArray],
   ['a RegExp', () => /x/],
