@@ -16,45 +16,9 @@ import { Storage } from './storage';
 
 declare module 'koa' {
   interface ExtendableContext {
-    /** This request's session, set by koa-locked-session's middleware (not replaceable: see destroy() and clear()). */
+    /** This request's session, set by koa-locked-session's middleware (to log out, call its destroy()). */
     readonly session: Session;
   }
-}
-
-/**
- * Where a request's session lives; `ctx.session` reads it (see
- * guardSessionProperty). A registered symbol, so that two copies of the
- * library in one app share it.
- */
-const SESSION = Symbol.for('koa-locked-session.session');
-
-type Slots = Record<PropertyKey, unknown>;
-
-/**
- * Makes `ctx.session` of `app` an accessor, so that assigning it throws on
- * a request this middleware serves: `ctx.session = null` is how koa-session
- * logs out, and here it would otherwise leave the user logged in without a
- * word. On any other request of the app (a route without this middleware)
- * an assignment makes an ordinary property, as if the accessor were not there.
- */
-function guardSessionProperty(app: Context['app']): void {
-  const context: Slots = app.context as unknown as Slots;
-  if (Object.getOwnPropertyDescriptor(context, 'session')?.get === readSession) return;
-  Object.defineProperty(context, 'session', { configurable: true, get: readSession, set: replaceSession });
-}
-
-function readSession(this: Slots): unknown {
-  return this[SESSION];
-}
-
-function replaceSession(this: Slots, value: unknown): void {
-  if (this[SESSION] === undefined) {
-    Object.defineProperty(this, 'session', { value, writable: true, enumerable: true, configurable: true });
-    return;
-  }
-  throw new TypeError(
-    'koa-locked-session: ctx.session cannot be replaced; to log out call `await ctx.session.destroy()`, to empty it `ctx.session.clear()`',
-  );
 }
 
 /**
@@ -122,26 +86,38 @@ export function session(opts?: SessionOptions): Middleware {
     else if (action.kind === 'expire') sessionCookie.expire(ctx, signed);
   }
 
-  let warnedTooLate = false;
-  /** Warns, once per middleware, that a change came after the commit (see Session.#noteChange). */
+  const warned = new Set<string>();
+  /** A process warning with `code`, once per middleware: a mistake in the app, not in the request. */
+  function warnOnce(code: string, message: string): void {
+    if (warned.has(code)) return;
+    warned.add(code);
+    process.emitWarning(`koa-locked-session: ${message} (warned once)`, { code });
+  }
+
+  /** See Session.#noteChange. */
   function changedTooLate(method: string): void {
-    if (warnedTooLate) return;
-    warnedTooLate = true;
-    process.emitWarning(
+    warnOnce(
+      'KOA_LOCKED_SESSION_LATE_CHANGE',
       `ctx.session.${method}() was called after the session middleware committed the session, so the change is lost; ` +
         "change the session before the middleware's next() resolves (code after `await next()` in a middleware " +
-        'added before app.use(session()), or a task the handler does not await, runs too late). Warned once.',
-      { code: 'KOA_LOCKED_SESSION_LATE_CHANGE' },
+        'added before app.use(session()), or a task the handler does not await, runs too late)',
     );
   }
 
-  let guardedApp: Context['app'] | undefined;
+  /**
+   * The handler replaced ctx.session. `ctx.session = null` is how
+   * koa-session logs out, so null (or undefined) is a destroy(); any other
+   * value cannot be stored, and the process is warned. Either way
+   * ctx.session is this request's session again.
+   */
+  async function takeBack(ctx: Context, session: Session): Promise<void> {
+    const replacement: unknown = ctx.session;
+    (ctx as { session: Session }).session = session;
+    if (replacement === null || replacement === undefined) await session.destroy();
+    else warnOnce('KOA_LOCKED_SESSION_REPLACED', 'ctx.session was replaced with another value, which is not stored; use ctx.session.set(key, value)');
+  }
 
   return async function lockedSession(ctx: Context, next: Next): Promise<void> {
-    if (ctx.app !== guardedApp) {
-      guardSessionProperty(ctx.app);
-      guardedApp = ctx.app;
-    }
     // 1. Read the cookie; a malformed or badly signed one never reaches the store.
     const signed = sessionCookie.isSigned(ctx);
     const cookie = sessionCookie.read(ctx, signed);
@@ -151,7 +127,7 @@ export function session(opts?: SessionOptions): Middleware {
     const { state, lock } = cookie.state === 'valid' ? await open(ctx, cookie.id) : fresh();
 
     // 3. The handler.
-    (ctx as unknown as Slots)[SESSION] = new Session(state, {
+    const session = new Session(state, {
       newId: options.genid,
       removeStored: async (id) => {
         await storage.remove(id);
@@ -160,11 +136,19 @@ export function session(opts?: SessionOptions): Middleware {
       },
       changedTooLate,
     });
+    (ctx as { session: Session }).session = session;
     let failure: { error: unknown } | undefined;
     try {
       await next();
     } catch (error) {
       failure = { error }; // committed all the same, like a statement already made
+    }
+    if (ctx.session !== session) {
+      try {
+        await takeBack(ctx, session);
+      } catch (error) {
+        failure ??= { error };
+      }
     }
 
     // 4. Commit, then unlock.

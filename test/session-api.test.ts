@@ -5,7 +5,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { Context } from 'koa';
-import { fromContext, getSession, session, Session } from '../src';
+import { fromContext, getSession, Session } from '../src';
 import { HEX64, Jar, call, closeAll, cookieNamed, expect, isExpired, memoryStore, start } from './support/app';
 
 afterEach(closeAll);
@@ -507,23 +507,23 @@ describe('Session: any string is a key', () => {
   });
 });
 
-describe('Session: a change after the commit', () => {
-  /** Collects process warnings with `code` while `run` runs. */
-  async function warningsDuring(code: string, run: () => Promise<void>): Promise<string[]> {
-    const seen: string[] = [];
-    const onWarning = (warning: Error & { code?: string }) => {
-      if (warning.code === code) seen.push(warning.message);
-    };
-    process.on('warning', onWarning);
-    try {
-      await run();
-      await new Promise((resolve) => setImmediate(resolve));
-    } finally {
-      process.off('warning', onWarning);
-    }
-    return seen;
+/** Collects process warnings with `code` while `run` runs. */
+async function warningsDuring(code: string, run: () => Promise<void>): Promise<string[]> {
+  const seen: string[] = [];
+  const onWarning = (warning: Error & { code?: string }) => {
+    if (warning.code === code) seen.push(warning.message);
+  };
+  process.on('warning', onWarning);
+  try {
+    await run();
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.off('warning', onWarning);
   }
+  return seen;
+}
 
+describe('Session: a change after the commit', () => {
   it('is lost, but the response and its cookie are unharmed, and the process is warned once (code after next() in an outer middleware)', async () => {
     const late = async (ctx: Context, next: () => Promise<unknown>) => {
       await next();
@@ -587,44 +587,41 @@ describe('Session: a change after the commit', () => {
   });
 });
 
-describe('Session: ctx.session cannot be replaced', () => {
-  it("assigning ctx.session (koa-session's way to log out) throws a TypeError that points to destroy(); the session stays as it was", async () => {
-    const run = await start({ store: memoryStore() }, (ctx) => {
+describe('Session: replacing ctx.session', () => {
+  async function app() {
+    const store = memoryStore();
+    const run = await start({ store }, (ctx) => {
+      const replaced = ctx as unknown as { session: unknown };
       if (ctx.path === '/login') ctx.session.set('user', 'ann');
-      if (ctx.path === '/logout-koa-session-style') {
-        try {
-          (ctx as unknown as { session: unknown }).session = null;
-          ctx.body = { assigned: true };
-        } catch (error) {
-          ctx.body = { error: (error as Error).name, pointsToDestroy: (error as Error).message.includes('destroy()'), stillASession: ctx.session instanceof Session };
-        }
-        return;
-      }
-      ctx.body = ctx.session.toJSON();
+      if (ctx.path === '/logout-koa-session-style') replaced.session = null;
+      if (ctx.path === '/replace') replaced.session = { views: 1 };
+      ctx.body = ctx.path === '/me' ? ctx.session.toJSON() : 'ok';
     });
     const jar = new Jar();
     await call(run, jar, 'post', '/login');
+    return { run, jar, store };
+  }
+
+  it("ctx.session = null (koa-session's way to log out) logs out as destroy() does: the session is gone and its cookie expired", async () => {
+    const { run, jar, store } = await app();
+    const id = jar.get('session_id');
     const res = await call(run, jar, 'post', '/logout-koa-session-style');
-    expect(res.body).to.deep.equal({ error: 'TypeError', pointsToDestroy: true, stillASession: true });
-    expect((await call(run, jar, 'get', '/me')).body).to.deep.equal({ user: 'ann' });
+    expect(res.status).to.equal(200);
+    const cookie = cookieNamed(res, 'session_id');
+    expect(cookie !== undefined && isExpired(cookie), 'the cookie is expired').to.equal(true);
+    expect(store.size).to.equal(0);
+    const me = await call(run, new Jar().set('session_id', id as string), 'get', '/me');
+    expect(me.body).to.deep.equal({});
   });
 
-  it('a route of the same app that does not use this middleware can still set its own ctx.session', async () => {
-    const sessions = session({ store: memoryStore() });
-    const onlyPages = (ctx: Context, next: () => Promise<unknown>) => (ctx.path.startsWith('/api/') ? next() : sessions(ctx, next));
-    const run = await start(undefined, (ctx) => {
-      if (ctx.path.startsWith('/api/')) {
-        (ctx as unknown as { session: unknown }).session = { token: ctx.path };
-        ctx.body = { own: (ctx as unknown as { session: unknown }).session };
-        return;
-      }
-      ctx.session.set('seen', true);
-      ctx.body = ctx.session.toJSON();
-    }, { middleware: onlyPages });
-    const jar = new Jar();
-    expect((await call(run, jar, 'get', '/api/1')).body).to.deep.equal({ own: { token: '/api/1' } });
-    expect((await call(run, jar, 'post', '/page')).body).to.deep.equal({ seen: true });
-    expect((await call(run, jar, 'get', '/api/2')).body).to.deep.equal({ own: { token: '/api/2' } });
+  it('any other value put in ctx.session is not stored: the session stays as it was, and the process is warned once', async () => {
+    const { run, jar } = await app();
+    const warnings = await warningsDuring('KOA_LOCKED_SESSION_REPLACED', async () => {
+      expect((await call(run, jar, 'post', '/replace')).status).to.equal(200);
+      await call(run, jar, 'post', '/replace');
+    });
+    expect(warnings).to.have.length(1);
+    expect((await call(run, jar, 'get', '/me')).body).to.deep.equal({ user: 'ann' });
   });
 });
 
