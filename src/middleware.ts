@@ -56,8 +56,8 @@ export function session(opts?: SessionOptions): Middleware {
       trace('loaded', id);
       return { state: newState(id, loaded), lock };
     }
-    // Gone. Removed by a request ahead of this one (a logout, a login's
-    // regenerate): starting a session here would send a cookie that replaces
+    // Gone. Removed by a request ahead of this one (a logout, a login):
+    // starting a session here would send a cookie that replaces
     // the one that request sent, so this one commits nothing. Otherwise
     // (expired, unknown): start afresh under a new ID, never the client's.
     const removedAhead = lock.removedAfterAsking;

@@ -33,12 +33,12 @@ export interface SessionState {
   /** After destroy(), the next set() starts a new session under a new ID. */
   needsNewId: boolean;
   /**
-   * The ID this request came with, when a request ahead of it removed that
-   * session (a logout, or a login's regenerate) before this one could load
+   * The ID this request came with, when a request ahead of it in line
+   * removed that session (a logout, or a login) before this one could load
    * it: this request then runs on an empty session and commits nothing.
    */
   readonly removedAhead: string | undefined;
-  /** The middleware has begun committing: a change now would be lost, so it throws. */
+  /** The middleware has begun committing: a change now would be lost (see Session.#noteChange). */
   committing: boolean;
 }
 
@@ -67,7 +67,6 @@ export function stateAfterRemoval(id: string, removedId: string): SessionState {
 function checkKey(key: unknown): asserts key is string {
   if (typeof key !== 'string') throw new TypeError('koa-locked-session: session keys must be strings');
 }
-
 
 /** The session of one request: `ctx.session`. */
 export class Session {

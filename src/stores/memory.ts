@@ -82,7 +82,6 @@ function recordOfOther(entry: OtherEntry, now: number): Omit<RecordEntry, 'expir
   return { createdAt: record.createdAt, touchedAt: record.touchedAt, fields: fieldsOf(record.data) };
 }
 
-/** The longest delay a Node timer can wait (larger ones fire after 1 ms). */
 /**
  * Entries are spread over this many Maps, and a sweep rebuilds one Map at a
  * time between two turns of the event loop. Deleting entries one by one from

@@ -336,7 +336,7 @@ export class RedisStore implements AtomicStore, LockingStore {
   /**
    * @internal applyChanges, answering with the session as stored right
    * after it (undefined when it is gone), read in the same step on the
-   * server: see readingBackRedisStore.
+   * server: see ownRedisStore.
    */
   async applyAndRead(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<StoredSession | undefined> {
     const answer = await this.run(APPLY_AND_READ, this.key(id), applyArgs(changes, touchedAt, maxAgeMs));
@@ -347,7 +347,7 @@ export class RedisStore implements AtomicStore, LockingStore {
   }
 
   /**
-   * @internal regenerate, for the middleware (see movingRedisStore): the
+   * @internal regenerate, for the middleware (see ownRedisStore): the
    * session stored under `oldId`, with `changes` replayed, saved under
    * `newId` as created and touched at `now`, then `oldId` removed; false,
    * changing nothing, when `oldId` is gone (or not `live`). Other processes
