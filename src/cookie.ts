@@ -138,10 +138,14 @@ export class SessionCookie {
     this.write(ctx, signed, '', 0);
   }
 
-  /** The signature of the cookie `name=value`, as Keygrip makes it with the first key. */
+  /**
+   * The signature of the cookie `name=value`, as Keygrip makes it with the
+   * first key: remembered when the request's cookie was verified, computed
+   * (and not kept) for a new ID.
+   */
   private sign(ctx: Context, value: string): string {
     const keys: unknown = ctx.app.keys;
-    if (Array.isArray(keys)) return this.signatures.of(keys[0] as string, this.settings.name, value);
+    if (Array.isArray(keys)) return this.signatures.of(keys[0] as string, this.settings.name, value, false);
     return (ctx.cookies as unknown as { keys: Keygrip }).keys.sign(`${this.settings.name}=${value}`);
   }
 
@@ -155,7 +159,7 @@ export class SessionCookie {
     const keys: unknown = ctx.app.keys;
     const name = this.settings.name;
     if (!Array.isArray(keys)) return (ctx.cookies as unknown as { keys: Keygrip }).keys.index(`${name}=${value}`, signature);
-    if (keys.length > 0 && sameInConstantTime(this.signatures.of(keys[0] as string, name, value), signature)) return 0;
+    if (keys.length > 0 && sameInConstantTime(this.signatures.of(keys[0] as string, name, value, true), signature)) return 0;
     for (let i = 1; i < keys.length; i++) {
       if (sameInConstantTime(keygripSignature(keys[i] as string, `${name}=${value}`), signature)) return i;
     }

@@ -36,7 +36,10 @@ const GENERATION_SIZE = 10_000;
  * cookie is the same on each of its requests, so its HMAC is computed once
  * rather than twice per request (verify, then sign again on a write). Only
  * what the key itself computed is kept, never what a client sent, and a
- * new signing key starts afresh. Old entries go a generation at a time: a
+ * new signing key starts afresh. Only cookies a client presented are
+ * remembered: a new session's ID is signed without keeping it, since many
+ * never come back (a crawler's, a one-off visit's), and a stream of those
+ * would push out the sessions that do. Old entries go a generation at a time: a
  * full generation becomes the previous one, and the one before is dropped
  * (cheaper than evicting one by one: a Map iterated from a deleted head is
  * slow).
@@ -48,8 +51,11 @@ export class SignatureMemo {
   private current = new Map<string, string>();
   private previous = new Map<string, string>();
 
-  /** The signature of `name=value` under `key`; `value` alone is the memo's key, the name being fixed. */
-  of(key: string, name: string, value: string): string {
+  /**
+   * The signature of `name=value` under `key`; `value` alone is the memo's
+   * key, the name being fixed. `remember`: keep it when it had to be computed.
+   */
+  of(key: string, name: string, value: string, remember: boolean): string {
     if (key !== this.key) {
       this.current = new Map();
       this.previous = new Map();
@@ -59,6 +65,7 @@ export class SignatureMemo {
     let signature = this.current.get(value);
     if (signature !== undefined) return signature;
     signature = this.previous.get(value) ?? keygripSignature(this.keyObject as KeyObject, `${name}=${value}`);
+    if (!remember) return signature;
     if (this.current.size >= GENERATION_SIZE) {
       this.previous = this.current;
       this.current = new Map();

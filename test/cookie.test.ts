@@ -253,11 +253,14 @@ describe('SignatureMemo, the remembered HMACs of cookie values', () => {
     const memo = new SignatureMemo();
     const sign = (key: string, value: string) => new Keygrip([key]).sign(`session_id=${value}`);
     const values = Array.from({ length: 25_000 }, (_, i) => `v${i}`);
-    const wrong = (key: string, list: string[]) => list.filter((value) => memo.of(key, 'session_id', value) !== sign(key, value));
+    const wrong = (key: string, list: string[], remember = true) =>
+      list.filter((value) => memo.of(key, 'session_id', value, remember) !== sign(key, value));
+    expect(wrong('first', values.slice(0, 100), false), 'signed without being remembered').to.deep.equal([]);
     expect(wrong('first', values), 'first pass: 2.5 generations').to.deep.equal([]);
     expect(wrong('first', values.slice(0, 100)), 'values dropped with an old generation').to.deep.equal([]);
     expect(wrong('first', values.slice(-100)), 'values still remembered').to.deep.equal([]);
     expect(wrong('second', values.slice(-100)), 'a new first key').to.deep.equal([]);
     expect(wrong('first', values.slice(-100)), 'back to the old key').to.deep.equal([]);
+    expect(wrong('first', values.slice(-100), false), 'remembered, asked without remembering').to.deep.equal([]);
   });
 });
