@@ -83,7 +83,8 @@ export class SessionCookie {
    */
   isSigned(ctx: Context): boolean {
     const keys: unknown = ctx.app.keys;
-    const hasKeys = Array.isArray(keys) ? keys.length > 0 : Boolean(keys);
+    const hasKeys = Boolean(keys); // as the cookies package decides
+    if (hasKeys) checkKeys(keys);
     if (this.settings.signed === true && !hasKeys) {
       throw new SessionConfigError('the signed option needs app.keys to be set (app.keys = [secret, ...])');
     }
@@ -165,6 +166,34 @@ export class SessionCookie {
     }
     return -1;
   }
+}
+
+/**
+ * `app.keys` as Koa's cookies need it: an array of secrets, or a Keygrip.
+ * A mistake here (an unset environment variable giving `[undefined]`, an
+ * empty array, a bare string) would otherwise fail deep inside the cookie
+ * code, after the handler ran and its session was stored.
+ */
+function checkKeys(keys: unknown): void {
+  if (Array.isArray(keys)) {
+    if (keys.length === 0) throw new SessionConfigError('app.keys is an empty array: give it at least one secret, or leave it unset for unsigned cookies');
+    for (let i = 0; i < keys.length; i++) {
+      const key: unknown = keys[i];
+      if (!(typeof key === 'string' ? key !== '' : key instanceof Uint8Array && key.length > 0)) {
+        throw new SessionConfigError(`app.keys[${i}] is ${describeKey(key)}: every key must be a non-empty string (is an environment variable unset?)`);
+      }
+    }
+    return;
+  }
+  const keygrip = keys as Partial<Keygrip>;
+  if (typeof keygrip.sign !== 'function' || typeof keygrip.index !== 'function') {
+    throw new SessionConfigError('app.keys must be an array of secret strings (app.keys = [secret, ...]) or a Keygrip instance');
+  }
+}
+
+function describeKey(key: unknown): string {
+  if (typeof key === 'string') return 'an empty string';
+  return key === null || key === undefined ? String(key) : `a ${typeof key}`;
 }
 
 /**

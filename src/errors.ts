@@ -39,7 +39,8 @@ export class SessionStoreError extends SessionError {
 
 /**
  * The app is configured so that the session cookie cannot be sent
- * (a Secure cookie on plain HTTP, or signing without `app.keys`).
+ * (a Secure cookie on plain HTTP, signing without `app.keys`, or an
+ * `app.keys` that cannot sign).
  * A server-side mistake, hence 500.
  */
 export class SessionConfigError extends SessionError {

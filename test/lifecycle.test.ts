@@ -398,6 +398,43 @@ describe('Request lifecycle: signed cookies', () => {
     expect(ran).to.equal(false);
   });
 
+  const BAD_KEYS: Array<[string, unknown, string]> = [
+    ['[undefined] (an unset environment variable)', [undefined], 'app.keys[0] is undefined'],
+    ["['good', '']", ['good', ''], 'app.keys[1] is an empty string'],
+    ['[] (an empty array)', [], 'app.keys is an empty array'],
+    ["'secret' (a bare string)", 'secret', 'app.keys must be an array'],
+  ];
+  for (const [label, keys, message] of BAD_KEYS) {
+    it(`app.keys = ${label} fails the request with a SessionConfigError naming it, before the handler runs, storing nothing`, async () => {
+      const store = new RecordingStore();
+      let ran = false;
+      const run = await start({ store }, (ctx) => {
+        ran = true;
+        ctx.session.set('a', 1);
+        ctx.body = 'ok';
+      });
+      (run.app as { keys: unknown }).keys = keys;
+      const res = await call(run, new Jar(), 'post');
+      expect(res.status).to.equal(500);
+      expect(ran, 'handler ran').to.equal(false);
+      expect(setCookies(res)).to.deep.equal([]);
+      expect(store.calls).to.deep.equal([]);
+      expect(run.errors).to.have.length(1);
+      const error = run.errors[0] as { name: string; code: string; message: string };
+      expect([error.name, error.code]).to.deep.equal(['SessionConfigError', 'ESESSIONCONFIG']);
+      expect(error.message).to.include(message);
+    });
+  }
+
+  it('app.keys may hold Buffers: they sign and verify like strings', async () => {
+    const { run } = await reporter(new RecordingStore());
+    (run.app as { keys: unknown }).keys = [Buffer.from('a buffer secret')];
+    const jar = new Jar();
+    const res = await call(run, jar, 'post', '/?k=a');
+    expect(cookieNamed(res, 'session_id.sig')).to.not.equal(undefined);
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id: res.body.id, isNew: false, keys: ['a'] });
+  });
+
   it('key rotation: a cookie signed with the old key still verifies once a new key is put first', async () => {
     const { run } = await reporter(new RecordingStore(), ['old']);
     const jar = new Jar();
