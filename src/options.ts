@@ -107,9 +107,10 @@ function positiveMs(opts: SessionOptions, option: 'maxAge' | 'absoluteTimeout'):
   const value = opts[option];
   if (value === undefined) return undefined;
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > MAX_LIFETIME_MS) {
+    const browserSession = (value as unknown) === 'session' ? "; a cookie that ends with the browser session ('session') is not offered" : '';
     throw invalid(
       option,
-      `a positive number of milliseconds up to 100 years (${MAX_LIFETIME_MS}); a longer lifetime gives no valid cookie expiry date`,
+      `a positive number of milliseconds up to 100 years (${MAX_LIFETIME_MS}); a longer lifetime gives no valid cookie expiry date${browserSession}`,
     );
   }
   return value;
@@ -135,11 +136,32 @@ function checkStore(store: unknown): Store {
   return store as Store;
 }
 
+/** What the options of koa-session and express-session are called, or become, here. */
+const FROM_PEERS: Readonly<Record<string, string>> = {
+  key: 'the cookie name is cookieName',
+  name: 'the cookie name is cookieName',
+  httpOnly: 'it is cookieHttpOnly',
+  secure: 'it is cookieSecure',
+  path: 'it is cookiePath',
+  domain: 'it is cookieDomain',
+  secret: 'set app.keys = [secret] to sign the cookie',
+  renew: 'not needed: the expiry is pushed out by use (see maxAge)',
+  autoCommit: 'not needed: each request commits what it changed when its handler is done',
+  resave: 'not needed: only changes are written',
+  saveUninitialized: 'not needed: a new session is saved only once something is set',
+  cookie: 'the cookie settings are the cookie* options and maxAge',
+};
+
 /** Fills in defaults and checks every option; throws a TypeError naming the first bad one. */
 export function resolveOptions(opts: SessionOptions = {}): ResolvedOptions {
   if (typeof opts !== 'object' || opts === null) throw new TypeError('koa-locked-session: options must be an object');
+  if (typeof (opts as { use?: unknown }).use === 'function') {
+    throw new TypeError("koa-locked-session: session() takes an options object, not the app: write app.use(session()) or app.use(session({ ... }))");
+  }
   for (const key of Object.keys(opts)) {
-    if (!KNOWN.has(key)) throw new TypeError(`koa-locked-session: unknown option ${key}`);
+    if (KNOWN.has(key)) continue;
+    const hint = Object.hasOwn(FROM_PEERS, key) ? ` (${FROM_PEERS[key]})` : '';
+    throw new TypeError(`koa-locked-session: unknown option ${key}${hint}`);
   }
 
   const secure = optionalBoolean(opts, 'cookieSecure', false);

@@ -245,6 +245,12 @@ describe('MemoryStore', function () {
       expect(code).to.equal(0);
     });
 
+    it('an unknown option (a typo of cleanupInterval) or options that are not an object are refused with a TypeError', () => {
+      expect(() => new MemoryStore({ cleanupIntervall: 5 } as never)).to.throw(TypeError, /unknown MemoryStore option cleanupIntervall \(the one option is cleanupInterval\)/);
+      expect(() => new MemoryStore(null as never)).to.throw(TypeError, /MemoryStore options must be an object/);
+      expect(() => new MemoryStore(60_000 as never)).to.throw(TypeError, /MemoryStore options must be an object/);
+    });
+
     const day = 24 * 60 * 60 * 1000;
     for (const [label, interval] of [['30 days (longer than a timer can wait)', 30 * day], ['Infinity', Number.POSITIVE_INFINITY]] as const) {
       it(`a cleanupInterval of ${label} is refused or honoured, never turned into a sweep every millisecond`, async () => {

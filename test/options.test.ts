@@ -3,6 +3,7 @@
  * table, and that each option takes effect. Cookie attributes are in
  * cookie.test.ts, custom stores in custom-store.test.ts.
  */
+import Koa from 'koa';
 import type { Context } from 'koa';
 import { session, withStore } from '../src';
 import type { SessionOptions, Store } from '../src';
@@ -84,6 +85,28 @@ describe('Options: an invalid option throws a TypeError naming it when session()
 
   it('a too large lockTimeout is refused with a message giving the limit and that Infinity waits for ever', () => {
     expect(() => session({ lockTimeout: Number.MAX_SAFE_INTEGER })).to.throw(TypeError, /lockTimeout.*2147483647.*Infinity to wait for ever/);
+  });
+
+  it("koa-session's session(app) form is refused with a message saying what to write instead", () => {
+    const app = new Koa();
+    expect(() => session(app as unknown as SessionOptions)).to.throw(TypeError, /takes an options object, not the app: write app\.use\(session\(\)\)/);
+  });
+
+  const FROM_PEERS: Array<[string, Record<string, unknown>, RegExp]> = [
+    ["koa-session's key", { key: 'sid' }, /unknown option key \(the cookie name is cookieName\)/],
+    ["express-session's name", { name: 'sid' }, /unknown option name \(the cookie name is cookieName\)/],
+    ["express-session's secret", { secret: 's' }, /unknown option secret \(set app\.keys = \[secret\]/],
+    ["koa-session's httpOnly", { httpOnly: false }, /unknown option httpOnly \(it is cookieHttpOnly\)/],
+    ["koa-session's renew", { renew: true }, /unknown option renew \(not needed/],
+  ];
+  for (const [label, opts, message] of FROM_PEERS) {
+    it(`${label} option is refused with the name it has here`, () => {
+      expect(() => session(opts as SessionOptions)).to.throw(TypeError, message);
+    });
+  }
+
+  it("koa-session's maxAge: 'session' is refused with a message saying browser-session cookies are not offered", () => {
+    expect(() => session({ maxAge: 'session' } as unknown as SessionOptions)).to.throw(TypeError, /maxAge.*\('session'\) is not offered/);
   });
 
   it('a too large maxAge or absoluteTimeout is refused with a message giving the 100-year limit', () => {

@@ -108,6 +108,10 @@ export class MemoryStore implements AtomicStore {
   private sweeping = false;
 
   constructor(options: MemoryStoreOptions = {}) {
+    if (typeof options !== 'object' || options === null) throw new TypeError('koa-locked-session: MemoryStore options must be an object');
+    for (const key of Object.keys(options)) {
+      if (key !== 'cleanupInterval') throw new TypeError(`koa-locked-session: unknown MemoryStore option ${key} (the one option is cleanupInterval)`);
+    }
     const interval = options.cleanupInterval ?? 10 * 60 * 1000;
     if (typeof interval !== 'number' || !Number.isFinite(interval) || interval <= 0 || interval > MAX_TIMER_MS) {
       throw new TypeError(`koa-locked-session: MemoryStore option cleanupInterval must be a number of milliseconds from 1 to ${MAX_TIMER_MS}`);
