@@ -117,6 +117,15 @@ export function session(opts?: SessionOptions): Middleware {
     else warnOnce('KOA_LOCKED_SESSION_REPLACED', 'ctx.session was replaced with another value, which is not stored; use ctx.session.set(key, value)');
   }
 
+  /** `ctx.session.views = 1`, as koa-session is used: a property of the object, never stored. */
+  function warnAboutProperties(session: Session): void {
+    const key = Object.keys(session)[0];
+    warnOnce(
+      'KOA_LOCKED_SESSION_PROPERTY',
+      `ctx.session.${key} was assigned as a property, which is not stored; use ctx.session.set(${JSON.stringify(key)}, value) and ctx.session.get(${JSON.stringify(key)})`,
+    );
+  }
+
   return async function lockedSession(ctx: Context, next: Next): Promise<void> {
     // 1. Read the cookie; a malformed or badly signed one never reaches the store.
     const signed = sessionCookie.isSigned(ctx);
@@ -150,6 +159,7 @@ export function session(opts?: SessionOptions): Middleware {
         failure ??= { error };
       }
     }
+    if (Object.keys(session).length > 0) warnAboutProperties(session);
 
     // 4. Commit, then unlock.
     state.committing = true;

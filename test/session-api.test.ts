@@ -595,6 +595,7 @@ describe('Session: replacing ctx.session', () => {
       if (ctx.path === '/login') ctx.session.set('user', 'ann');
       if (ctx.path === '/logout-koa-session-style') replaced.session = null;
       if (ctx.path === '/replace') replaced.session = { views: 1 };
+      if (ctx.path === '/property') (ctx.session as unknown as Record<string, unknown>).views = 1; // koa-session's way to set
       ctx.body = ctx.path === '/me' ? ctx.session.toJSON() : 'ok';
     });
     const jar = new Jar();
@@ -622,6 +623,26 @@ describe('Session: replacing ctx.session', () => {
     });
     expect(warnings).to.have.length(1);
     expect((await call(run, jar, 'get', '/me')).body).to.deep.equal({ user: 'ann' });
+  });
+  it("a property assigned on ctx.session (koa-session's way, ctx.session.views = 1) is not stored, and the process is warned once with the set() call to use", async () => {
+    const { run, jar, store } = await app();
+    const warnings = await warningsDuring('KOA_LOCKED_SESSION_PROPERTY', async () => {
+      expect((await call(run, jar, 'post', '/property')).status).to.equal(200);
+      await call(run, jar, 'post', '/property');
+    });
+    expect(warnings).to.have.length(1);
+    expect(warnings[0]).to.include('ctx.session.views was assigned as a property').and.include('ctx.session.set("views", value)');
+    expect((await call(run, jar, 'get', '/me')).body).to.deep.equal({ user: 'ann' });
+    expect(store.size).to.equal(1);
+  });
+
+  it('no property warning for a handler that uses get and set', async () => {
+    const { run, jar } = await app();
+    const warnings = await warningsDuring('KOA_LOCKED_SESSION_PROPERTY', async () => {
+      await call(run, jar, 'post', '/login');
+      await call(run, jar, 'get', '/me');
+    });
+    expect(warnings).to.deep.equal([]);
   });
 });
 
