@@ -97,6 +97,15 @@ describe('Package: packed with npm pack and installed into a fresh project', fun
     expect(readdirSync(join(installed, 'dist')).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).to.deep.equal([]);
   });
 
+  it('the tarball has the LICENSE, and its source maps carry the sources they point to (src/ is not shipped)', () => {
+    const installed = join(consumer, 'node_modules', 'koa-locked-session');
+    expect(readFileSync(join(installed, 'LICENSE'), 'utf8')).to.match(/^MIT License/);
+    const map = JSON.parse(readFileSync(join(installed, 'dist', 'middleware.js.map'), 'utf8')) as { sources: string[]; sourcesContent?: string[] };
+    expect(existsSync(join(installed, 'src')), 'src/ shipped').to.equal(false);
+    expect(map.sources).to.deep.equal(['../src/middleware.ts']);
+    expect(map.sourcesContent?.[0]).to.include('export function session(');
+  });
+
   it('the package is named koa-locked-session and declares its dependencies, peers and Node version as the SPEC says', () => {
     const pkg = JSON.parse(readFileSync(join(consumer, 'node_modules', 'koa-locked-session', 'package.json'), 'utf8'));
     expect(pkg.name).to.equal('koa-locked-session');
