@@ -42,10 +42,12 @@ class ReadWriteLock {
   handedOver: StoredSession | undefined;
   /**
    * Requests whose ticket (see SessionLocks.acquire) is at most this had
-   * asked for the lock when a holder removed the session from the store: see
-   * LockTable.markRemoved.
+   * asked for the lock while a holder that removed the session from the
+   * store still held it: see LockTable.removalStarted.
    */
   removedBefore = 0;
+  /** Holders that removed the session and still hold the lock. */
+  removersHolding = 0;
 
   /**
    * Grants `mode` within this call when nobody would wait for it: the line
@@ -134,20 +136,33 @@ export class LockTable {
 
   /**
    * Notes that a request holding `id`'s lock has removed the session from
-   * the store (a logout, or a login's regenerate or destroy-and-set), when
-   * the last ticket handed out was `lastTicket`; the remover notes it again
-   * as it gives the lock back. A request that asked for the lock before
-   * then finds the session gone, and must not start one of its own: its
-   * cookie would replace the one the logout or login sends.
+   * the store (a logout, or a login's regenerate or destroy-and-set). Any
+   * request that finds the session gone while the remover still holds the
+   * lock (queued behind it, or a reader sharing it) must not start a
+   * session of its own: its cookie would replace the one the logout or
+   * login sends. See removalDone for those that asked before it let go.
    */
-  markRemoved(id: string, lastTicket: number): void {
+  removalStarted(id: string): void {
     const lock = this.entries.get(id);
-    if (lock !== undefined) lock.removedBefore = lastTicket;
+    if (lock !== undefined) lock.removersHolding++;
   }
 
-  /** Whether the request with `ticket` asked for `id`'s lock before a holder removed the session (see markRemoved). */
+  /**
+   * The remover gives the lock back when the last ticket handed out was
+   * `lastTicket`: requests up to it asked while it held the lock, and are
+   * still behind the removal when they get their turn.
+   */
+  removalDone(id: string, lastTicket: number): void {
+    const lock = this.entries.get(id);
+    if (lock === undefined) return;
+    lock.removersHolding--;
+    lock.removedBefore = lastTicket;
+  }
+
+  /** Whether the request with `ticket` asked for `id`'s lock, or finds the session gone, while a holder that removed it held the lock. */
   removedAfterAsking(id: string, ticket: number): boolean {
-    return ticket <= (this.entries.get(id)?.removedBefore ?? 0);
+    const lock = this.entries.get(id);
+    return lock !== undefined && (lock.removersHolding > 0 || ticket <= lock.removedBefore);
   }
 
   /**
@@ -241,9 +256,14 @@ export class SessionLocks {
     return this.table.isWaitedFor(id);
   }
 
-  /** See LockTable.markRemoved. */
-  markRemoved(id: string): void {
-    this.table.markRemoved(id, this.tickets);
+  /** See LockTable.removalStarted. */
+  removalStarted(id: string): void {
+    this.table.removalStarted(id);
+  }
+
+  /** See LockTable.removalDone. */
+  removalDone(id: string): void {
+    this.table.removalDone(id, this.tickets);
   }
 
   /** See LockTable.removedAfterAsking. */
@@ -278,7 +298,7 @@ export class HeldLock {
   private releasers: Releasers | undefined;
   private heldMode: LockMode | undefined;
   private leaving: StoredSession | undefined;
-  /** This request removed its session (see markRemoved). */
+  /** This request removed its session and still holds the lock (see markRemoved). */
   private removedSession = false;
 
   constructor(
@@ -306,13 +326,14 @@ export class HeldLock {
     return this.heldMode === 'write' && this.locks.isWaitedFor(this.id);
   }
 
-  /** Notes that this request has removed its session from the store, now and again on release (see LockTable.markRemoved). */
+  /** Notes that this request has removed its session from the store, until it lets go of the lock (see LockTable.removalStarted). */
   markRemoved(): void {
+    if (this.removedSession || this.releasers === undefined) return;
     this.removedSession = true;
-    this.locks.markRemoved(this.id);
+    this.locks.removalStarted(this.id);
   }
 
-  /** True when a request holding this lock removed the session after this one asked for it (see LockTable.markRemoved). */
+  /** True when a request holding this lock removed the session while this one asked for it or waited (see LockTable.removalStarted). */
   get removedAfterAsking(): boolean {
     return this.locks.removedAfterAsking(this.id, this.ticket);
   }
@@ -350,7 +371,10 @@ export class HeldLock {
   /** Gives the lock back; a promise only when a cross-process lock is handed back too. */
   release(): Promise<void> | undefined {
     // Everyone who asked for the lock while this request held it was in line behind the removal.
-    if (this.removedSession && this.releasers !== undefined) this.locks.markRemoved(this.id);
+    if (this.removedSession) {
+      this.removedSession = false;
+      this.locks.removalDone(this.id);
+    }
     const releasers = this.releasers;
     const leaving = this.leaving;
     this.releasers = undefined;

@@ -466,7 +466,15 @@ describe('Locking', function () {
           log.add('enter S');
           await slow.promise;
         },
+        // The same login as a read-mode request (an OAuth or magic-link callback is a GET).
+        'GET /slow-destroy-login': async (ctx) => {
+          await ctx.session.destroy();
+          ctx.session.set('user', 'bob');
+          log.add('enter S');
+          await slow.promise;
+        },
         'POST /track': (ctx) => ctx.session.set('lastSeen', 123),
+        'GET /track': (ctx) => ctx.session.set('lastSeen', 123),
         'GET /whoami': (ctx) => describeSession(ctx),
       };
     };
@@ -611,6 +619,22 @@ describe('Locking', function () {
         expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['T']);
       });
     }
+
+    it('a GET that joins the shared lock after a GET login (destroy, then set) removed its session sets no cookie, so the browser keeps the login\'s', async () => {
+      const r = await race();
+      const id = await login(r.t);
+
+      // Both are read mode: T shares the lock with S, joining after S's destroy(), while S still runs.
+      const [sRes, trackRes] = await queuedBehindSlow(r, id, 'get', '/track', 'T', { method: 'get', path: '/slow-destroy-login' });
+
+      const newId = sessionCookie(sRes)?.value as string;
+      expect(newId).to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
+      expect(trackRes.status).to.equal(200);
+      expect(sessionCookie(trackRes), "no Set-Cookie from the sharing request: it would replace the login's").to.equal(undefined);
+      expect((r.store as MemoryStore).size, 'sessions stored').to.equal(1);
+      expect(await storedData(r.store, newId)).to.deep.equal({ user: 'bob' });
+      expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['T']);
+    });
 
     it('a read-only request queued behind a logout gets an empty session and reports nothing, not even session:missed', async () => {
       const r = await race();

@@ -17,11 +17,12 @@
  * - destroy() removes the stored session at once; a commit never brings a
  *   destroyed or regenerated session back (the request is "interrupted");
  * - when a request removes its session (destroy, or regenerate's removal of
- *   the old ID), every request that asked for the lock before that moment,
- *   or before the remover is done, and loads the session only after that
- *   moment (or after the remover is done), finds it gone as "removed ahead
- *   of it": it runs on an empty session and commits nothing (interrupted,
- *   when it had anything to commit).
+ *   the old ID), every request that asked for the lock before the remover
+ *   is done (queued behind it, or a reader sharing the lock with it, even
+ *   one that joined after the removal) and loads the session only after
+ *   the removal finds it gone as "removed ahead of it": it runs on an empty
+ *   session and commits nothing (interrupted, when it had anything to
+ *   commit).
  *
  * Nothing here imports the library: the model is written from the SPEC.
  */
@@ -431,11 +432,10 @@ export function judge(requests: readonly Observed[], log: readonly LoggedCall[],
       }
       p.loaded = stored !== undefined;
       const queued = queuedAt.get(p.obs.rid);
-      // The remover marks the removal when it happens and again when it is done; this request checks at its load.
-      const marks = (removal: { seq: number; rid: string | undefined }) => [removal.seq, doneAt.get(removal.rid as string) ?? Infinity];
+      // Removed by another request before this load, which asked for the lock before the remover was done.
       p.removedAhead = stored === undefined && queued !== undefined &&
         (removals.get(event.id) ?? []).some((removal) => removal.rid !== p.obs.rid && removal.seq < event.seq &&
-          marks(removal).some((mark) => queued < mark && mark < event.seq));
+          queued < (doneAt.get(removal.rid as string) ?? Infinity));
       // Read mode, or a session that is gone: what it read is fixed now.
       if (p.obs.spec.mode === 'read' || stored === undefined) p.run = interpret(p.obs.spec.ops, stored === undefined ? undefined : new Map(stored));
     }
