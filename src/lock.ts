@@ -108,6 +108,13 @@ class ReadWriteLock {
  */
 export class LockTable {
   private readonly entries = new Map<string, ReadWriteLock>();
+  /** Requests that have asked for a lock so far: each one's number is its ticket (see removalStarted). */
+  private tickets = 0;
+
+  /** The ticket of a request about to ask for a lock. */
+  nextTicket(): number {
+    return ++this.tickets;
+  }
 
   /** How many sessions have a lock held or waited for right now. */
   get size(): number {
@@ -148,15 +155,15 @@ export class LockTable {
   }
 
   /**
-   * The remover gives the lock back when the last ticket handed out was
-   * `lastTicket`: requests up to it asked while it held the lock, and are
-   * still behind the removal when they get their turn.
+   * The remover gives the lock back: requests with the tickets handed out
+   * so far asked while it held the lock, and are still behind the removal
+   * when they get their turn.
    */
-  removalDone(id: string, lastTicket: number): void {
+  removalDone(id: string): void {
     const lock = this.entries.get(id);
     if (lock === undefined) return;
     lock.removersHolding--;
-    lock.removedBefore = lastTicket;
+    lock.removedBefore = this.tickets;
   }
 
   /** Whether the request with `ticket` asked for `id`'s lock, or finds the session gone, while a holder that removed it held the lock. */
@@ -219,20 +226,34 @@ export class LockTable {
  */
 type Eventually<T> = T | Promise<T>;
 
-/** The locks of one middleware: see SessionLocks.acquire. */
-export class SessionLocks {
-  private readonly table = new LockTable();
-  /** Requests that have asked for a lock so far: each one's number is its ticket. */
-  private tickets = 0;
+/** The lock table of each store: see lockTableOf. */
+const tablesByStore = new WeakMap<object, LockTable>();
 
+/**
+ * The lock table that every middleware on `store` shares: two session()
+ * middlewares on one store (one per router, say) lock the same sessions, so
+ * they must wait for each other as requests of one middleware do.
+ */
+export function lockTableOf(store: object): LockTable {
+  let table = tablesByStore.get(store);
+  if (table === undefined) {
+    table = new LockTable();
+    tablesByStore.set(store, table);
+  }
+  return table;
+}
+
+/** The locks of one middleware, in the lock table of its store: see SessionLocks.acquire. */
+export class SessionLocks {
   constructor(
     private readonly timeoutMs: number,
     private readonly remote: DistributedLock | undefined,
+    private readonly table: LockTable,
   ) {}
 
   /** Takes `id`'s lock in `mode`; the request holds it until it calls `release()`. */
   acquire(id: string, mode: LockMode): Eventually<HeldLock> {
-    const held = new HeldLock(this, id, ++this.tickets);
+    const held = new HeldLock(this, id, this.table.nextTicket());
     const taking = held.take(mode);
     return taking === undefined ? held : taking.then(() => held);
   }
@@ -263,7 +284,7 @@ export class SessionLocks {
 
   /** See LockTable.removalDone. */
   removalDone(id: string): void {
-    this.table.removalDone(id, this.tickets);
+    this.table.removalDone(id);
   }
 
   /** See LockTable.removedAfterAsking. */

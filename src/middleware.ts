@@ -9,7 +9,7 @@ import { SessionCookie } from './cookie';
 import { SessionLockTimeoutError } from './errors';
 import { report, trace } from './events';
 import { Expiry } from './expiry';
-import { SessionLocks } from './lock';
+import { SessionLocks, lockTableOf } from './lock';
 import { resolveOptions } from './options';
 import { Session, newState, stateAfterRemoval } from './session';
 import { Storage } from './storage';
@@ -29,7 +29,7 @@ export function session(opts?: SessionOptions): Middleware {
   const options = resolveOptions(opts);
   const expiry = new Expiry(options.maxAge, options.absoluteTimeout);
   const storage = new Storage(options.store, expiry, options.hashIds);
-  const locks = new SessionLocks(options.lockTimeout, storage.writeLock);
+  const locks = new SessionLocks(options.lockTimeout, storage.writeLock, lockTableOf(options.store));
   const sessionCookie = new SessionCookie(options.cookie, options.idPattern);
 
   interface Opened {

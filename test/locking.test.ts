@@ -99,6 +99,27 @@ describe('Locking', function () {
       expect(res.body.n).to.equal(207);
     });
 
+    it('two session() middlewares on one store (two routers or apps of one process) lock the same sessions: 40 concurrent increments through both end exactly 40 higher', async () => {
+      const store = memoryStore();
+      const routes = {
+        'POST /login': (ctx: Context) => ctx.session.set('n', 0),
+        'POST /inc': async (ctx: Context) => {
+          const n = ctx.session.get<number>('n') as number;
+          await sleep(2);
+          ctx.session.set('n', n + 1);
+        },
+        'GET /n': (ctx: Context) => ({ n: ctx.session.get('n') }),
+      };
+      const web = await start({ store }, { routes });
+      const api = await start({ store }, { routes });
+      const id = await login(web);
+
+      const responses = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? web : api).client.post('/inc').set('Cookie', cookieFor(id))));
+
+      expect(responses.map((r) => r.status).filter((status) => status !== 200), 'non-200 statuses').to.deep.equal([]);
+      expect((await api.client.get('/n').set('Cookie', cookieFor(id))).body.n).to.equal(40);
+    });
+
     it('a second writer on the same session starts only after the first has finished', async () => {
       const log = new EventLog();
       const first = gate();
@@ -567,7 +588,10 @@ describe('Locking', function () {
     it('a write-mode request on a second server sharing the store does not bring back a session logged out meanwhile', async () => {
       const store = memoryStore();
       const r = await race({}, store);
-      const other = await start({ store }, { routes: raceRoutes(new EventLog(), gate()) });
+      // Another process sees the same data but has locks of its own: a second object over the same
+      // MemoryStore (its prototype), so the second server gets a lock table of its own.
+      const otherProcessView = Object.create(store) as MemoryStore;
+      const other = await start({ store: otherProcessView }, { routes: raceRoutes(new EventLog(), gate()) });
       const id = await login(r.t);
 
       const sRes = await logoutWhileSlow(r, id, { method: 'post', path: '/slow' }, () => tagged(other, 'post', '/logout', id, 'logout'));
