@@ -165,6 +165,27 @@ describe('RedisStore', function () {
     assert.equal(({} as Record<string, unknown>).polluted, undefined);
   });
 
+  it('keeps keys that are not well-formed Unicode (lone surrogates) apart and intact, through a commit, a regenerate and clear()', async () => {
+    const a = await instance();
+    const jar = new CookieJar();
+    const values: [string, string][] = [['\uD800', 'high alone'], ['\uDC00', 'low alone'], ['\uFFFD', 'replacement character'], ['\uD83D\uDE00', 'a pair']];
+    const setAll = async () => {
+      for (const [key, value] of values) {
+        const reply = await send(jar, a.url, 'POST', `/set?keyJson=${encodeURIComponent(JSON.stringify(key))}&value=${encodeURIComponent(JSON.stringify(value))}`);
+        assert.equal(reply.status, 200);
+      }
+    };
+    const expected = Object.fromEntries(values);
+    await setAll();
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, expected);
+    await send(jar, a.url, 'POST', '/regenerate');
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, expected, 'after regenerate');
+    const fields = Object.keys(await a.client.hgetall(`${prefix}{${jar.sessionId as string}}`)).sort();
+    assert.deepEqual(fields, ['d:\uD83D\uDE00', 'd:\uFFFD', 'm:c', 'm:t', 'u:"\\ud800"', 'u:"\\udc00"'].sort());
+    assert.equal(await a.store.applyChanges(jar.sessionId as string, [{ op: 'clear' }], Date.now(), 60_000), true);
+    assert.deepEqual(Object.keys(await a.client.hgetall(`${prefix}{${jar.sessionId as string}}`)).sort(), ['m:c', 'm:t'], 'after clear()');
+  });
+
   it('with hashIds: true, only the SHA-256 of an ID ever reaches Redis, lock key included', async () => {
     const a = await instance({ lock: true }, { hashIds: true });
     const jar = new CookieJar();

@@ -43,6 +43,14 @@ export interface RedisStoreOptions {
  * `${prefix}{${id}}:lock`: the hash tag `{id}` puts both in one Cluster slot.
  */
 const DATA = 'd:';
+/** A key that is not well-formed UTF-16 (a lone surrogate) as `u:` + its JSON, which escapes it: Redis would turn it into U+FFFD. */
+const ESCAPED_DATA = 'u:';
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/** The hash field of session key `key`. */
+function fieldOf(key: string): string {
+  return LONE_SURROGATE.test(key) ? ESCAPED_DATA + JSON.stringify(key) : DATA + key;
+}
 const CREATED = 'm:c';
 const TOUCHED = 'm:t';
 
@@ -91,7 +99,8 @@ while i <= #ARGV do
   else
     local doomed = {}
     for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-      if string.sub(field, 1, 2) == '${DATA}' then
+      local kind = string.sub(field, 1, 2)
+      if kind == '${DATA}' or kind == '${ESCAPED_DATA}' then
         doomed[#doomed + 1] = field
         if #doomed == 200 then
           redis.call('HDEL', KEYS[1], unpack(doomed))
@@ -211,10 +220,10 @@ function applyArgs(changes: readonly Change[], touchedAt: number, maxAgeMs: numb
   for (const change of changes) {
     if (change.op === 'set') {
       const json = JSON.stringify(change.value);
-      if (json === undefined) args.push('d', DATA + change.key);
-      else args.push('s', DATA + change.key, json);
+      if (json === undefined) args.push('d', fieldOf(change.key));
+      else args.push('s', fieldOf(change.key), json);
     } else if (change.op === 'delete') {
-      args.push('d', DATA + change.key);
+      args.push('d', fieldOf(change.key));
     } else {
       args.push('c');
     }
@@ -229,6 +238,7 @@ function sessionOfFields(fields: Record<string, string>, now: number): StoredSes
   const values = new Map<string, unknown>();
   for (const name of names) {
     if (name.startsWith(DATA)) values.set(name.slice(DATA.length), new JsonText(fields[name] as string));
+    else if (name.startsWith(ESCAPED_DATA)) values.set(JSON.parse(name.slice(ESCAPED_DATA.length)) as string, new JsonText(fields[name] as string));
   }
   return { values, createdAt: Number(fields[CREATED] ?? now), touchedAt: Number(fields[TOUCHED] ?? now) };
 }
@@ -299,7 +309,7 @@ export class RedisStore implements AtomicStore, LockingStore {
     const args = replaceArgs(createdAt, touchedAt, maxAgeMs);
     for (const [key, value] of Object.entries(data)) {
       const json = JSON.stringify(value);
-      if (json !== undefined) args.push(DATA + key, json); // as JSON would: undefined values are left out
+      if (json !== undefined) args.push(fieldOf(key), json); // as JSON would: undefined values are left out
     }
     await this.run(REPLACE, this.key(id), args);
   }
@@ -310,7 +320,7 @@ export class RedisStore implements AtomicStore, LockingStore {
    */
   async writeSession(id: string, session: StoredSession, maxAgeMs: number): Promise<void> {
     const args = replaceArgs(session.createdAt, session.touchedAt, maxAgeMs);
-    for (const [key, slot] of session.values) args.push(DATA + key, jsonOf(slot));
+    for (const [key, slot] of session.values) args.push(fieldOf(key), jsonOf(slot));
     await this.run(REPLACE, this.key(id), args);
   }
 

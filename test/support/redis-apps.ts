@@ -83,7 +83,7 @@ const json = (value: unknown) => JSON.parse(String(value)) as unknown;
 /**
  * A Koa app with the session middleware on `store`, listening on 127.0.0.1:
  *   GET  /                  the session's data
- *   POST /set?key=&value=   set key to the JSON value
+ *   POST /set?key=&value=   set key to the JSON value (keyJson= instead of key=: the key as JSON, for keys a URL cannot carry)
  *   POST /incr?delay=ms     n = n + 1, with an await of `delay` ms in between
  *   POST /hold?key=&value=  set, then wait for release() before committing
  *   POST /regenerate        new ID, same data
@@ -103,7 +103,7 @@ export async function startApp(store: Store, options: SessionOptions = {}): Prom
         ctx.body = session.toJSON();
         return;
       case 'POST /set':
-        session.set(String(query.key), json(query.value));
+        session.set(query.keyJson === undefined ? String(query.key) : (json(query.keyJson) as string), json(query.value));
         ctx.body = session.toJSON();
         return;
       case 'POST /incr': {
