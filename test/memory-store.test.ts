@@ -4,11 +4,13 @@
  * sweep timer that never keeps the process alive, a `size` of live entries.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { MemoryStore, createMemoryStore } from '../src';
 import type { SessionData } from '../src';
+import { shardOf } from '../src/stores/memory';
 import { expect, sleep, waitUntil } from './support/concurrency';
 
 const stores: MemoryStore[] = [];
@@ -284,6 +286,27 @@ describe('MemoryStore', function () {
           expect(store).to.be.an.instanceOf(MemoryStore);
           expect(sweeps.count, `sweeps within 100 ms (warnings: ${warnings.join(', ') || 'none'})`).to.equal(0);
         }
+      });
+    }
+  });
+
+  describe('sharding (the sweep rebuilds one shard per turn of the event loop)', () => {
+    const spread = (ids: string[]) => {
+      const sizes = new Map<number, number>();
+      for (const id of ids) sizes.set(shardOf(id), (sizes.get(shardOf(id)) ?? 0) + 1);
+      return { shards: sizes.size, largest: Math.max(...sizes.values()) };
+    };
+    const KINDS: Array<[string, (i: number) => string]> = [
+      ['default 64-hex IDs', () => randomBytes(32).toString('hex')],
+      ["a custom genid's IDs sharing a suffix", () => `${randomBytes(16).toString('hex')}-web`],
+      ["a custom genid's IDs sharing a prefix", () => `app:v1:${randomBytes(12).toString('base64url')}`],
+      ['sequential IDs', (i) => `user-${i}-session`],
+    ];
+    for (const [label, make] of KINDS) {
+      it(`${label} spread over all 1024 shards, none holding more than twice its share`, () => {
+        const { shards, largest } = spread(Array.from({ length: 50_000 }, (_, i) => make(i)));
+        expect(shards).to.equal(1024);
+        expect(largest).to.be.at.most(2 * Math.ceil(50_000 / 1024));
       });
     }
   });

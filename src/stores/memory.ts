@@ -90,10 +90,17 @@ function recordOfOther(entry: OtherEntry, now: number): Omit<RecordEntry, 'expir
  */
 const SHARDS = 1024;
 
-function shardOf(id: string): number {
+/**
+ * @internal The shard of `id`, from 16 of its characters spread over its
+ * whole length: a custom genid's IDs may share a prefix or a suffix, which
+ * must not pile them into a few shards (a sweep step would then hold the
+ * event loop for as long as those shards take to rebuild).
+ */
+export function shardOf(id: string): number {
+  const step = Math.max(1, id.length >> 4);
   let hash = 0;
-  for (let i = Math.max(0, id.length - 4); i < id.length; i++) hash = (hash * 31 + id.charCodeAt(i)) | 0;
-  return hash & (SHARDS - 1);
+  for (let i = id.length - 1; i >= 0; i -= step) hash = (hash * 31 + id.charCodeAt(i)) | 0;
+  return (hash ^ (hash >>> 10)) & (SHARDS - 1);
 }
 
 /**
