@@ -226,19 +226,26 @@ export class LockTable {
  */
 type Eventually<T> = T | Promise<T>;
 
-/** The lock table of each store: see lockTableOf. */
-const tablesByStore = new WeakMap<object, LockTable>();
+/** The lock tables of each store, by whether the store sees hashed IDs: see lockTableOf. */
+const tablesByStore = new WeakMap<object, Map<boolean, LockTable>>();
 
 /**
  * The lock table that every middleware on `store` shares: two session()
  * middlewares on one store (one per router, say) lock the same sessions, so
- * they must wait for each other as requests of one middleware do.
+ * they must wait for each other as requests of one middleware do. One with
+ * `hashIds` and one without keep a given ID's session under different keys:
+ * different records, so different tables (a hand-over must not cross).
  */
-export function lockTableOf(store: object): LockTable {
-  let table = tablesByStore.get(store);
+export function lockTableOf(store: object, hashIds: boolean): LockTable {
+  let tables = tablesByStore.get(store);
+  if (tables === undefined) {
+    tables = new Map();
+    tablesByStore.set(store, tables);
+  }
+  let table = tables.get(hashIds);
   if (table === undefined) {
     table = new LockTable();
-    tablesByStore.set(store, table);
+    tables.set(hashIds, table);
   }
   return table;
 }

@@ -29,7 +29,7 @@ export function session(opts?: SessionOptions): Middleware {
   const options = resolveOptions(opts);
   const expiry = new Expiry(options.maxAge, options.absoluteTimeout);
   const storage = new Storage(options.store, expiry, options.hashIds);
-  const locks = new SessionLocks(options.lockTimeout, storage.writeLock, lockTableOf(options.store));
+  const locks = new SessionLocks(options.lockTimeout, storage.writeLock, lockTableOf(options.store, options.hashIds));
   const sessionCookie = new SessionCookie(options.cookie, options.idPattern);
 
   interface Opened {

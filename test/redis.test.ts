@@ -189,6 +189,27 @@ describe('RedisStore', function () {
     assert.deepEqual(Object.keys(await a.client.hgetall(`${prefix}{${jar.sessionId as string}}`)).sort(), ['m:c', 'm:t'], 'after clear()');
   });
 
+  it('two middlewares on one RedisStore, one with hashIds, keep their records apart even when requests for one ID queue across them', async () => {
+    const store = new RedisStore({ client: connect(), prefix });
+    const plain = await startApp(store);
+    const hashed = await startApp(store, { hashIds: true });
+    apps.push(plain, hashed);
+    const jar = new CookieJar();
+    await send(jar, plain.url, 'POST', `/set?key=who&value=${encodeURIComponent('"plain"')}`);
+    const id = jar.sessionId as string;
+    // The same ID's record as the hashIds middleware keeps it: another key, other data.
+    await store.set(sha256Hex(id), { data: { who: 'hashed' }, createdAt: Date.now(), touchedAt: Date.now() }, 60_000);
+
+    // A write on the plain middleware holds the ID's lock while a write on the hashed one asks for the same ID.
+    const holding = send(jar, plain.url, 'POST', `/hold?key=during&value=true`);
+    await plain.held();
+    const viaHashed = send(jar, hashed.url, 'POST', `/set?key=seen&value=true`);
+    await sleep(50);
+    plain.release();
+    await holding;
+    assert.deepEqual((await viaHashed).body, { who: 'hashed', seen: true }, "the hashed middleware's request sees its own record, not the one the plain middleware committed");
+  });
+
   it('with hashIds: true, only the SHA-256 of an ID ever reaches Redis, lock key included', async () => {
     const a = await instance({ lock: true }, { hashIds: true });
     const jar = new CookieJar();
