@@ -125,7 +125,7 @@ async function regenerate(scope: CommitScope, now: number): Promise<CookieAction
   const oldId = state.loadedId as string;
   await scope.lock?.exclusive();
   if (!(await storage.move(oldId, state.id, state.changes, now, expiry.ttl(now, now)))) return interrupted(scope);
-  scope.lock?.markRemoved(); // for requests in line behind this one (see LockTable.markRemoved)
+  scope.lock?.markRemoved(); // for requests in line behind this one (see LockTable.removalStarted)
   report(ctx, 'session:created', state.id);
   report(ctx, 'session:regenerated', state.id, oldId);
   return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };

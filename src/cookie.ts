@@ -84,11 +84,12 @@ export class SessionCookie {
   isSigned(ctx: Context): boolean {
     const keys: unknown = ctx.app.keys;
     const hasKeys = Boolean(keys); // as the cookies package decides
-    if (hasKeys) checkKeys(keys);
     if (this.settings.signed === true && !hasKeys) {
       throw new SessionConfigError('the signed option needs app.keys to be set (app.keys = [secret, ...])');
     }
-    return this.settings.signed ?? hasKeys;
+    const signed = this.settings.signed ?? hasKeys;
+    if (signed) checkKeys(keys);
+    return signed;
   }
 
   /**

@@ -139,8 +139,10 @@ export function session(opts?: SessionOptions): Middleware {
     const session = new Session(state, {
       newId: options.genid,
       removeStored: async (id) => {
+        // Marked first: a store may drop the session before it answers, and a request sharing
+        // the lock that finds it gone meanwhile must already see why (see LockTable.removalStarted).
+        lock?.markRemoved();
         await storage.remove(id);
-        lock?.markRemoved(); // for requests in line behind this one (see LockTable.markRemoved)
         report(ctx, 'session:destroyed', id);
       },
       changedTooLate,

@@ -426,6 +426,17 @@ describe('Request lifecycle: signed cookies', () => {
     });
   }
 
+  it('with signed: false, app.keys is not used, so an unusable one ([undefined]) does not fail the request', async () => {
+    const run = await start({ store: memoryStore(), signed: false }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('a', 1);
+      ctx.body = { a: ctx.session.get('a') ?? null };
+    });
+    (run.app as { keys: unknown }).keys = [undefined];
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).status).to.equal(200);
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ a: 1 });
+  });
+
   it('app.keys may hold Buffers: they sign and verify like strings', async () => {
     const { run } = await reporter(new RecordingStore());
     (run.app as { keys: unknown }).keys = [Buffer.from('a buffer secret')];

@@ -645,6 +645,45 @@ describe('Locking', function () {
       });
     }
 
+    it('a GET sharing the lock with a GET login finds the session gone while the store is still removing it: no cookie either', async () => {
+      // A store whose destroy() takes effect at once and answers later (a remote store acknowledging late).
+      const removing = gate();
+      const log = new EventLog();
+      class LateAckStore extends ForgetfulStore {
+        override async destroy(id: string): Promise<void> {
+          await super.destroy(id);
+          log.add('removed');
+          await removing.promise;
+        }
+      }
+      const store = new LateAckStore();
+      const interrupted: Context[] = [];
+      const t = await start({ store }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+          'GET /login-callback': async (ctx) => {
+            await ctx.session.destroy();
+            ctx.session.set('user', 'bob');
+          },
+          'GET /track': (ctx) => ctx.session.set('lastSeen', 123),
+        },
+      });
+      t.app.on('session:interrupted', (event: { ctx: Context }) => interrupted.push(event.ctx));
+      const id = await login(t);
+
+      const callback = t.client.get('/login-callback').set('Cookie', cookieFor(id)).then((res) => res);
+      await log.waitFor('removed');
+      const trackRes = await t.client.get('/track').set('Cookie', cookieFor(id));
+      removing.open();
+      const callbackRes = await callback;
+
+      expect(sessionCookie(trackRes), "no Set-Cookie from the sharing request: it would replace the login's").to.equal(undefined);
+      expect(interrupted.map((ctx) => ctx.path)).to.deep.equal(['/track']);
+      const newId = sessionCookie(callbackRes)?.value as string;
+      expect(newId).to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
+      expect([...store.records.keys()]).to.deep.equal([newId]);
+    });
+
     it('a read-only request queued behind a logout gets an empty session and reports nothing, not even session:missed', async () => {
       const r = await race();
       const id = await login(r.t);

@@ -301,6 +301,9 @@ describe('MemoryStore', function () {
       ["a custom genid's IDs sharing a suffix", () => `${randomBytes(16).toString('hex')}-web`],
       ["a custom genid's IDs sharing a prefix", () => `app:v1:${randomBytes(12).toString('base64url')}`],
       ['sequential IDs', (i) => `user-${i}-session`],
+      ['a zero-padded 64-character counter', (i) => String(i).padStart(64, '0')],
+      ['a counter before a fixed UUID', (i) => `${i}.0b5f3d2e-6a51-4c3e-9d1f-2b7c8e4a9f60`],
+      ['a counter between a prefix and a long host name', (i) => `sess-${i}-web-frontend-01.example.internal`],
     ];
     for (const [label, make] of KINDS) {
       it(`${label} spread over all 1024 shards, none holding more than twice its share`, () => {

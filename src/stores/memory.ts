@@ -91,16 +91,15 @@ function recordOfOther(entry: OtherEntry, now: number): Omit<RecordEntry, 'expir
 const SHARDS = 1024;
 
 /**
- * @internal The shard of `id`, from 16 of its characters spread over its
- * whole length: a custom genid's IDs may share a prefix or a suffix, which
- * must not pile them into a few shards (a sweep step would then hold the
- * event loop for as long as those shards take to rebuild).
+ * @internal The shard of `id`, from a hash of all its characters (FNV-1a):
+ * a custom genid's IDs may share a prefix or a suffix, or count up, and
+ * must not pile into a few shards (a sweep step would then hold the event
+ * loop for as long as those shards take to rebuild).
  */
 export function shardOf(id: string): number {
-  const step = Math.max(1, id.length >> 4);
-  let hash = 0;
-  for (let i = id.length - 1; i >= 0; i -= step) hash = (hash * 31 + id.charCodeAt(i)) | 0;
-  return (hash ^ (hash >>> 10)) & (SHARDS - 1);
+  let hash = 0x811c9dc5 | 0;
+  for (let i = 0; i < id.length; i++) hash = Math.imul(hash ^ id.charCodeAt(i), 0x01000193);
+  return (hash ^ (hash >>> 16)) & (SHARDS - 1);
 }
 
 /**
