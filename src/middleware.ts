@@ -1,6 +1,6 @@
 import type { Context, Middleware, Next } from 'koa';
 import type { CookieAction } from './commit';
-import type { HeldLock, LockMode } from './lock';
+import type { HeldLock, LockMode, LockTable } from './lock';
 import type { SessionOptions } from './options';
 import type { SessionState } from './session';
 import type { Store, StoredSession } from './stores/store';
@@ -29,7 +29,9 @@ export function session(opts?: SessionOptions): Middleware {
   const options = resolveOptions(opts);
   const expiry = new Expiry(options.maxAge, options.absoluteTimeout);
   const storage = new Storage(options.store, expiry, options.hashIds);
-  const locks = new SessionLocks(options.lockTimeout, storage.writeLock, lockTableOf(options.store, options.hashIds));
+  const table = lockTableOf(options.store, options.hashIds);
+  const locks = new SessionLocks(options.lockTimeout, storage.writeLock, table);
+  const serving = servingMark(table, options.cookie.name);
   const sessionCookie = new SessionCookie(options.cookie, options.idPattern);
 
   interface Opened {
@@ -127,6 +129,13 @@ export function session(opts?: SessionOptions): Middleware {
   }
 
   return async function lockedSession(ctx: Context, next: Next): Promise<void> {
+    // Nested in a middleware that already serves this request's session (same store, same cookie):
+    // taking the lock again would wait for ever on the outer hold, so the outer one does the work.
+    const served = ctx as Served;
+    const outer = served[SERVED_BY];
+    if (outer === serving) return next();
+    served[SERVED_BY] = serving;
+
     // 1. Read the cookie; a malformed or badly signed one never reaches the store.
     const signed = sessionCookie.isSigned(ctx);
     const cookie = sessionCookie.read(ctx, signed);
@@ -163,6 +172,8 @@ export function session(opts?: SessionOptions): Middleware {
     }
     if (Object.keys(session).length > 0) warnAboutProperties(session);
 
+    served[SERVED_BY] = outer;
+
     // 4. Commit, then unlock.
     state.committing = true;
     const now = Date.now();
@@ -184,6 +195,30 @@ export function session(opts?: SessionOptions): Middleware {
     sendCookie(ctx, action, signed);
     if (failure !== undefined) throw keepCookieThroughError(ctx, failure.error, action);
   };
+}
+
+/** Which session a middleware serves, on the request it serves: see servingMark. */
+const SERVED_BY = Symbol('koa-locked-session: served by');
+
+interface Served {
+  [SERVED_BY]?: object;
+}
+
+const servingMarks = new WeakMap<LockTable, Map<string, object>>();
+
+/** One object per lock table and cookie name: middlewares that share both serve the same session of a request. */
+function servingMark(table: LockTable, cookieName: string): object {
+  let marks = servingMarks.get(table);
+  if (marks === undefined) {
+    marks = new Map();
+    servingMarks.set(table, marks);
+  }
+  let mark = marks.get(cookieName);
+  if (mark === undefined) {
+    mark = {};
+    marks.set(cookieName, mark);
+  }
+  return mark;
 }
 
 /** `session({ ...opts, store })`. */

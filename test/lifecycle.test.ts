@@ -4,7 +4,7 @@
  * a handler that throws. Everything over real HTTP.
  */
 import type { Context, Next } from 'koa';
-import { Session } from '../src';
+import { MemoryStore, Session, session } from '../src';
 import {
   HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, memoryStore, setCookies, start,
 } from './support/app';
@@ -463,5 +463,25 @@ describe('Request lifecycle: signed cookies', () => {
     expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, keys: ['a'] });
     run.app.keys = ['old'];
     expect((await call(run, jar, 'get')).body.isNew).to.equal(true);
+  });
+});
+
+describe('Request lifecycle: session() twice on one request path', () => {
+  it('a session() nested in another on the same store and cookie (app-wide, and again in a router or mounted app) leaves the work to the outer one: writes neither hang nor lose updates', async () => {
+    const store = new MemoryStore();
+    const run = await start({ store, lockTimeout: 1000 }, async (ctx) => {
+      const n = (ctx.session.get<number>('n') ?? 0) + 1;
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      ctx.session.set('n', n);
+      ctx.body = { n };
+    }, { before: [session({ store, lockTimeout: 1000 })] });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ n: 1 });
+    const cookie = jar.get('session_id') as string;
+    const responses = await Promise.all(Array.from({ length: 10 }, () => call(run, new Jar().set('session_id', cookie), 'post')));
+    expect(responses.map((res) => res.status)).to.deep.equal(Array(10).fill(200));
+    expect((await call(run, jar, 'get')).body, 'a GET that changes the session (its commit takes the write lock)').to.deep.equal({ n: 12 });
+    expect(run.errors).to.deep.equal([]);
+    store.close();
   });
 });
