@@ -111,9 +111,26 @@ export class LockTable {
   /** Requests that have asked for a lock so far: each one's number is its ticket (see removalStarted). */
   private tickets = 0;
 
+  /** See servingMark. */
+  private readonly servingMarks = new Map<string, object>();
+
   /** The ticket of a request about to ask for a lock. */
   nextTicket(): number {
     return ++this.tickets;
+  }
+
+  /**
+   * One object per cookie name: middlewares of this table with that cookie
+   * serve the same session of a request, and one nested in another must
+   * not ask for the lock its outer one holds (it would wait for ever).
+   */
+  servingMark(cookieName: string): object {
+    let mark = this.servingMarks.get(cookieName);
+    if (mark === undefined) {
+      mark = {};
+      this.servingMarks.set(cookieName, mark);
+    }
+    return mark;
   }
 
   /** How many sessions have a lock held or waited for right now. */

@@ -1,6 +1,6 @@
 import type { Context, Middleware, Next } from 'koa';
 import type { CookieAction } from './commit';
-import type { HeldLock, LockMode, LockTable } from './lock';
+import type { HeldLock, LockMode } from './lock';
 import type { SessionOptions } from './options';
 import type { SessionState } from './session';
 import type { Store, StoredSession } from './stores/store';
@@ -31,7 +31,7 @@ export function session(opts?: SessionOptions): Middleware {
   const storage = new Storage(options.store, expiry, options.hashIds);
   const table = lockTableOf(options.store, options.hashIds);
   const locks = new SessionLocks(options.lockTimeout, storage.writeLock, table);
-  const serving = servingMark(table, options.cookie.name);
+  const serving = table.servingMark(options.cookie.name);
   const sessionCookie = new SessionCookie(options.cookie, options.idPattern);
 
   interface Opened {
@@ -197,28 +197,11 @@ export function session(opts?: SessionOptions): Middleware {
   };
 }
 
-/** Which session a middleware serves, on the request it serves: see servingMark. */
+/** Which session a middleware serves, on the request it serves: see LockTable.servingMark. */
 const SERVED_BY = Symbol('koa-locked-session: served by');
 
 interface Served {
   [SERVED_BY]?: object;
-}
-
-const servingMarks = new WeakMap<LockTable, Map<string, object>>();
-
-/** One object per lock table and cookie name: middlewares that share both serve the same session of a request. */
-function servingMark(table: LockTable, cookieName: string): object {
-  let marks = servingMarks.get(table);
-  if (marks === undefined) {
-    marks = new Map();
-    servingMarks.set(table, marks);
-  }
-  let mark = marks.get(cookieName);
-  if (mark === undefined) {
-    mark = {};
-    marks.set(cookieName, mark);
-  }
-  return mark;
 }
 
 /** `session({ ...opts, store })`. */
