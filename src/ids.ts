@@ -1,5 +1,4 @@
 import * as crypto from 'node:crypto';
-import { createHash, randomBytes } from 'node:crypto';
 
 const ID_BYTES = 32;
 /** Random bytes are drawn for this many IDs at a time: one call to the CSPRNG instead of 128. */
@@ -10,7 +9,7 @@ let poolOffset = 0;
 /** 32 random bytes from `crypto`, as 64 lowercase hex characters. No bytes are ever used twice. */
 export function generateId(): string {
   if (poolOffset + ID_BYTES > pool.length) {
-    pool = randomBytes(POOL_BYTES);
+    pool = crypto.randomBytes(POOL_BYTES);
     poolOffset = 0;
   }
   const id = pool.toString('hex', poolOffset, poolOffset + ID_BYTES);
@@ -42,7 +41,7 @@ const oneShotHash: typeof crypto.hash | undefined = typeof crypto.hash === 'func
 
 /** SHA-256 of `id`, as 64 lowercase hex characters (the store key under `hashIds`). */
 export function sha256Hex(id: string): string {
-  return oneShotHash !== undefined ? oneShotHash('sha256', id, 'hex') : createHash('sha256').update(id).digest('hex');
+  return oneShotHash !== undefined ? oneShotHash('sha256', id, 'hex') : crypto.createHash('sha256').update(id).digest('hex');
 }
 
 /** What events and debug lines carry instead of the ID: 16 hex chars of its SHA-256. */

@@ -134,7 +134,6 @@ export function session(opts?: SessionOptions): Middleware {
     const served = ctx as Served;
     const outer = served[SERVED_BY];
     if (outer === serving) return next();
-    served[SERVED_BY] = serving;
 
     // 1. Read the cookie; a malformed or badly signed one never reaches the store.
     const signed = sessionCookie.isSigned(ctx);
@@ -157,6 +156,7 @@ export function session(opts?: SessionOptions): Middleware {
       changedTooLate,
     });
     (ctx as { session: Session }).session = session;
+    served[SERVED_BY] = serving; // only while the handler runs: an error before it leaves the request unmarked
     let failure: { error: unknown } | undefined;
     try {
       await next();

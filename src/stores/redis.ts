@@ -37,22 +37,32 @@ export interface RedisStoreOptions {
 
 /*
  * Layout: one hash per session, `${prefix}{${id}}`, expiring with the session.
- * Field `d:<key>` holds the JSON of one session value; `m:c` and `m:t` hold
+ * Field `d:<key>` holds the JSON of one session value (`u:<key as JSON>` for
+ * a key that is not well-formed UTF-16, see fieldOf); `m:c` and `m:t` hold
  * createdAt and touchedAt. The prefixes keep the library's meta apart from
  * the user's keys, so no key is reserved. The lock, when used, is
  * `${prefix}{${id}}:lock`: the hash tag `{id}` puts both in one Cluster slot.
  */
 const DATA = 'd:';
-/** A key that is not well-formed UTF-16 (a lone surrogate) as `u:` + its JSON, which escapes it: Redis would turn it into U+FFFD. */
 const ESCAPED_DATA = 'u:';
+const CREATED = 'm:c';
+const TOUCHED = 'm:t';
 const LONE_SURROGATE = /\p{Cs}/u;
 
-/** The hash field of session key `key`. */
+/**
+ * The hash field of session key `key`. A key with a lone surrogate goes as
+ * its JSON, which escapes it: Redis would turn it into U+FFFD.
+ */
 function fieldOf(key: string): string {
   return LONE_SURROGATE.test(key) ? ESCAPED_DATA + JSON.stringify(key) : DATA + key;
 }
-const CREATED = 'm:c';
-const TOUCHED = 'm:t';
+
+/** The session key of hash field `field` (see fieldOf); undefined for the library's own fields. */
+function keyOfField(field: string): string | undefined {
+  if (field.startsWith(DATA)) return field.slice(DATA.length);
+  if (field.startsWith(ESCAPED_DATA)) return JSON.parse(field.slice(ESCAPED_DATA.length)) as string;
+  return undefined;
+}
 
 class Script {
   readonly sha: string;
@@ -237,8 +247,8 @@ function sessionOfFields(fields: Record<string, string>, now: number): StoredSes
   if (names.length === 0) return undefined;
   const values = new Map<string, unknown>();
   for (const name of names) {
-    if (name.startsWith(DATA)) values.set(name.slice(DATA.length), new JsonText(fields[name] as string));
-    else if (name.startsWith(ESCAPED_DATA)) values.set(JSON.parse(name.slice(ESCAPED_DATA.length)) as string, new JsonText(fields[name] as string));
+    const key = keyOfField(name);
+    if (key !== undefined) values.set(key, new JsonText(fields[name] as string));
   }
   return { values, createdAt: Number(fields[CREATED] ?? now), touchedAt: Number(fields[TOUCHED] ?? now) };
 }
