@@ -13,6 +13,18 @@ export type LockMode = 'read' | 'write';
 export type Release = (handOver?: StoredSession) => void;
 
 /**
+ * A request in line for a lock. When its lockTimeout passes it gives up:
+ * at the head of the line, waiting for the holders to leave, it passes its
+ * turn on at once, so that readers behind it can join the readers holding
+ * the lock instead of waiting for a writer that is no longer there.
+ */
+interface Waiter {
+  gaveUp: boolean;
+  /** Set while the waiter holds the turn and waits for the resource. */
+  leaveLine: (() => void) | undefined;
+}
+
+/**
  * One session's read/write lock, out of two async-mutex semaphores of one
  * unit each, i.e. mutexes (both serve waiters in arrival order; the bare
  * Semaphore is used for its lighter acquire):
@@ -69,17 +81,31 @@ class ReadWriteLock {
     return true;
   }
 
-  /** Queues for `mode`; resolves once it is granted. */
-  async take(mode: LockMode): Promise<void> {
+  /**
+   * Queues for `mode`; resolves true once it is granted, false when the
+   * waiter gave up first (see Waiter).
+   */
+  async take(mode: LockMode, waiter: Waiter): Promise<boolean> {
     const line = (this.line ??= this.openLine());
-    const [, releaseTurn] = await line.turn.acquire();
-    try {
-      // A writer, or the first reader, keeps the turn until it holds the resource.
-      if (mode === 'write' || ++this.readers === 1) await line.resource.acquire();
-      if (mode === 'write') this.writing = true;
-    } finally {
-      releaseTurn();
+    const [, passTurn] = await line.turn.acquire();
+    // async-mutex cannot drop a waiter from its queue: one that gave up still comes to the head, and passes the turn on.
+    if (waiter.gaveUp) {
+      passTurn();
+      return false;
     }
+    // A writer, or a reader while no reader holds the resource, keeps the turn until the resource is free.
+    if ((mode === 'write' || this.readers === 0) && line.resource.isLocked()) {
+      waiter.leaveLine = passTurn;
+      await line.resource.waitForUnlock();
+      waiter.leaveLine = undefined;
+      if (waiter.gaveUp) return false; // it passed the turn on when it gave up
+    }
+    // Free, and only the head of the line takes it, so granted at once.
+    if (mode === 'write' || this.readers === 0) void line.resource.acquire();
+    if (mode === 'read') this.readers++;
+    else this.writing = true;
+    passTurn();
+    return true;
   }
 
   give(mode: LockMode): void {
@@ -204,23 +230,30 @@ export class LockTable {
     lock.users++;
     if (lock.tryTake(mode)) return this.releaser(id, lock, mode);
     trace('lock-wait', id, mode);
-    const granted = lock.take(mode).then(() => this.releaser(id, lock, mode));
-    if (timeoutMs === Infinity) return granted;
+    const waiter: Waiter = { gaveUp: false, leaveLine: undefined };
+    const taking = lock.take(mode, waiter);
+    if (timeoutMs === Infinity) return taking.then(() => this.releaser(id, lock, mode));
 
     return new Promise<Release>((resolve, reject) => {
-      let timedOut = false;
       const timer = setTimeout(() => {
-        timedOut = true;
+        waiter.gaveUp = true;
+        waiter.leaveLine?.();
         reject(new SessionLockTimeoutError(timeoutMs));
       }, timeoutMs);
-      void granted.then((release) => {
-        // A waiter cannot leave the mutexes' queues, so one that gave up
-        // takes its turn when it comes and hands it straight back.
-        if (timedOut) return release();
+      void taking.then((taken) => {
+        if (!taken) return this.leave(id, lock);
         clearTimeout(timer);
-        resolve(release);
+        resolve(this.releaser(id, lock, mode));
       });
     });
+  }
+
+  /** A waiter that gave up leaves the lock it never held. */
+  private leave(id: string, lock: ReadWriteLock): void {
+    // Dropped: what a writer handed over was meant for the next request in line, perhaps this one,
+    // and a later one must not start from it (one that finds nothing handed over loads the session).
+    lock.handedOver = undefined;
+    if (--lock.users === 0) this.entries.delete(id);
   }
 
   private releaser(id: string, lock: ReadWriteLock, mode: LockMode): Release {

@@ -766,6 +766,11 @@ describe('Locking', function () {
             ctx.session.set('lateRead', true);
           },
           'GET /read': (ctx) => describeSession(ctx),
+          'GET /hold': async (ctx) => {
+            log.add('enter hold');
+            await hold.promise;
+            describeSession(ctx);
+          },
         },
       });
       return { t, log, hold, runs, caught };
@@ -846,6 +851,29 @@ describe('Locking', function () {
       expect(next.status).to.equal(200);
       expect(next.body.data).to.deep.equal({ n: 1, held: true });
     });
+
+    for (const [method, what, lateRuns] of [
+      ['post', 'a writer', 0],
+      ['get', 'a read whose commit waited for the exclusive lock', 1],
+    ] as const) {
+      it(`${what} that gave up is out of line: later reads share the lock with a long read still holding it`, async () => {
+        const a = await timeoutApp(false, 150);
+        const id = await login(a.t);
+        const longRead = a.t.client.get('/hold').set('Cookie', cookieFor(id)).then((r) => r);
+        await a.log.waitFor('enter hold');
+
+        const late = await a.t.client[method]('/late').set('Cookie', cookieFor(id));
+        expect(late.status, `${method.toUpperCase()} /late, behind the long read`).to.equal(503);
+        // Nobody waits for the exclusive lock any more, so this read joins the long one.
+        const read = await a.t.client.get('/read').set('Cookie', cookieFor(id));
+        a.hold.open();
+
+        expect(read.status, 'GET /read after the late request gave up').to.equal(200);
+        expect(read.body.data).to.deep.equal({ n: 1 });
+        expect((await longRead).status).to.equal(200);
+        expect(a.runs.late, 'late handler runs').to.equal(lateRuns);
+      });
+    }
 
     it('a read that cannot get the exclusive lock for its commit within lockTimeout gets 503 and saves nothing', async () => {
       const log = new EventLog();
