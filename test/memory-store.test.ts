@@ -182,6 +182,23 @@ describe('MemoryStore', function () {
       expect(await store.get('live')).to.deep.equal({ v: 1 });
     });
 
+    it('sessions set again or added while a sweep is under way are kept', async () => {
+      const store = memoryStore({ cleanupInterval: 3_600_000 });
+      for (let i = 0; i < 20_000; i++) await store.set(`old${i}`, { i }, 20);
+      await sleep(40);
+
+      const sweeping = store.sweep();
+      await new Promise<void>((resolve) => setImmediate(resolve)); // the sweep has done its first slice, and waits
+      expect(heldEntries(store), 'entries held after the first slice').to.be.above(1000);
+      for (let i = 0; i < 20_000; i += 1000) await store.set(`old${i}`, { i, again: true }, 60_000);
+      await store.set('new', { v: 1 }, 60_000);
+      await sweeping;
+
+      expect(heldEntries(store)).to.equal(21);
+      expect(await store.get('old19000')).to.deep.equal({ i: 19000, again: true });
+      expect(await store.get('new')).to.deep.equal({ v: 1 });
+    });
+
     it('touch pushes the expiry out without changing the data', async () => {
       const store = memoryStore();
       await store.set('a', { v: 1 }, 150);
@@ -290,7 +307,7 @@ describe('MemoryStore', function () {
     }
   });
 
-  describe('sharding (the sweep rebuilds one shard per turn of the event loop)', () => {
+  describe('sharding (a sweep goes shard by shard, deleting in place)', () => {
     const spread = (ids: string[]) => {
       const sizes = new Map<number, number>();
       for (const id of ids) sizes.set(shardOf(id), (sizes.get(shardOf(id)) ?? 0) + 1);
