@@ -1,3 +1,4 @@
+import { format } from 'node:util';
 import type { Context, Middleware, Next } from 'koa';
 import type { CookieAction } from './commit';
 import type { HeldLock, LockMode } from './lock';
@@ -193,7 +194,8 @@ export function session(opts?: SessionOptions): Middleware {
 
     // 5. The cookie.
     sendCookie(ctx, action, signed);
-    if (failure !== undefined) throw keepCookieThroughError(ctx, failure.error, action);
+    if (action.kind !== 'none') keepCookieOnError(ctx);
+    if (failure !== undefined) throw failure.error;
   };
 }
 
@@ -220,18 +222,41 @@ export function getSession(ctx: Context): Session {
 export const fromContext = getSession;
 
 /**
- * Koa's error handler drops every response header. When the session cookie
- * changed (a regenerated ID, a destroyed session), the client must still
- * hear of it, so its headers ride on the error, which Koa sets again.
+ * Koa's error handler drops every response header and sets those of the
+ * error's `headers` instead. When the session cookie changed (a new
+ * session, a regenerated ID, a logout), the client must still hear of it,
+ * whatever fails after this point, so this request's error handler lends
+ * the error the cookie headers for the length of its call (Koa's handler is
+ * synchronous). They are never left on the error: an app may throw one
+ * error object on many requests, and one user's cookie must not ride along
+ * on another's.
  */
-function keepCookieThroughError(ctx: Context, error: unknown, action: CookieAction): unknown {
-  if (action.kind === 'none' || typeof error !== 'object' || error === null || !Object.isExtensible(error)) return error;
-  const carrier = error as { headers?: Record<string, unknown> };
-  const kept: Record<string, unknown> = {};
-  for (const name of ['Set-Cookie', 'Vary', 'Cache-Control']) {
-    const value: unknown = ctx.response.get(name);
-    if (value !== '' && value !== undefined) kept[name] = value;
-  }
-  carrier.headers = { ...carrier.headers, ...kept };
-  return error;
+function keepCookieOnError(ctx: Context): void {
+  const handleError = ctx.onerror;
+  ctx.onerror = function onerror(this: Context, thrown: unknown): void {
+    const kept: Record<string, unknown> = {};
+    for (const name of ['Set-Cookie', 'Vary', 'Cache-Control']) {
+      const value: unknown = this.response.get(name);
+      if (value !== '' && value !== undefined) kept[name] = value;
+    }
+    if (thrown === null || thrown === undefined) return handleError.call(this, thrown as unknown as Error);
+    // What Koa turns a thrown non-Error into, made here so that it can carry the headers.
+    const error: Error = isError(thrown) ? thrown : new Error(format('non-error thrown: %j', thrown));
+    const own = Object.getOwnPropertyDescriptor(error, 'headers');
+    const lent = { value: { ...(error as { headers?: object }).headers, ...kept }, writable: true, enumerable: true, configurable: true };
+    // A frozen or sealed error cannot carry them (and Koa's handler fails on one with a status of its own).
+    if (!Object.isExtensible(error) || own?.configurable === false) return handleError.call(this, error);
+    Object.defineProperty(error, 'headers', lent);
+    try {
+      handleError.call(this, error);
+    } finally {
+      if (own === undefined) delete (error as { headers?: unknown }).headers;
+      else Object.defineProperty(error, 'headers', own);
+    }
+  };
+}
+
+/** Koa's own test for an Error (errors from another realm fail `instanceof`). */
+function isError(value: unknown): value is Error {
+  return value instanceof Error || Object.prototype.toString.call(value) === '[object Error]';
 }

@@ -284,6 +284,91 @@ describe('Request lifecycle: a handler that throws', () => {
   });
 });
 
+describe('Request lifecycle: the session cookie on error responses', () => {
+  it("an error object the app throws on many requests never carries one user's cookie to another", async () => {
+    const shared = Object.assign(new Error('not allowed'), { status: 403, expose: true });
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/start') ctx.session.set('returnTo', '/account');
+      throw shared;
+    });
+    const first = await call(run, new Jar(), 'post', '/start');
+    expect(first.status).to.equal(403);
+    expect(cookieNamed(first)?.value, "the first request's new session").to.match(HEX64);
+
+    const second = await call(run, new Jar(), 'get', '/other');
+    expect(second.status).to.equal(403);
+    expect(setCookies(second), 'Set-Cookie for a request that started no session').to.deep.equal([]);
+    expect(Object.keys(shared), "the error's own properties after both").to.deep.equal(['status', 'expose']);
+  });
+
+  const THROWN: Array<[string, () => never]> = [
+    ['a string', () => {
+      throw 'backend down';
+    }],
+    ['an error with headers of its own', () => {
+      throw Object.assign(new Error('who are you'), { status: 401, headers: { 'WWW-Authenticate': 'Basic' } });
+    }],
+  ];
+  for (const [label, fail] of THROWN) {
+    it(`${label} thrown after regenerate(): the new ID's cookie still reaches the client, and the session with it`, async () => {
+      const run = await start({ store: memoryStore() }, async (ctx) => {
+        if (ctx.path === '/relogin') {
+          await ctx.session.regenerate();
+          ctx.session.set('user', 'bob');
+          fail();
+        }
+        if (ctx.method === 'POST') ctx.session.set('user', 'ann');
+        ctx.body = { id: ctx.session.id, user: ctx.session.get('user') ?? null };
+      });
+      const jar = new Jar();
+      const before = (await call(run, jar, 'post', '/login')).body.id as string;
+      const failed = await call(run, jar, 'post', '/relogin');
+      expect(failed.status).to.be.at.least(400);
+      const renewed = cookieNamed(failed)?.value;
+      expect(renewed, 'the new ID in Set-Cookie').to.match(HEX64).and.not.equal(before);
+
+      const after = await call(run, jar, 'get', '/');
+      expect(after.body).to.deep.equal({ id: renewed, user: 'bob' });
+    });
+  }
+
+  it("the error's own headers are sent beside the cookie and left as they were", async () => {
+    const thrown = Object.assign(new Error('who are you'), { status: 401, expose: true, headers: { 'WWW-Authenticate': 'Basic' } });
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('tries', 1);
+      throw thrown;
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(res.status).to.equal(401);
+    expect(res.headers['www-authenticate']).to.equal('Basic');
+    expect(cookieNamed(res)?.value).to.match(HEX64);
+    expect(thrown.headers).to.deep.equal({ 'WWW-Authenticate': 'Basic' });
+  });
+
+  it('an error a middleware before the session throws in place of the handler\'s still carries the cookie', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') {
+        ctx.session.set('draft', 'kept');
+        throw new Error('database down');
+      }
+      ctx.body = { draft: ctx.session.get('draft') ?? null };
+    }, {
+      before: [async (_ctx: Context, next: Next) => {
+        try {
+          await next();
+        } catch {
+          throw Object.assign(new Error('try again later'), { status: 503, expose: true });
+        }
+      }],
+    });
+    const jar = new Jar();
+    const res = await call(run, jar, 'post', '/');
+    expect(res.status).to.equal(503);
+    expect(cookieNamed(res)?.value).to.match(HEX64);
+    expect((await call(run, jar, 'get', '/')).body).to.deep.equal({ draft: 'kept' });
+  });
+});
+
 describe('Request lifecycle: signed cookies', () => {
   it('with app.keys the session cookie is signed: a .sig cookie goes with it, with the same attributes', async () => {
     const { run } = await reporter(new RecordingStore(), ['k1']);
