@@ -88,7 +88,8 @@ export class SessionCookie {
       throw new SessionConfigError('the signed option needs app.keys to be set (app.keys = [secret, ...])');
     }
     const signed = this.settings.signed ?? hasKeys;
-    if (signed) checkKeys(keys);
+    // Unsigned, app.keys is not used, except that ctx.cookies cannot be made at all with an empty array.
+    if (signed || (Array.isArray(keys) && keys.length === 0)) checkKeys(keys);
     return signed;
   }
 

@@ -1,6 +1,6 @@
 import { format } from 'node:util';
 import type { Context, Middleware, Next } from 'koa';
-import type { CookieAction } from './commit';
+import type { CommitPlan, CookieAction } from './commit';
 import type { HeldLock, LockMode } from './lock';
 import type { SessionOptions } from './options';
 import type { SessionState } from './session';
@@ -97,6 +97,28 @@ export function session(opts?: SessionOptions): Middleware {
     process.emitWarning(`koa-locked-session: ${message} (warned once)`, { code });
   }
 
+  /**
+   * The plan once the response headers are out (a body streamed after
+   * ctx.flushHeaders(), ctx.respond = false), when no cookie can be sent any
+   * more. Changes to a stored session are still written: its cookie stays
+   * valid. A push or a refresh waits for a later request. A new session, or
+   * a new ID, that the client could never learn is not stored: a
+   * regenerate() leaves the session as it was (never its new data under the
+   * old ID), and the process is warned.
+   */
+  function withoutCookie(plan: CommitPlan): CommitPlan {
+    if (plan === 'update' || plan === 'interrupted') return plan;
+    if (plan === 'create' || plan === 'regenerate') {
+      warnOnce(
+        'KOA_LOCKED_SESSION_HEADERS_SENT',
+        'the response headers were sent before the session was committed, so a new session or a regenerated ID, ' +
+          'which needs its cookie sent, was not stored; change the session before the headers go out ' +
+          '(before ctx.flushHeaders(), or before writing to ctx.res with ctx.respond = false)',
+      );
+    }
+    return 'none';
+  }
+
   /** See Session.#noteChange. */
   function changedTooLate(method: string): void {
     warnOnce(
@@ -179,12 +201,13 @@ export function session(opts?: SessionOptions): Middleware {
     state.committing = true;
     const now = Date.now();
     const refreshCookie = options.rolling || (cookie.state === 'valid' && cookie.resign);
-    const plan = planCommit(state, expiry, now, refreshCookie);
+    const headersSent = ctx.headerSent;
+    const plan = headersSent ? withoutCookie(planCommit(state, expiry, now, refreshCookie)) : planCommit(state, expiry, now, refreshCookie);
     let action = NO_COOKIE;
     try {
       if (plan !== 'none') {
         // Refuse before writing anything when the cookie could not be sent.
-        sessionCookie.assertCanBeSent(ctx);
+        if (!headersSent) sessionCookie.assertCanBeSent(ctx);
         action = await reportingTimeout(ctx, state.loadedId ?? state.id, commit({ ctx, state, lock, storage, expiry }, plan, now));
       }
     } finally {
@@ -192,9 +215,11 @@ export function session(opts?: SessionOptions): Middleware {
       if (releasing !== undefined) await releasing;
     }
 
-    // 5. The cookie.
-    sendCookie(ctx, action, signed);
-    if (action.kind !== 'none') keepCookieOnError(ctx);
+    // 5. The cookie (headers sent meanwhile by a task the handler did not await: too late, as for the body).
+    if (!ctx.headerSent) {
+      sendCookie(ctx, action, signed);
+      if (action.kind !== 'none') keepCookieOnError(ctx);
+    }
     if (failure !== undefined) throw failure.error;
   };
 }

@@ -3,6 +3,7 @@
  * signed), when the session is committed and when Set-Cookie is sent, and
  * a handler that throws. Everything over real HTTP.
  */
+import { PassThrough } from 'node:stream';
 import type { Context, Next } from 'koa';
 import { MemoryStore, Session, session } from '../src';
 import {
@@ -369,6 +370,113 @@ describe('Request lifecycle: the session cookie on error responses', () => {
   });
 });
 
+describe('Request lifecycle: a response whose headers went out before the commit', () => {
+  /** process warnings with `code` while `run` runs. */
+  async function warningsDuring(code: string, run: () => Promise<void>): Promise<string[]> {
+    const seen: string[] = [];
+    const onWarning = (warning: Error & { code?: string }) => {
+      if (warning.code === code) seen.push(warning.message);
+    };
+    process.on('warning', onWarning);
+    try {
+      await run();
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    return seen;
+  }
+
+  /** An app with a stored session (POST /login) and routes that send their headers before the commit. */
+  async function streaming(maxAge?: number) {
+    const store = memoryStore();
+    const run = await start({ store, maxAge }, async (ctx) => {
+      if (ctx.path === '/login') ctx.session.set('user', 'ann');
+      if (ctx.path === '/events') {
+        // Server-sent events: the headers go out at once, the body streams after.
+        ctx.status = 200;
+        ctx.type = 'text/event-stream';
+        ctx.flushHeaders();
+        const body = new PassThrough();
+        ctx.body = body;
+        body.end(`data: hello ${String(ctx.session.get('user'))}\n\n`);
+        if (ctx.method === 'POST') ctx.session.set('seen', true);
+        return;
+      }
+      if (ctx.path.startsWith('/raw')) {
+        // The app answers on ctx.res itself.
+        ctx.respond = false;
+        ctx.res.writeHead(302, { Location: '/' }).end();
+        if (ctx.path === '/raw/set') ctx.session.set('note', 'kept');
+        if (ctx.path === '/raw/regenerate') {
+          await ctx.session.regenerate();
+          ctx.session.set('user', 'bob');
+        }
+        return;
+      }
+      ctx.body = { user: ctx.session.get('user') ?? null, seen: ctx.session.get('seen') ?? null, note: ctx.session.get('note') ?? null };
+    });
+    return { run, store };
+  }
+
+  it('a streamed response whose session is due for an expiry push still streams to the end', async () => {
+    const { run } = await streaming(1000);
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    await new Promise((resolve) => setTimeout(resolve, 150)); // past a tenth of maxAge: the push is due
+
+    const res = await run.http.get('/events').set('Cookie', jar.header()).timeout(5000);
+    expect(res.status).to.equal(200);
+    expect(res.text).to.equal('data: hello ann\n\n');
+    expect(run.errors, 'errors the app saw').to.deep.equal([]);
+  });
+
+  it("a streamed response's changes to a stored session are stored, and the response streams to the end", async () => {
+    const { run } = await streaming();
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const res = await run.http.post('/events').set('Cookie', jar.header()).timeout(5000);
+    expect(res.text).to.equal('data: hello ann\n\n');
+    expect((await call(run, jar, 'get', '/')).body).to.deep.equal({ user: 'ann', seen: true, note: null });
+    expect(run.errors).to.deep.equal([]);
+  });
+
+  it('with ctx.respond = false, changes to a stored session are stored, and nothing fails', async () => {
+    const { run } = await streaming();
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    expect((await call(run, jar, 'get', '/raw/set')).status).to.equal(302);
+    expect((await call(run, jar, 'get', '/')).body).to.deep.equal({ user: 'ann', seen: null, note: 'kept' });
+    expect(run.errors).to.deep.equal([]);
+  });
+
+  it('with ctx.respond = false, a new session that could get no cookie is not stored, and the process is warned', async () => {
+    const { run, store } = await streaming();
+    const warnings = await warningsDuring('KOA_LOCKED_SESSION_HEADERS_SENT', async () => {
+      const res = await call(run, new Jar(), 'get', '/raw/set');
+      expect(res.status).to.equal(302);
+      expect(setCookies(res)).to.deep.equal([]);
+    });
+    expect(store.size, 'sessions stored').to.equal(0);
+    expect(warnings).to.have.length(1);
+    expect(run.errors).to.deep.equal([]);
+  });
+
+  it('with ctx.respond = false, a regenerate() that could send no cookie leaves the session as it was', async () => {
+    const { run, store } = await streaming();
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const warnings = await warningsDuring('KOA_LOCKED_SESSION_HEADERS_SENT', async () => {
+      expect((await call(run, jar, 'get', '/raw/regenerate')).status).to.equal(302);
+    });
+    expect(warnings).to.have.length(1);
+    // The old ID still holds the old data: never bob's login under an ID the client chose before it.
+    expect((await call(run, jar, 'get', '/')).body).to.deep.equal({ user: 'ann', seen: null, note: null });
+    expect(store.size, 'sessions stored').to.equal(1);
+    expect(run.errors).to.deep.equal([]);
+  });
+});
+
 describe('Request lifecycle: signed cookies', () => {
   it('with app.keys the session cookie is signed: a .sig cookie goes with it, with the same attributes', async () => {
     const { run } = await reporter(new RecordingStore(), ['k1']);
@@ -483,17 +591,18 @@ describe('Request lifecycle: signed cookies', () => {
     expect(ran).to.equal(false);
   });
 
-  const BAD_KEYS: Array<[string, unknown, string]> = [
-    ['[undefined] (an unset environment variable)', [undefined], 'app.keys[0] is undefined'],
-    ["['good', '']", ['good', ''], 'app.keys[1] is an empty string'],
-    ['[] (an empty array)', [], 'app.keys is an empty array'],
-    ["'secret' (a bare string)", 'secret', 'app.keys must be an array'],
+  const BAD_KEYS: Array<[string, unknown, string, false | undefined]> = [
+    ['[undefined] (an unset environment variable)', [undefined], 'app.keys[0] is undefined', undefined],
+    ["['good', '']", ['good', ''], 'app.keys[1] is an empty string', undefined],
+    ['[] (an empty array)', [], 'app.keys is an empty array', undefined],
+    ['[] with signed: false (Koa cannot read any cookie with it)', [], 'app.keys is an empty array', false],
+    ["'secret' (a bare string)", 'secret', 'app.keys must be an array', undefined],
   ];
-  for (const [label, keys, message] of BAD_KEYS) {
+  for (const [label, keys, message, signed] of BAD_KEYS) {
     it(`app.keys = ${label} fails the request with a SessionConfigError naming it, before the handler runs, storing nothing`, async () => {
       const store = new RecordingStore();
       let ran = false;
-      const run = await start({ store }, (ctx) => {
+      const run = await start({ store, signed }, (ctx) => {
         ran = true;
         ctx.session.set('a', 1);
         ctx.body = 'ok';
