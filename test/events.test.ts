@@ -319,6 +319,23 @@ describe('session:destroyed', () => {
     expect(await destroyed.probe).to.equal(undefined);
   });
 
+  it('two read-mode logouts of one session at once emit one session:destroyed', async () => {
+    let arrived = 0;
+    const bothLoaded = deferred();
+    const run = start({}, {
+      '/logout-together': async (ctx) => {
+        if (++arrived === 2) bothLoaded.resolve();
+        await bothLoaded.promise; // both hold the shared lock, with the session loaded
+        await ctx.session.destroy();
+      },
+    });
+    const saved = await request(run.server).post('/save').expect(200);
+    await Promise.all([1, 2].map(() => request(run.server).get('/logout-together').set('Cookie', cookieHeader(saved)).expect(200)));
+    expect(arrived).to.equal(2);
+    expect(named(run, 'session:destroyed')).to.have.length(1);
+    expect(await run.store.get(sessionIdOf(saved) as string)).to.equal(undefined);
+  });
+
   it('destroy() of a session that was never saved emits no session:destroyed', async () => {
     const run = start();
     await request(run.server).post('/logout').expect(200);
