@@ -199,6 +199,32 @@ describe('MemoryStore', function () {
       expect(await store.get('new')).to.deep.equal({ v: 1 });
     });
 
+    for (const [label, lifetime] of [
+      ['NaN', NaN],
+      ["'session' (koa-session's browser-session maxAge)", 'session'],
+      ['undefined', undefined],
+      ['0', 0],
+      ['-1', -1],
+      ['Infinity', Infinity],
+    ] as const) {
+      it(`a lifetime of ${label} is refused by set, touch and applyChanges, and nothing is stored or changed`, async () => {
+        const store = memoryStore();
+        await store.set('kept', { v: 1 }, 60_000);
+        const bad = lifetime as unknown as number;
+        const refusals = await Promise.allSettled([
+          store.set('other', { v: 2 }, bad),
+          store.touch('kept', bad),
+          store.applyChanges('kept', [{ op: 'set', key: 'v', value: 3 }], Date.now(), bad),
+        ]);
+        for (const refusal of refusals) {
+          expect(refusal.status).to.equal('rejected');
+          expect(String((refusal as PromiseRejectedResult).reason)).to.match(/TypeError: .*MemoryStore needs a positive, finite maxAgeMs/);
+        }
+        expect(heldEntries(store)).to.equal(1);
+        expect(await store.get('kept')).to.deep.equal({ v: 1 });
+      });
+    }
+
     it('touch pushes the expiry out without changing the data', async () => {
       const store = memoryStore();
       await store.set('a', { v: 1 }, 150);

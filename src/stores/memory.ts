@@ -1,5 +1,5 @@
 import type { AtomicStore, Change, ChangeTarget, SessionData, Store, StoredSession } from './store';
-import { isSessionRecord, replayChanges, toRecord } from './store';
+import { assertLifetime, isSessionRecord, replayChanges, toRecord } from './store';
 import { JsonText, assignOwn, jsonOf } from '../values';
 import { MAX_TIMER_MS } from '../timers';
 
@@ -171,6 +171,7 @@ export class MemoryStore implements AtomicStore {
   }
 
   async set(id: string, data: SessionData, maxAgeMs: number): Promise<void> {
+    assertLifetime('MemoryStore', maxAgeMs);
     const expiresAt = Date.now() + maxAgeMs;
     const entry: Entry = isSessionRecord(data)
       ? { expiresAt, createdAt: data.createdAt, touchedAt: data.touchedAt, fields: fieldsOf(data.data) }
@@ -205,6 +206,7 @@ export class MemoryStore implements AtomicStore {
 
   /** Pushes the expiry out; a record the middleware wrote also notes the push time. */
   async touch(id: string, maxAgeMs: number): Promise<void> {
+    assertLifetime('MemoryStore', maxAgeMs);
     const entry = this.live(id);
     if (entry === undefined) return;
     const now = Date.now();
@@ -213,6 +215,7 @@ export class MemoryStore implements AtomicStore {
   }
 
   async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
+    assertLifetime('MemoryStore', maxAgeMs);
     return this.applySession(id, changes, touchedAt, maxAgeMs);
   }
 

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { AtomicStore, Change, DistributedLock, LockingStore, SessionData, Store, StoredSession } from './store';
-import { replayChanges, toRecord } from './store';
+import { assertLifetime, replayChanges, toRecord } from './store';
 import { SessionLockTimeoutError } from '../errors';
 import { trace } from '../events';
 import { MAX_TIMER_MS } from '../timers';
@@ -213,9 +213,7 @@ function checkOptions(options: RedisStoreOptions): Required<RedisStoreOptions> {
 }
 
 function expiryMs(maxAgeMs: number): number {
-  if (typeof maxAgeMs !== 'number' || !(maxAgeMs > 0) || !Number.isFinite(maxAgeMs)) {
-    throw new TypeError('koa-locked-session: RedisStore needs a positive, finite maxAgeMs');
-  }
+  assertLifetime('RedisStore', maxAgeMs);
   return Math.ceil(maxAgeMs);
 }
 

@@ -86,6 +86,13 @@ export function toRecord(stored: SessionData, now: number): SessionRecord {
   return { data: stored, createdAt: now, touchedAt: now };
 }
 
+/** @internal Throws unless `maxAgeMs` is a lifetime `store` can keep: a positive, finite number of milliseconds. */
+export function assertLifetime(store: string, maxAgeMs: unknown): asserts maxAgeMs is number {
+  if (typeof maxAgeMs !== 'number' || !(maxAgeMs > 0) || !Number.isFinite(maxAgeMs)) {
+    throw new TypeError(`koa-locked-session: ${store} needs a positive, finite maxAgeMs`);
+  }
+}
+
 /** What a change log can be replayed on: a Map of a session's values is one. */
 export interface ChangeTarget {
   set(key: string, value: unknown): unknown;
