@@ -208,8 +208,8 @@ export function session(opts?: SessionOptions): Middleware {
     let action = NO_COOKIE;
     try {
       if (plan !== 'none') {
-        // Refuse before writing anything when the cookie could not be sent.
-        if (!headersSent) sessionCookie.assertCanBeSent(ctx);
+        // Refuse before writing anything when the cookie could not be sent (an interrupted commit sends none).
+        if (!headersSent && plan !== 'interrupted') sessionCookie.assertCanBeSent(ctx);
         action = await reportingTimeout(ctx, state.loadedId ?? state.id, commit({ ctx, state, lock, storage, expiry }, plan, now));
       }
     } finally {

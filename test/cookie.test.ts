@@ -160,6 +160,46 @@ describe('cookieSecure', () => {
     expect(read.body.a).to.equal(7);
   });
 
+  it('on plain HTTP a change dropped because a logout went ahead of it needs no cookie, and is not failed', async () => {
+    const store = new RecordingStore();
+    const signal = () => {
+      let fire!: () => void;
+      const fired = new Promise<void>((resolve) => (fire = resolve));
+      return { fire, fired };
+    };
+    const logoutHolds = signal();
+    const logoutIn = signal();
+    const changeAsked = signal();
+    const lockMode = (ctx: { path: string }) => {
+      if (ctx.path === '/change') changeAsked.fire();
+      return 'write' as const;
+    };
+    const run = await start({ store, cookieSecure: true, lockMode }, async (ctx) => {
+      if (ctx.path === '/logout') {
+        await ctx.session.destroy();
+        logoutIn.fire();
+        await logoutHolds.fired;
+      } else {
+        ctx.session.set('a', 2);
+      }
+      ctx.body = 'ok';
+    }, { proxy: true });
+    const id = cookieNamed(await call(run, new Jar(), 'post', '/login', HTTPS))?.value as string;
+
+    const logout = call(run, new Jar().set('session_id', id), 'post', '/logout', HTTPS);
+    await logoutIn.fired;
+    const change = call(run, new Jar().set('session_id', id), 'post', '/change'); // plain HTTP, in line behind the logout
+    await changeAsked.fired;
+    logoutHolds.fire();
+
+    expect((await logout).status).to.equal(200);
+    const res = await change;
+    expect(res.status, 'the plain-HTTP change').to.equal(200);
+    expect(setCookies(res)).to.deep.equal([]);
+    expect(store.map.size, 'sessions stored').to.equal(0);
+    expect(run.errors).to.deep.equal([]);
+  });
+
   it('without app.proxy an X-Forwarded-Proto: https header is not trusted, and the request fails', async () => {
     const store = new RecordingStore();
     const run = await start({ store, cookieSecure: true }, handler, { proxy: false });
