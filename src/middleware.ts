@@ -203,8 +203,9 @@ export function session(opts?: SessionOptions): Middleware {
     state.committing = true;
     const now = Date.now();
     const refreshCookie = options.rolling || (cookie.state === 'valid' && cookie.resign);
-    const headersSent = ctx.headerSent;
-    const plan = headersSent ? withoutCookie(planCommit(state, expiry, now, refreshCookie)) : planCommit(state, expiry, now, refreshCookie);
+    const planned = planCommit(state, expiry, now, refreshCookie);
+    const headersSent = ctx.headerSent; // a streamed body, ctx.respond = false: see withoutCookie
+    const plan = headersSent ? withoutCookie(planned) : planned;
     let action = NO_COOKIE;
     try {
       if (plan !== 'none') {
