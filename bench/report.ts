@@ -26,7 +26,15 @@ export interface SweepResult {
   steps: number;
   sweepMs: number;
   left: number;
-  repeats: { maxBlockMs: number; longestStepMs: number; sweepMs: number }[];
+  /** Each sweep's figures, and the longest block of an idle event loop in the same process right after it, for as long. */
+  repeats: { maxBlockMs: number; longestStepMs: number; sweepMs: number; idleMaxBlockMs?: number }[];
+}
+
+/** The idle loop's blocks beside the sweep's, when measured: what this machine shows with no work at all. */
+function idleNote(sweep: SweepResult): string {
+  const idle = sweep.repeats.map((r) => r.idleMaxBlockMs);
+  if (idle.some((ms) => ms === undefined)) return '';
+  return ` For reference, an idle event loop in the same process, for as long right after each sweep: longest block ${idle.map((ms) => fixed(ms as number, 1)).join(', ')} ms.`;
 }
 
 export interface RunResult {
@@ -220,7 +228,8 @@ export function memoryTable(run: RunResult): string {
           `${sweep.repeats.map((r) => fixed(r.maxBlockMs, 1)).join(', ')} ms; p99 ${fixed(sweep.p99Ms, 1)} ms, mean ${fixed(sweep.meanMs, 2)} ms); ` +
           `the sweep's own steps (${int(sweep.steps)}, wall time between two yields): longest ${fixed(sweep.longestStepMs, 2)} ms ` +
           `(${sweep.repeats.map((r) => fixed(r.longestStepMs, 2)).join(', ')}), median ${fixed(sweep.medianStepMs, 3)} ms; ` +
-          `whole sweep ${int(sweep.sweepMs)} ms; ${int(sweep.left)} left after it.`,
+          `whole sweep ${int(sweep.sweepMs)} ms; ${int(sweep.left)} left after it.` +
+          idleNote(sweep),
         '',
       );
     }
