@@ -60,6 +60,8 @@ class ReadWriteLock {
   removedBefore = 0;
   /** Holders that removed the session and still hold the lock. */
   removersHolding = 0;
+  /** A holder's destroy() has removed the session and said so (see LockTable.firstToReportDestroy). */
+  destroyReported = false;
 
   /**
    * Grants `mode` within this call when nobody would wait for it: the line
@@ -209,6 +211,20 @@ export class LockTable {
     lock.removedBefore = this.tickets;
   }
 
+  /**
+   * True for the first holder of `id`'s lock whose destroy() removed the
+   * session, false for the others: two logouts at once (in read mode, or
+   * one queued behind the other) remove one session, and the app hears of
+   * it once.
+   */
+  firstToReportDestroy(id: string): boolean {
+    const lock = this.entries.get(id);
+    if (lock === undefined) return true;
+    if (lock.destroyReported) return false;
+    lock.destroyReported = true;
+    return true;
+  }
+
   /** Whether the request with `ticket` asked for `id`'s lock, or finds the session gone, while a holder that removed it held the lock. */
   removedAfterAsking(id: string, ticket: number): boolean {
     const lock = this.entries.get(id);
@@ -344,6 +360,11 @@ export class SessionLocks {
     this.table.removalDone(id);
   }
 
+  /** See LockTable.firstToReportDestroy. */
+  firstToReportDestroy(id: string): boolean {
+    return this.table.firstToReportDestroy(id);
+  }
+
   /** See LockTable.removedAfterAsking. */
   removedAfterAsking(id: string, ticket: number): boolean {
     return this.table.removedAfterAsking(id, ticket);
@@ -409,6 +430,11 @@ export class HeldLock {
     if (this.removedSession || this.releasers === undefined) return;
     this.removedSession = true;
     this.locks.removalStarted(this.id);
+  }
+
+  /** See LockTable.firstToReportDestroy. */
+  firstToReportDestroy(): boolean {
+    return this.locks.firstToReportDestroy(this.id);
   }
 
   /** True when a request holding this lock removed the session while this one asked for it or waited (see LockTable.removalStarted). */

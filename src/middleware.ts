@@ -170,13 +170,11 @@ export function session(opts?: SessionOptions): Middleware {
     const session = new Session(state, {
       newId: options.genid,
       removeStored: async (id) => {
-        // Another holder of the lock removed it first (two logouts at once, in read mode): one removal, one event.
-        const removedAlready = lock?.removedAfterAsking === true;
         // Marked first: a store may drop the session before it answers, and a request sharing
         // the lock that finds it gone meanwhile must already see why (see LockTable.removalStarted).
         lock?.markRemoved();
         await storage.remove(id);
-        if (!removedAlready) report(ctx, 'session:destroyed', id);
+        if (lock?.firstToReportDestroy() !== false) report(ctx, 'session:destroyed', id);
       },
       changedTooLate,
     });

@@ -319,21 +319,51 @@ describe('session:destroyed', () => {
     expect(await destroyed.probe).to.equal(undefined);
   });
 
-  it('two read-mode logouts of one session at once emit one session:destroyed', async () => {
+  /**
+   * Two read-mode GET /logout-together of one saved session, both holding
+   * the shared lock with the session loaded before either destroys it.
+   * Resolves to their statuses, sorted.
+   */
+  async function twoLogoutsAtOnce(store?: Running['store']): Promise<{ run: Running; id: string; statuses: number[] }> {
     let arrived = 0;
     const bothLoaded = deferred();
-    const run = start({}, {
+    const run = start(store === undefined ? {} : { store }, {
       '/logout-together': async (ctx) => {
         if (++arrived === 2) bothLoaded.resolve();
-        await bothLoaded.promise; // both hold the shared lock, with the session loaded
+        await bothLoaded.promise;
         await ctx.session.destroy();
       },
     });
     const saved = await request(run.server).post('/save').expect(200);
-    await Promise.all([1, 2].map(() => request(run.server).get('/logout-together').set('Cookie', cookieHeader(saved)).expect(200)));
+    if (store instanceof FailingOnce) store.failNext = true;
+    const logouts = [1, 2].map(() => request(run.server).get('/logout-together').set('Cookie', cookieHeader(saved)));
+    const statuses = (await Promise.all(logouts)).map((res) => res.status).sort();
     expect(arrived).to.equal(2);
+    return { run, id: sessionIdOf(saved) as string, statuses };
+  }
+
+  /** A MemoryStore whose next destroy() fails, when told. */
+  class FailingOnce extends MemoryStore {
+    failNext = false;
+    override async destroy(id: string): Promise<void> {
+      if (!this.failNext) return super.destroy(id);
+      this.failNext = false;
+      throw new Error('store down');
+    }
+  }
+
+  it('two read-mode logouts of one session at once emit one session:destroyed', async () => {
+    const { run, id, statuses } = await twoLogoutsAtOnce();
+    expect(statuses).to.deep.equal([200, 200]);
     expect(named(run, 'session:destroyed')).to.have.length(1);
-    expect(await run.store.get(sessionIdOf(saved) as string)).to.equal(undefined);
+    expect(await run.store.get(id)).to.equal(undefined);
+  });
+
+  it('when the first of two logouts at once fails in the store and the second removes the session, session:destroyed is emitted once', async () => {
+    const { run, id, statuses } = await twoLogoutsAtOnce(new FailingOnce());
+    expect(statuses).to.deep.equal([200, 503]);
+    expect(named(run, 'session:destroyed')).to.have.length(1);
+    expect(await run.store.get(id)).to.equal(undefined);
   });
 
   it('destroy() of a session that was never saved emits no session:destroyed', async () => {
