@@ -136,6 +136,21 @@ export class SessionCookie {
     markPrivate(ctx);
   }
 
+  /**
+   * What an error response must carry of what write() put on this
+   * response: the session cookie's Set-Cookie lines, and the cache headers
+   * that keep shared caches from storing them. Nothing else the app set:
+   * Koa's error handler drops that, as it should (a long-lived
+   * Cache-Control, say). Undefined when no session cookie line is there.
+   */
+  errorHeaders(ctx: Context): Record<string, string | string[]> | undefined {
+    const current = ctx.res.getHeader('Set-Cookie');
+    const lines = current === undefined ? [] : Array.isArray(current) ? current : [String(current)];
+    const own = lines.filter((line) => this.replacedSigned.some((prefix) => line.startsWith(prefix)));
+    if (own.length === 0) return undefined;
+    return { 'Set-Cookie': own, Vary: 'Cookie', 'Cache-Control': NO_CACHE_COOKIE };
+  }
+
   /** Sends an already-expired session cookie, so the browser drops it. */
   expire(ctx: Context, signed: boolean): void {
     this.write(ctx, signed, '', 0);

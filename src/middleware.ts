@@ -219,7 +219,7 @@ export function session(opts?: SessionOptions): Middleware {
     // 5. The cookie (headers sent meanwhile by a task the handler did not await: too late, as for the body).
     if (!ctx.headerSent) {
       sendCookie(ctx, action, signed);
-      if (action.kind !== 'none') keepCookieOnError(ctx);
+      if (action.kind !== 'none') keepCookieOnError(ctx, sessionCookie);
     }
     if (failure !== undefined) throw failure.error;
   };
@@ -252,27 +252,24 @@ export const fromContext = getSession;
  * error's `headers` instead. When the session cookie changed (a new
  * session, a regenerated ID, a logout), the client must still hear of it,
  * whatever fails after this point, so this request's error handler lends
- * the error the cookie headers for the length of its call (Koa's handler is
- * synchronous). They are never left on the error: an app may throw one
- * error object on many requests, and one user's cookie must not ride along
- * on another's.
+ * the error the cookie's headers for the length of its call (Koa's handler
+ * is synchronous), as a property that is not enumerable: error loggers
+ * that print an error's properties must not print a session ID. Nothing is
+ * left on the error: an app may throw one error object on many requests,
+ * and one user's cookie must not ride along on another's.
  */
-function keepCookieOnError(ctx: Context): void {
+function keepCookieOnError(ctx: Context, sessionCookie: SessionCookie): void {
   const handleError = ctx.onerror;
   ctx.onerror = function onerror(this: Context, thrown: unknown): void {
-    const kept: Record<string, unknown> = {};
-    for (const name of ['Set-Cookie', 'Vary', 'Cache-Control']) {
-      const value: unknown = this.response.get(name);
-      if (value !== '' && value !== undefined) kept[name] = value;
-    }
-    if (thrown === null || thrown === undefined) return handleError.call(this, thrown as unknown as Error);
-    // What Koa turns a thrown non-Error into, made here so that it can carry the headers.
+    const kept = thrown === null || thrown === undefined ? undefined : sessionCookie.errorHeaders(this);
+    if (kept === undefined) return handleError.call(this, thrown as Error);
+    // What Koa makes of a thrown non-Error, made here so that it can carry the headers.
     const error: Error = isError(thrown) ? thrown : new Error(format('non-error thrown: %j', thrown));
     const own = Object.getOwnPropertyDescriptor(error, 'headers');
-    const lent = { value: { ...(error as { headers?: object }).headers, ...kept }, writable: true, enumerable: true, configurable: true };
     // A frozen or sealed error cannot carry them (and Koa's handler fails on one with a status of its own).
     if (!Object.isExtensible(error) || own?.configurable === false) return handleError.call(this, error);
-    Object.defineProperty(error, 'headers', lent);
+    const headers = mergeHeaders((error as { headers?: Record<string, unknown> }).headers, kept);
+    Object.defineProperty(error, 'headers', { value: headers, writable: true, enumerable: false, configurable: true });
     try {
       handleError.call(this, error);
     } finally {
@@ -280,6 +277,22 @@ function keepCookieOnError(ctx: Context): void {
       else Object.defineProperty(error, 'headers', own);
     }
   };
+}
+
+/** `added` on top of an error's own `headers`, a header both have holding both values. */
+function mergeHeaders(own: Record<string, unknown> | undefined, added: Record<string, string | string[]>): Record<string, unknown> {
+  const merged: Record<string, unknown> = { ...own };
+  for (const [name, value] of Object.entries(added)) {
+    const same = Object.keys(merged).find((key) => key.toLowerCase() === name.toLowerCase());
+    if (same === undefined) {
+      merged[name] = value;
+      continue;
+    }
+    const before = merged[same];
+    delete merged[same];
+    merged[name] = Array.isArray(value) ? [before, ...value].flat() : `${String(before)}, ${value}`;
+  }
+  return merged;
 }
 
 /** Koa's own test for an Error (errors from another realm fail `instanceof`). */

@@ -4,6 +4,7 @@
  * a handler that throws. Everything over real HTTP.
  */
 import { PassThrough } from 'node:stream';
+import { inspect } from 'node:util';
 import type { Context, Next } from 'koa';
 import { MemoryStore, Session, session } from '../src';
 import {
@@ -334,7 +335,11 @@ describe('Request lifecycle: the session cookie on error responses', () => {
   }
 
   it("the error's own headers are sent beside the cookie and left as they were", async () => {
-    const thrown = Object.assign(new Error('who are you'), { status: 401, expose: true, headers: { 'WWW-Authenticate': 'Basic' } });
+    const thrown = Object.assign(new Error('who are you'), {
+      status: 401,
+      expose: true,
+      headers: { 'WWW-Authenticate': 'Basic', 'cache-control': 'no-store' },
+    });
     const run = await start({ store: memoryStore() }, (ctx) => {
       ctx.session.set('tries', 1);
       throw thrown;
@@ -342,8 +347,30 @@ describe('Request lifecycle: the session cookie on error responses', () => {
     const res = await call(run, new Jar(), 'post');
     expect(res.status).to.equal(401);
     expect(res.headers['www-authenticate']).to.equal('Basic');
+    expect(res.headers['cache-control']).to.equal('no-store, no-cache="Set-Cookie"');
     expect(cookieNamed(res)?.value).to.match(HEX64);
-    expect(thrown.headers).to.deep.equal({ 'WWW-Authenticate': 'Basic' });
+    expect(thrown.headers).to.deep.equal({ 'WWW-Authenticate': 'Basic', 'cache-control': 'no-store' });
+  });
+
+  it("an error response carries the session cookie and its cache headers, none of the app's other headers, and error logs never show the ID", async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.set('Cache-Control', 'public, max-age=31536000');
+      ctx.vary('Accept-Encoding');
+      ctx.cookies.set('flash', 'Saved!');
+      ctx.session.set('draft', 'kept');
+      throw new Error('boom');
+    });
+    const logged: string[] = [];
+    run.app.on('error', (error: unknown) => logged.push(JSON.stringify(error), inspect(error)));
+    const res = await call(run, new Jar(), 'post');
+    expect(res.status).to.equal(500);
+    const id = cookieNamed(res)?.value as string;
+    expect(id).to.match(HEX64);
+    expect(setCookies(res).map((c) => c.name)).to.deep.equal(['session_id']);
+    expect(res.headers['cache-control']).to.equal('no-cache="Set-Cookie"');
+    expect(res.headers.vary).to.equal('Cookie');
+    expect(logged).to.have.length(2);
+    for (const line of logged) expect(line).to.not.include(id);
   });
 
   it('an error a middleware before the session throws in place of the handler\'s still carries the cookie', async () => {
