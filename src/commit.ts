@@ -30,6 +30,8 @@ export type CommitPlan =
   | 'push'
   /** Nothing to store, but the cookie is re-sent (rolling, or signed with an older key). */
   | 'refresh'
+  /** Changes to a stored session when no cookie can go out any more: its expiry is left as stored. */
+  | 'update-unpushed'
   /** Changes of a request whose session was removed ahead of it (SessionState.removedAhead): dropped, no cookie. */
   | 'interrupted';
 
@@ -76,6 +78,8 @@ export async function commit(scope: CommitScope, plan: CommitPlan, now: number):
     }
     case 'regenerate':
       return regenerate(scope, now);
+    case 'update-unpushed':
+      return updateUnpushed(scope, now);
     case 'refresh': {
       // Re-sending the cookie of a session destroyed meanwhile would hand out a dead ID.
       const stored = await storage.load(state.loadedId as string, now);
@@ -129,6 +133,26 @@ async function regenerate(scope: CommitScope, now: number): Promise<CookieAction
   report(ctx, 'session:created', state.id);
   report(ctx, 'session:regenerated', state.id, oldId);
   return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
+}
+
+/**
+ * Changes to a stored session on a response whose headers are already out.
+ * The session's times and expiry stay as stored: pushing the store's expiry
+ * without the cookie's would leave the cookie to expire first, logging the
+ * user out early, and the next request would not see a push as due.
+ */
+async function updateUnpushed(scope: CommitScope, now: number): Promise<CookieAction> {
+  const { state, storage, expiry } = scope;
+  const loadedId = state.loadedId as string;
+  await scope.lock?.exclusive();
+  // Read again under the exclusive lock: a request may have pushed the expiry since this one loaded.
+  const stored = await storage.load(loadedId, now);
+  if (stored === undefined) return interrupted(scope);
+  const ttl = expiry.ttl(stored.createdAt, now, stored.touchedAt);
+  // Written with the stored push time as its own.
+  if (!(await storage.apply(loadedId, state.changes, stored.touchedAt, ttl))) return interrupted(scope);
+  trace('update-unpushed', loadedId);
+  return NO_COOKIE;
 }
 
 /**

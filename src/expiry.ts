@@ -20,9 +20,9 @@ export class Expiry {
     return this.endsAt(record.createdAt, record.touchedAt) > now;
   }
 
-  /** The store lifetime (ms) of a session created at `createdAt`, pushed now. */
-  ttl(createdAt: number, now: number): number {
-    return Math.max(1, this.endsAt(createdAt, now) - now);
+  /** The store lifetime (ms) from `now` of a session created at `createdAt` and last pushed at `touchedAt` (by default, now). */
+  ttl(createdAt: number, now: number, touchedAt = now): number {
+    return Math.max(1, this.endsAt(createdAt, touchedAt) - now);
   }
 
   pushDue(touchedAt: number, now: number): boolean {

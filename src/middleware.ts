@@ -100,14 +100,15 @@ export function session(opts?: SessionOptions): Middleware {
   /**
    * The plan once the response headers are out (a body streamed after
    * ctx.flushHeaders(), ctx.respond = false), when no cookie can be sent any
-   * more. Changes to a stored session are still written: its cookie stays
-   * valid. A push or a refresh waits for a later request. A new session, or
-   * a new ID, that the client could never learn is not stored: a
-   * regenerate() leaves the session as it was (never its new data under the
-   * old ID), and the process is warned.
+   * more. Changes to a stored session are still written, its expiry left as
+   * stored (see updateUnpushed in commit.ts). A push or a refresh waits for
+   * a later request. A new session, or a new ID, that the client could
+   * never learn is not stored: a regenerate() leaves the session as it was
+   * (never its new data under the old ID), and the process is warned.
    */
   function withoutCookie(plan: CommitPlan): CommitPlan {
-    if (plan === 'update' || plan === 'interrupted') return plan;
+    if (plan === 'update') return 'update-unpushed';
+    if (plan === 'interrupted') return plan;
     if (plan === 'create' || plan === 'regenerate') {
       warnOnce(
         'KOA_LOCKED_SESSION_HEADERS_SENT',
@@ -216,10 +217,17 @@ export function session(opts?: SessionOptions): Middleware {
       if (releasing !== undefined) await releasing;
     }
 
-    // 5. The cookie (headers sent meanwhile by a task the handler did not await: too late, as for the body).
+    // 5. The cookie.
     if (!ctx.headerSent) {
       sendCookie(ctx, action, signed);
       if (action.kind !== 'none') keepCookieOnError(ctx, sessionCookie);
+    } else if (action.kind !== 'none') {
+      // Sent during the commit, by a task the handler did not await: what was committed stays, without its cookie.
+      warnOnce(
+        'KOA_LOCKED_SESSION_HEADERS_SENT_IN_COMMIT',
+        "the response headers were sent while the session was being committed (by a task the handler did not await), so the session's cookie could not follow; " +
+          'send the response after the handler and the session middleware are done',
+      );
     }
     if (failure !== undefined) throw failure.error;
   };

@@ -7,6 +7,7 @@ import { PassThrough } from 'node:stream';
 import { inspect } from 'node:util';
 import type { Context, Next } from 'koa';
 import { MemoryStore, Session, session } from '../src';
+import type { SessionData } from '../src';
 import {
   HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, memoryStore, setCookies, start,
 } from './support/app';
@@ -474,6 +475,45 @@ describe('Request lifecycle: a response whose headers went out before the commit
     await call(run, jar, 'post', '/login');
     expect((await call(run, jar, 'get', '/raw/set')).status).to.equal(302);
     expect((await call(run, jar, 'get', '/')).body).to.deep.equal({ user: 'ann', seen: null, note: 'kept' });
+    expect(run.errors).to.deep.equal([]);
+  });
+
+  it('with ctx.respond = false, a change leaves the expiry as it was, so the next request pushes store and cookie together', async () => {
+    const { run, store } = await streaming(1000);
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const id = jar.get() as string;
+    const pushedAt = ((await store.get(id)) as { touchedAt: number }).touchedAt;
+    await new Promise((resolve) => setTimeout(resolve, 150)); // past a tenth of maxAge: a push is due
+
+    expect((await call(run, jar, 'get', '/raw/set')).status).to.equal(302);
+    const stored = (await store.get(id)) as { data: Record<string, unknown>; touchedAt: number };
+    expect(stored.data).to.deep.equal({ user: 'ann', note: 'kept' });
+    expect(stored.touchedAt, 'push time after a change no cookie could follow').to.equal(pushedAt);
+    const next = await call(run, jar, 'get', '/');
+    expect(cookieNamed(next)?.value, 'the next response pushes the expiry, cookie and all').to.equal(id);
+  });
+
+  it('headers sent during the commit, by a task the handler did not await, fail nothing, and the process is warned', async () => {
+    class SlowStore extends MemoryStore {
+      override async set(id: string, data: SessionData, maxAgeMs: number): Promise<void> {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        return super.set(id, data, maxAgeMs);
+      }
+    }
+    const store = new SlowStore();
+    const run = await start({ store }, (ctx) => {
+      ctx.session.set('visited', true);
+      ctx.respond = false;
+      setTimeout(() => ctx.res.writeHead(200).end('proxied'), 20); // answered while the session is saved
+    });
+    const warnings = await warningsDuring('KOA_LOCKED_SESSION_HEADERS_SENT_IN_COMMIT', async () => {
+      const res = await call(run, new Jar(), 'post');
+      expect([res.status, res.text]).to.deep.equal([200, 'proxied']);
+      await new Promise((resolve) => setTimeout(resolve, 150)); // the commit ends after the response
+    });
+    store.close();
+    expect(warnings).to.have.length(1);
     expect(run.errors).to.deep.equal([]);
   });
 
