@@ -20,8 +20,8 @@ export type Release = (handOver?: StoredSession) => void;
  */
 interface Waiter {
   gaveUp: boolean;
-  /** Set while the waiter holds the turn and waits for the resource. */
-  leaveLine: (() => void) | undefined;
+  /** Passes the turn on; set while the waiter holds the turn and waits for the resource. */
+  passTurn: (() => void) | undefined;
 }
 
 /**
@@ -96,14 +96,15 @@ class ReadWriteLock {
       return false;
     }
     // A writer, or a reader while no reader holds the resource, keeps the turn until the resource is free.
-    if ((mode === 'write' || this.readers === 0) && line.resource.isLocked()) {
-      waiter.leaveLine = passTurn;
+    const needsResource = mode === 'write' || this.readers === 0;
+    if (needsResource && line.resource.isLocked()) {
+      waiter.passTurn = passTurn;
       await line.resource.waitForUnlock();
-      waiter.leaveLine = undefined;
+      waiter.passTurn = undefined;
       if (waiter.gaveUp) return false; // it passed the turn on when it gave up
     }
     // Free, and only the head of the line takes it, so granted at once.
-    if (mode === 'write' || this.readers === 0) void line.resource.acquire();
+    if (needsResource) void line.resource.acquire();
     if (mode === 'read') this.readers++;
     else this.writing = true;
     passTurn();
@@ -246,18 +247,19 @@ export class LockTable {
     lock.users++;
     if (lock.tryTake(mode)) return this.releaser(id, lock, mode);
     trace('lock-wait', id, mode);
-    const waiter: Waiter = { gaveUp: false, leaveLine: undefined };
+    const waiter: Waiter = { gaveUp: false, passTurn: undefined };
     const taking = lock.take(mode, waiter);
+    // A waiter without a timeout never gives up, so its take() always ends granted.
     if (timeoutMs === Infinity) return taking.then(() => this.releaser(id, lock, mode));
 
     return new Promise<Release>((resolve, reject) => {
       const timer = setTimeout(() => {
         waiter.gaveUp = true;
-        waiter.leaveLine?.();
+        waiter.passTurn?.();
         reject(new SessionLockTimeoutError(timeoutMs));
       }, timeoutMs);
       void taking.then((taken) => {
-        if (!taken) return this.leave(id, lock);
+        if (!taken) return this.dropWaiter(id, lock);
         clearTimeout(timer);
         resolve(this.releaser(id, lock, mode));
       });
@@ -265,7 +267,7 @@ export class LockTable {
   }
 
   /** A waiter that gave up leaves the lock it never held. */
-  private leave(id: string, lock: ReadWriteLock): void {
+  private dropWaiter(id: string, lock: ReadWriteLock): void {
     // Dropped: what a writer handed over was meant for the next request in line, perhaps this one,
     // and a later one must not start from it (one that finds nothing handed over loads the session).
     lock.handedOver = undefined;

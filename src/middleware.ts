@@ -107,17 +107,27 @@ export function session(opts?: SessionOptions): Middleware {
    * (never its new data under the old ID), and the process is warned.
    */
   function withoutCookie(plan: CommitPlan): CommitPlan {
-    if (plan === 'update') return 'update-unpushed';
-    if (plan === 'interrupted') return plan;
-    if (plan === 'create' || plan === 'regenerate') {
-      warnOnce(
-        'KOA_LOCKED_SESSION_HEADERS_SENT',
-        'the response headers were sent before the session was committed, so a new session or a regenerated ID, ' +
-          'which needs its cookie sent, was not stored; change the session before the headers go out ' +
-          '(before ctx.flushHeaders(), or before writing to ctx.res with ctx.respond = false)',
-      );
+    switch (plan) {
+      case 'update':
+        return 'update-unpushed';
+      case 'interrupted':
+      case 'update-unpushed':
+        return plan;
+      case 'none':
+      case 'expire':
+      case 'push':
+      case 'refresh':
+        return 'none';
+      case 'create':
+      case 'regenerate':
+        warnOnce(
+          'KOA_LOCKED_SESSION_HEADERS_SENT',
+          'the response headers were sent before the session was committed, so a new session or a regenerated ID, ' +
+            'which needs its cookie sent, was not stored; change the session before the headers go out ' +
+            '(before ctx.flushHeaders(), or before writing to ctx.res with ctx.respond = false)',
+        );
+        return 'none';
     }
-    return 'none';
   }
 
   /** See Session.#noteChange. */
@@ -203,13 +213,13 @@ export function session(opts?: SessionOptions): Middleware {
     const now = Date.now();
     const refreshCookie = options.rolling || (cookie.state === 'valid' && cookie.resign);
     const planned = planCommit(state, expiry, now, refreshCookie);
-    const headersSent = ctx.headerSent; // a streamed body, ctx.respond = false: see withoutCookie
-    const plan = headersSent ? withoutCookie(planned) : planned;
+    const sentBeforeCommit = ctx.headerSent; // a streamed body, ctx.respond = false: see withoutCookie
+    const plan = sentBeforeCommit ? withoutCookie(planned) : planned;
     let action = NO_COOKIE;
     try {
       if (plan !== 'none') {
         // Refuse before writing anything when the cookie could not be sent (an interrupted commit sends none).
-        if (!headersSent && plan !== 'interrupted') sessionCookie.assertCanBeSent(ctx);
+        if (!sentBeforeCommit && plan !== 'interrupted') sessionCookie.assertCanBeSent(ctx);
         action = await reportingTimeout(ctx, state.loadedId ?? state.id, commit({ ctx, state, lock, storage, expiry }, plan, now));
       }
     } finally {
