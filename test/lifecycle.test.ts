@@ -9,7 +9,7 @@ import type { Context, Next } from 'koa';
 import { MemoryStore, Session, session } from '../src';
 import type { SessionData } from '../src';
 import {
-  HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, memoryStore, setCookies, start,
+  HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, memoryStore, setCookies, start, warningsDuring,
 } from './support/app';
 
 afterEach(closeAll);
@@ -399,22 +399,6 @@ describe('Request lifecycle: the session cookie on error responses', () => {
 });
 
 describe('Request lifecycle: a response whose headers went out before the commit', () => {
-  /** process warnings with `code` while `run` runs. */
-  async function warningsDuring(code: string, run: () => Promise<void>): Promise<string[]> {
-    const seen: string[] = [];
-    const onWarning = (warning: Error & { code?: string }) => {
-      if (warning.code === code) seen.push(warning.message);
-    };
-    process.on('warning', onWarning);
-    try {
-      await run();
-      await new Promise((resolve) => setImmediate(resolve));
-    } finally {
-      process.off('warning', onWarning);
-    }
-    return seen;
-  }
-
   /** An app with a stored session (POST /login) and routes that send their headers before the commit. */
   async function streaming(maxAge?: number) {
     const store = memoryStore();

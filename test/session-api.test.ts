@@ -6,7 +6,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Context } from 'koa';
 import { fromContext, getSession, Session } from '../src';
-import { HEX64, Jar, call, closeAll, cookieNamed, expect, isExpired, memoryStore, start } from './support/app';
+import { HEX64, Jar, call, closeAll, cookieNamed, expect, isExpired, memoryStore, start, warningsDuring } from './support/app';
 
 afterEach(closeAll);
 
@@ -506,22 +506,6 @@ describe('Session: any string is a key', () => {
     expect((await call(run, jar, 'get')).body).to.deep.equal(expected);
   });
 });
-
-/** Collects process warnings with `code` while `run` runs. */
-async function warningsDuring(code: string, run: () => Promise<void>): Promise<string[]> {
-  const seen: string[] = [];
-  const onWarning = (warning: Error & { code?: string }) => {
-    if (warning.code === code) seen.push(warning.message);
-  };
-  process.on('warning', onWarning);
-  try {
-    await run();
-    await new Promise((resolve) => setImmediate(resolve));
-  } finally {
-    process.off('warning', onWarning);
-  }
-  return seen;
-}
 
 describe('Session: a change after the commit', () => {
   it('is lost, but the response and its cookie are unharmed, and the process is warned once (code after next() in an outer middleware)', async () => {

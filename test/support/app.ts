@@ -246,3 +246,19 @@ export async function call(
   for (const [name, value] of Object.entries(headers)) req = req.set(name, value);
   return jar.take(await req);
 }
+
+/** The messages of the process warnings with `code` emitted while `run` runs. */
+export async function warningsDuring(code: string, run: () => Promise<void>): Promise<string[]> {
+  const seen: string[] = [];
+  const onWarning = (warning: Error & { code?: string }) => {
+    if (warning.code === code) seen.push(warning.message);
+  };
+  process.on('warning', onWarning);
+  try {
+    await run();
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.off('warning', onWarning);
+  }
+  return seen;
+}
