@@ -148,7 +148,7 @@ async function updateUnpushed(scope: CommitScope, now: number): Promise<CookieAc
   // Read again under the exclusive lock: a request may have pushed the expiry since this one loaded.
   const stored = await storage.load(loadedId, now);
   if (stored === undefined) return interrupted(scope);
-  const ttl = expiry.ttl(stored.createdAt, now, stored.touchedAt);
+  const ttl = expiry.ttl(stored.createdAt, stored.touchedAt, now);
   // Written with the stored push time as its own.
   if (!(await storage.apply(loadedId, state.changes, stored.touchedAt, ttl))) return interrupted(scope);
   trace('update-unpushed', loadedId);

@@ -20,8 +20,8 @@ export class Expiry {
     return this.endsAt(record.createdAt, record.touchedAt) > now;
   }
 
-  /** The store lifetime (ms) from `now` of a session created at `createdAt` and last pushed at `touchedAt` (by default, now). */
-  ttl(createdAt: number, now: number, touchedAt = now): number {
+  /** The store lifetime (ms) from `now` (by default, `touchedAt`) of a session created at `createdAt` and last pushed at `touchedAt`. */
+  ttl(createdAt: number, touchedAt: number, now = touchedAt): number {
     return Math.max(1, this.endsAt(createdAt, touchedAt) - now);
   }
 

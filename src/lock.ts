@@ -60,7 +60,7 @@ class ReadWriteLock {
   removedBefore = 0;
   /** Holders that removed the session and still hold the lock. */
   removersHolding = 0;
-  /** A holder's destroy() has removed the session and said so (see LockTable.firstToReportDestroy). */
+  /** A holder's destroy() has removed the session and said so (see LockTable.claimDestroyReport). */
   destroyReported = false;
 
   /**
@@ -218,7 +218,7 @@ export class LockTable {
    * one queued behind the other) remove one session, and the app hears of
    * it once.
    */
-  firstToReportDestroy(id: string): boolean {
+  claimDestroyReport(id: string): boolean {
     const lock = this.entries.get(id);
     if (lock === undefined) return true;
     if (lock.destroyReported) return false;
@@ -362,9 +362,9 @@ export class SessionLocks {
     this.table.removalDone(id);
   }
 
-  /** See LockTable.firstToReportDestroy. */
-  firstToReportDestroy(id: string): boolean {
-    return this.table.firstToReportDestroy(id);
+  /** See LockTable.claimDestroyReport. */
+  claimDestroyReport(id: string): boolean {
+    return this.table.claimDestroyReport(id);
   }
 
   /** See LockTable.removedAfterAsking. */
@@ -434,9 +434,9 @@ export class HeldLock {
     this.locks.removalStarted(this.id);
   }
 
-  /** See LockTable.firstToReportDestroy. */
-  firstToReportDestroy(): boolean {
-    return this.locks.firstToReportDestroy(this.id);
+  /** See LockTable.claimDestroyReport. */
+  claimDestroyReport(): boolean {
+    return this.locks.claimDestroyReport(this.id);
   }
 
   /** True when a request holding this lock removed the session while this one asked for it or waited (see LockTable.removalStarted). */

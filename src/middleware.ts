@@ -111,7 +111,7 @@ export function session(opts?: SessionOptions): Middleware {
       case 'update':
         return 'update-unpushed';
       case 'interrupted':
-      case 'update-unpushed':
+      case 'update-unpushed': // never planned by planCommit: listed for a complete switch
         return plan;
       case 'none':
       case 'expire':
@@ -185,7 +185,7 @@ export function session(opts?: SessionOptions): Middleware {
         // the lock that finds it gone meanwhile must already see why (see LockTable.removalStarted).
         lock?.markRemoved();
         await storage.remove(id);
-        if (lock?.firstToReportDestroy() !== false) report(ctx, 'session:destroyed', id);
+        if (lock === undefined || lock.claimDestroyReport()) report(ctx, 'session:destroyed', id);
       },
       changedTooLate,
     });

@@ -82,17 +82,18 @@ export class Storage {
 
   /**
    * Replays `changes` onto the freshest stored data of `id` and records the
-   * push time: false, writing nothing, when the session is gone. At once
-   * from a MemoryStore, else through a promise. Without an atomic store
-   * this is get-merge-set, so the caller must hold the exclusive lock.
+   * push time `touchedAt` (usually now): false, writing nothing, when the
+   * session is gone. At once from a MemoryStore, else through a promise.
+   * Without an atomic store this is get-merge-set, so the caller must hold
+   * the exclusive lock.
    */
-  apply(id: string, changes: readonly Change[], now: number, ttl: number): boolean | Promise<boolean> {
+  apply(id: string, changes: readonly Change[], touchedAt: number, ttl: number): boolean | Promise<boolean> {
     const key = this.key(id);
     const direct = this.direct;
     const store = this.store;
-    if (direct !== undefined) return this.attempt('commit', () => direct.applySession(key, changes, now, ttl));
-    if (isAtomicStore(store)) return this.attempt('commit', () => store.applyChanges(key, changes, now, ttl));
-    return this.mergeAndSet(id, changes, now, ttl);
+    if (direct !== undefined) return this.attempt('commit', () => direct.applySession(key, changes, touchedAt, ttl));
+    if (isAtomicStore(store)) return this.attempt('commit', () => store.applyChanges(key, changes, touchedAt, ttl));
+    return this.mergeAndSet(id, changes, touchedAt, ttl);
   }
 
   /**
@@ -129,11 +130,11 @@ export class Storage {
     return true;
   }
 
-  private async mergeAndSet(id: string, changes: readonly Change[], now: number, ttl: number): Promise<boolean> {
-    const fresh = await this.load(id, now);
+  private async mergeAndSet(id: string, changes: readonly Change[], touchedAt: number, ttl: number): Promise<boolean> {
+    const fresh = await this.load(id, touchedAt); // live at its new push time (at or before now), as at now
     if (fresh === undefined) return false;
     replayChanges(changes, fresh.values);
-    await this.save(id, { ...fresh, touchedAt: now }, ttl);
+    await this.save(id, { ...fresh, touchedAt }, ttl);
     return true;
   }
 

@@ -225,6 +225,16 @@ describe('MemoryStore', function () {
       });
     }
 
+    it('applyChanges with a push time older than the stored one applies the changes and leaves push time and expiry as they are', async () => {
+      const store = memoryStore();
+      await store.set('s', { data: { a: 1 }, createdAt: 1000, touchedAt: 1000 }, 60_000);
+      expect(await store.applyChanges('s', [], 5000, 60_000)).to.equal(true); // a later push, made meanwhile
+      expect(await store.applyChanges('s', [{ op: 'set', key: 'b', value: 2 }], 4000, 30)).to.equal(true);
+      await sleep(60); // past the older push's lifetime
+
+      expect(await store.get('s')).to.deep.equal({ data: { a: 1, b: 2 }, createdAt: 1000, touchedAt: 5000 });
+    });
+
     it('touch pushes the expiry out without changing the data', async () => {
       const store = memoryStore();
       await store.set('a', { v: 1 }, 150);

@@ -557,6 +557,18 @@ describe('RedisStore', function () {
     assert.equal(await store.get('gone'), undefined);
   });
 
+  it('applyChanges with a push time older than the stored one applies the changes and leaves push time and expiry as they are', async () => {
+    const client = connect();
+    const store = new RedisStore({ client, prefix });
+    const otherProcess = new RedisStore({ client: connect(), prefix });
+    await store.set('s3', { data: { a: 1 }, createdAt: 1000, touchedAt: 1000 }, 60_000);
+    assert.equal(await otherProcess.applyChanges('s3', [], 5000, 60_000), true); // a later push, made meanwhile
+    assert.equal(await store.applyChanges('s3', [{ op: 'set', key: 'b', value: 2 }], 4000, 10_000), true);
+    assert.deepEqual(await store.get('s3'), { data: { a: 1, b: 2 }, createdAt: 1000, touchedAt: 5000 });
+    const pttl = await client.pttl(store.key('s3'));
+    assert.ok(pttl > 50_000, `PTTL ${pttl}: the later push's expiry stays`);
+  });
+
   it('regenerate and destroy remove the old keys from Redis', async () => {
     const a = await instance({ lock: true });
     const jar = new CookieJar();

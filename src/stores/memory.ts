@@ -224,8 +224,11 @@ export class MemoryStore implements AtomicStore {
     // Stored by someone else: from now on a record the middleware keeps.
     const entry = isRecordEntry(found) ? found : { expiresAt: 0, ...recordOfOther(found, touchedAt) };
     replayChanges(changes, new FieldList(entry.fields));
-    entry.touchedAt = touchedAt;
-    entry.expiresAt = Date.now() + maxAgeMs;
+    // The push time and expiry never move back (as in RedisStore, where another process may have pushed meanwhile).
+    if (touchedAt >= entry.touchedAt) {
+      entry.touchedAt = touchedAt;
+      entry.expiresAt = Date.now() + maxAgeMs;
+    }
     if (entry !== found) this.shards[shardOf(id)]!.set(id, entry);
     return true;
   }

@@ -122,8 +122,12 @@ while i <= #ARGV do
     i = i + 1
   end
 end
-redis.call('HSET', KEYS[1], '${TOUCHED}', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+-- The push time and expiry never move back: a later push another process made meanwhile stays.
+local pushed = tonumber(redis.call('HGET', KEYS[1], '${TOUCHED}'))
+if pushed == nil or tonumber(ARGV[1]) >= pushed then
+  redis.call('HSET', KEYS[1], '${TOUCHED}', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return ${answer}
 `;
 }

@@ -44,8 +44,11 @@ export interface AtomicStore extends Store {
   /**
    * Replays `changes` on the data stored under `id`, records `touchedAt` as
    * the last expiry push and sets the expiry to `maxAgeMs` from now, all at
-   * once. Resolves `false`, changing nothing, when `id` is not stored: a
-   * commit never brings back a session that was destroyed meanwhile.
+   * once; when the stored push time is later than `touchedAt` (another
+   * process pushed meanwhile), only the changes are applied: the push time
+   * and expiry never move back. Resolves `false`, changing nothing, when
+   * `id` is not stored: a commit never brings back a session that was
+   * destroyed meanwhile.
    */
   applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean>;
 }
