@@ -222,6 +222,11 @@ export function session(opts?: SessionOptions): Middleware {
         if (!sentBeforeCommit && plan !== 'interrupted') sessionCookie.assertCanBeSent(ctx);
         action = await reportingTimeout(ctx, state.loadedId ?? state.id, commit({ ctx, state, lock, storage, expiry }, plan, now));
       }
+    } catch (error) {
+      // With the headers out, failing the request would only keep Koa from sending its body
+      // (a stream would hang): the response stands, and the app hears of the failure.
+      if (!sentBeforeCommit) throw error;
+      ctx.app.emit('error', error, ctx);
     } finally {
       const releasing = lock?.release();
       if (releasing !== undefined) await releasing;

@@ -453,6 +453,32 @@ describe('Request lifecycle: a response whose headers went out before the commit
     expect(run.errors).to.deep.equal([]);
   });
 
+  it("a streamed response whose commit fails in the store still streams to the end, and the app hears of the failure", async () => {
+    class FailingCommits extends MemoryStore {
+      override async applyChanges(): Promise<boolean> {
+        throw new Error('store down');
+      }
+    }
+    const store = new FailingCommits();
+    const run = await start({ store }, (ctx) => {
+      if (ctx.path === '/login') ctx.session.set('user', 'ann');
+      if (ctx.path !== '/events') return;
+      ctx.status = 200;
+      ctx.type = 'text/event-stream';
+      ctx.flushHeaders();
+      const body = new PassThrough();
+      ctx.body = body;
+      body.end('data: hello\n\n');
+      ctx.session.set('seen', true);
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const res = await run.http.post('/events').set('Cookie', jar.header()).timeout(5000);
+    store.close();
+    expect([res.status, res.text]).to.deep.equal([200, 'data: hello\n\n']);
+    expect(run.errors.map((error) => (error as { code?: string }).code)).to.deep.equal(['ESESSIONSTORE']);
+  });
+
   it('with ctx.respond = false, changes to a stored session are stored, and nothing fails', async () => {
     const { run } = await streaming();
     const jar = new Jar();
