@@ -144,9 +144,7 @@ export class SessionCookie {
    * Cache-Control, say). Undefined when no session cookie line is there.
    */
   errorHeaders(ctx: Context): Record<string, string | string[]> | undefined {
-    const current = ctx.res.getHeader('Set-Cookie');
-    const lines = current === undefined ? [] : Array.isArray(current) ? current : [String(current)];
-    const own = lines.filter((line) => this.replacedSigned.some((prefix) => line.startsWith(prefix)));
+    const own = setCookieLines(ctx).filter((line) => isLineOf(this.replacedSigned, line));
     if (own.length === 0) return undefined;
     return { 'Set-Cookie': own, Vary: 'Cookie', 'Cache-Control': NO_CACHE_COOKIE };
   }
@@ -218,14 +216,22 @@ function describeKey(key: unknown): string {
  * for the same cookies (what `overwrite: true` does in ctx.cookies).
  */
 function replaceSetCookies(ctx: Context, prefixes: readonly string[], lines: string[]): void {
+  const earlier = setCookieLines(ctx);
+  ctx.res.setHeader('Set-Cookie', earlier.length === 0 ? lines : [...earlier.filter((line) => !isLineOf(prefixes, line)), ...lines]);
+}
+
+const NO_LINES: readonly string[] = [];
+
+/** The response's Set-Cookie lines so far. */
+function setCookieLines(ctx: Context): readonly string[] {
   const current = ctx.res.getHeader('Set-Cookie');
-  if (current === undefined) {
-    ctx.res.setHeader('Set-Cookie', lines);
-    return;
-  }
-  const earlier = Array.isArray(current) ? current : [String(current)];
-  const kept = earlier.filter((line) => !prefixes.some((prefix) => line.startsWith(prefix)));
-  ctx.res.setHeader('Set-Cookie', [...kept, ...lines]);
+  if (current === undefined) return NO_LINES;
+  return Array.isArray(current) ? current : [String(current)];
+}
+
+/** Whether `line` sets one of the cookies named by `prefixes` (`name=`). */
+function isLineOf(prefixes: readonly string[], line: string): boolean {
+  return prefixes.some((prefix) => line.startsWith(prefix));
 }
 
 const NO_CACHE_COOKIE = 'no-cache="Set-Cookie"';

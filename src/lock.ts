@@ -323,7 +323,8 @@ export class SessionLocks {
   constructor(
     private readonly timeoutMs: number,
     private readonly remote: DistributedLock | undefined,
-    private readonly table: LockTable,
+    /** The lock table of the middleware's store (see lockTableOf); a HeldLock asks it directly. */
+    readonly table: LockTable,
   ) {}
 
   /** Takes `id`'s lock in `mode`; the request holds it until it calls `release()`. */
@@ -345,31 +346,6 @@ export class SessionLocks {
     // Granted at once: nobody was in line, so no writer just handed anything over.
     if (remote === undefined && typeof local === 'function') return { local, remote: undefined, inherited: undefined };
     return this.takeSlowly(id, remote, local, started);
-  }
-
-  /** See LockTable.isWaitedFor. */
-  isWaitedFor(id: string): boolean {
-    return this.table.isWaitedFor(id);
-  }
-
-  /** See LockTable.removalStarted. */
-  removalStarted(id: string): void {
-    this.table.removalStarted(id);
-  }
-
-  /** See LockTable.removalDone. */
-  removalDone(id: string): void {
-    this.table.removalDone(id);
-  }
-
-  /** See LockTable.claimDestroyReport. */
-  claimDestroyReport(id: string): boolean {
-    return this.table.claimDestroyReport(id);
-  }
-
-  /** See LockTable.removedAfterAsking. */
-  removedAfterAsking(id: string, ticket: number): boolean {
-    return this.table.removedAfterAsking(id, ticket);
   }
 
   /** The in-process lock once it comes, then the cross-process one when there is one to take. */
@@ -424,24 +400,24 @@ export class HeldLock {
 
   /** True when the hold is exclusive and other requests wait for the lock. */
   hasWaiters(): boolean {
-    return this.heldMode === 'write' && this.locks.isWaitedFor(this.id);
+    return this.heldMode === 'write' && this.locks.table.isWaitedFor(this.id);
   }
 
   /** Notes that this request has removed its session from the store, until it lets go of the lock (see LockTable.removalStarted). */
   markRemoved(): void {
     if (this.removedSession || this.releasers === undefined) return;
     this.removedSession = true;
-    this.locks.removalStarted(this.id);
+    this.locks.table.removalStarted(this.id);
   }
 
   /** See LockTable.claimDestroyReport. */
   claimDestroyReport(): boolean {
-    return this.locks.claimDestroyReport(this.id);
+    return this.locks.table.claimDestroyReport(this.id);
   }
 
   /** True when a request holding this lock removed the session while this one asked for it or waited (see LockTable.removalStarted). */
   get removedAfterAsking(): boolean {
-    return this.locks.removedAfterAsking(this.id, this.ticket);
+    return this.locks.table.removedAfterAsking(this.id, this.ticket);
   }
 
   /**
@@ -479,7 +455,7 @@ export class HeldLock {
     // Everyone who asked for the lock while this request held it was in line behind the removal.
     if (this.removedSession) {
       this.removedSession = false;
-      this.locks.removalDone(this.id);
+      this.locks.table.removalDone(this.id);
     }
     const releasers = this.releasers;
     const leaving = this.leaving;
