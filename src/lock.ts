@@ -14,32 +14,34 @@ export type Release = (handOver?: StoredSession) => void;
 
 /**
  * A request in line for a lock. When its lockTimeout passes it gives up:
- * at the head of the line, waiting for the holders to leave, it passes its
- * turn on at once, so that readers behind it can join the readers holding
- * the lock instead of waiting for a writer that is no longer there.
+ * at the head of the line, waiting for the holders to leave, it leaves the
+ * line at once, so that readers behind it can join the readers holding the
+ * lock instead of waiting for a writer that is no longer there.
  */
 interface Waiter {
   gaveUp: boolean;
-  /** Passes the turn on; set while the waiter holds the turn and waits for the resource. */
-  passTurn: (() => void) | undefined;
+  /** Leaves the line; set while the waiter is at its head, waiting for the holders to leave. */
+  leave: (() => void) | undefined;
+  /** Called once: true when the lock is granted, false when the waiter gave up first. */
+  readonly settle: (granted: boolean) => void;
 }
 
 /**
- * One session's read/write lock, out of two async-mutex semaphores of one
- * unit each, i.e. mutexes (both serve waiters in arrival order; the bare
- * Semaphore is used for its lighter acquire):
- * - `turn` is the line everyone queues in. A writer keeps its place at the
- *   head until it holds `resource`, so readers that arrive after a waiting
- *   writer queue behind it: no writer starvation, first come first served.
- * - `resource` is held by one writer, or by the readers as a group: the
- *   first reader in takes it, the last one out gives it back. Any number of
- *   readers share it.
- * Most locks are never waited for, so the semaphores are made only when a
- * request first has to wait; until then `readers` and `writing` alone say
- * who holds the lock.
+ * One session's read/write lock. `readers` and `writing` say who holds it;
+ * those who cannot have it at once queue in `line`, an async-mutex
+ * semaphore of one unit, i.e. a mutex, which serves them in arrival order:
+ * - The head of the line holds the line's unit. A writer keeps it until the
+ *   holders have left, so readers that arrive after a waiting writer queue
+ *   behind it: no writer starvation, first come first served.
+ * - Only the head ever waits for the holders to leave, so one slot,
+ *   `whenFree`, is all the waiting there is: the last holder out calls it.
+ * Most locks are never waited for, so the semaphore is made only when a
+ * request first has to wait.
  */
 class ReadWriteLock {
-  private line: { turn: Semaphore; resource: Semaphore } | undefined;
+  private line: Semaphore | undefined;
+  /** The head of the line, waiting for the holders to leave. */
+  private whenFree: (() => void) | undefined;
   private readers = 0;
   private writing = false;
   /** Requests holding or waiting for this lock. */
@@ -65,68 +67,67 @@ class ReadWriteLock {
 
   /**
    * Grants `mode` within this call when nobody would wait for it: the line
-   * is empty and the resource is free (or, for a reader, held by readers).
-   * Most requests get their lock this way, without a trip through the queue.
+   * is empty and nobody holds the lock (or, for a reader, only readers do).
+   * Most requests get their lock this way, without a trip through the line.
    */
   tryTake(mode: LockMode): boolean {
-    // Whoever waits for `resource` holds `turn`: a free turn means nobody is queued.
-    if (this.line?.turn.isLocked()) return false;
-    if (mode === 'read' && this.readers > 0) {
-      this.readers++;
-      return true;
-    }
-    if (this.isHeld()) return false;
-    // Free, with an empty queue: async-mutex dispatches this acquire at once.
-    if (this.line !== undefined) void this.line.resource.acquire();
-    if (mode === 'read') this.readers = 1;
-    else this.writing = true;
+    // The head of the line holds the line's unit: a free line means nobody is queued.
+    if (this.line?.isLocked() === true || !this.isFreeFor(mode)) return false;
+    this.hold(mode);
     return true;
   }
 
-  /**
-   * Queues for `mode`; resolves true once it is granted, false when the
-   * waiter gave up first (see Waiter).
-   */
-  async take(mode: LockMode, waiter: Waiter): Promise<boolean> {
-    const line = (this.line ??= this.openLine());
-    const [, passTurn] = await line.turn.acquire();
-    // async-mutex cannot drop a waiter from its queue: one that gave up still comes to the head, and passes the turn on.
-    if (waiter.gaveUp) {
-      passTurn();
-      return false;
-    }
-    // A writer, or a reader while no reader holds the resource, keeps the turn until the resource is free.
-    const needsResource = mode === 'write' || this.readers === 0;
-    if (needsResource && line.resource.isLocked()) {
-      waiter.passTurn = passTurn;
-      await line.resource.waitForUnlock();
-      waiter.passTurn = undefined;
-      if (waiter.gaveUp) return false; // it passed the turn on when it gave up
-    }
-    // Free, and only the head of the line takes it, so granted at once.
-    if (needsResource) void line.resource.acquire();
-    if (mode === 'read') this.readers++;
-    else this.writing = true;
-    passTurn();
-    return true;
+  /** Queues for `mode`: `waiter.settle` says when it is granted, or that the waiter gave up first. */
+  queue(mode: LockMode, waiter: Waiter): void {
+    const line = (this.line ??= new Semaphore(1));
+    void line.acquire().then(([, passTurn]) => this.atHead(mode, waiter, passTurn));
   }
 
   give(mode: LockMode): void {
     if (mode === 'write') this.writing = false;
     else if (--this.readers > 0) return;
-    this.line?.resource.release();
+    const wake = this.whenFree;
+    this.whenFree = undefined;
+    wake?.();
   }
 
-  private isHeld(): boolean {
-    return this.writing || this.readers > 0;
+  /**
+   * The waiter's turn has come. async-mutex cannot drop a waiter from its
+   * line, so one that gave up still comes to the head, and passes the turn
+   * on. A writer, or a reader while a writer holds the lock, keeps the
+   * turn until the holders leave.
+   */
+  private atHead(mode: LockMode, waiter: Waiter, passTurn: () => void): void {
+    if (waiter.gaveUp) {
+      passTurn();
+      return waiter.settle(false);
+    }
+    if (this.isFreeFor(mode)) return this.grant(mode, waiter, passTurn);
+    this.whenFree = () => {
+      waiter.leave = undefined;
+      this.grant(mode, waiter, passTurn);
+    };
+    waiter.leave = () => {
+      waiter.leave = undefined;
+      this.whenFree = undefined;
+      passTurn();
+      waiter.settle(false);
+    };
   }
 
-  /** The semaphores, for the first request that has to wait. */
-  private openLine(): { turn: Semaphore; resource: Semaphore } {
-    const line = { turn: new Semaphore(1), resource: new Semaphore(1) };
-    // Those holding the lock took it without the semaphores: `resource` is taken on their behalf.
-    if (this.isHeld()) void line.resource.acquire();
-    return line;
+  private grant(mode: LockMode, waiter: Waiter, passTurn: () => void): void {
+    this.hold(mode);
+    passTurn();
+    waiter.settle(true);
+  }
+
+  private isFreeFor(mode: LockMode): boolean {
+    return mode === 'read' ? !this.writing : !this.writing && this.readers === 0;
+  }
+
+  private hold(mode: LockMode): void {
+    if (mode === 'read') this.readers++;
+    else this.writing = true;
   }
 }
 
@@ -247,22 +248,26 @@ export class LockTable {
     lock.users++;
     if (lock.tryTake(mode)) return this.releaser(id, lock, mode);
     trace('lock-wait', id, mode);
-    const waiter: Waiter = { gaveUp: false, passTurn: undefined };
-    const taking = lock.take(mode, waiter);
-    // A waiter without a timeout never gives up, so its take() always ends granted.
-    if (timeoutMs === Infinity) return taking.then(() => this.releaser(id, lock, mode));
-
     return new Promise<Release>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        waiter.gaveUp = true;
-        waiter.passTurn?.();
-        reject(new SessionLockTimeoutError(timeoutMs));
-      }, timeoutMs);
-      void taking.then((taken) => {
-        if (!taken) return this.dropWaiter(id, lock);
-        clearTimeout(timer);
-        resolve(this.releaser(id, lock, mode));
-      });
+      let timer: NodeJS.Timeout | undefined;
+      const waiter: Waiter = {
+        gaveUp: false,
+        leave: undefined,
+        settle: (granted) => {
+          if (!granted) return this.dropWaiter(id, lock);
+          clearTimeout(timer);
+          resolve(this.releaser(id, lock, mode));
+        },
+      };
+      // A waiter without a timeout never gives up, so it always ends granted.
+      if (timeoutMs !== Infinity) {
+        timer = setTimeout(() => {
+          waiter.gaveUp = true;
+          reject(new SessionLockTimeoutError(timeoutMs));
+          waiter.leave?.();
+        }, timeoutMs);
+      }
+      lock.queue(mode, waiter);
     });
   }
 
@@ -292,7 +297,7 @@ export class LockTable {
  * path returns these so that a request that need not wait pays for no
  * promise round trip; callers `await` only when they get a promise.
  */
-type Eventually<T> = T | Promise<T>;
+export type Eventually<T> = T | Promise<T>;
 
 /** The lock tables of each store, by whether the store sees hashed IDs: see lockTableOf. */
 const tablesByStore = new WeakMap<object, Map<boolean, LockTable>>();
@@ -329,9 +334,7 @@ export class SessionLocks {
 
   /** Takes `id`'s lock in `mode`; the request holds it until it calls `release()`. */
   acquire(id: string, mode: LockMode): Eventually<HeldLock> {
-    const held = new HeldLock(this, id, this.table.nextTicket());
-    const taking = held.take(mode);
-    return taking === undefined ? held : taking.then(() => held);
+    return new HeldLock(this, id, this.table.nextTicket()).take(mode);
   }
 
   /**
@@ -343,16 +346,16 @@ export class SessionLocks {
     const remote = mode === 'write' ? this.remote : undefined;
     const started = remote === undefined ? 0 : Date.now();
     const local = this.table.acquire(id, mode, this.timeoutMs);
+    if (remote !== undefined) return this.takeRemote(id, remote, local, started);
     // Granted at once: nobody was in line, so no writer just handed anything over.
-    if (remote === undefined && typeof local === 'function') return { local, remote: undefined, inherited: undefined };
-    return this.takeSlowly(id, remote, local, started);
+    if (typeof local === 'function') return { local, remote: undefined, inherited: undefined };
+    return local.then((release) => ({ local: release, remote: undefined, inherited: this.table.takeHandOver(id) }));
   }
 
-  /** The in-process lock once it comes, then the cross-process one when there is one to take. */
-  private async takeSlowly(id: string, remote: DistributedLock | undefined, pending: Eventually<Release>, started: number): Promise<Releasers> {
+  /** The in-process lock once it comes, then the cross-process one. */
+  private async takeRemote(id: string, remote: DistributedLock, pending: Eventually<Release>, started: number): Promise<Releasers> {
     const local = await pending;
     const inherited = this.table.takeHandOver(id);
-    if (remote === undefined) return { local, remote: undefined, inherited };
     try {
       return { local, remote: await remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started))), inherited };
     } catch (error) {
@@ -428,8 +431,8 @@ export class HeldLock {
     this.leaving = session;
   }
 
-  /** Undefined when the lock was granted at once, else a promise that resolves once it is held. */
-  take(mode: LockMode): Promise<void> | undefined {
+  /** Takes the lock in `mode`: this hold at once when it is granted at once, else a promise of it. */
+  take(mode: LockMode): Eventually<this> {
     const taken = this.locks.take(this.id, mode);
     if (!(taken instanceof Promise)) return this.hold(mode, taken);
     return taken.then((releasers) => this.hold(mode, releasers));
@@ -477,9 +480,9 @@ export class HeldLock {
     });
   }
 
-  private hold(mode: LockMode, releasers: Releasers): undefined {
+  private hold(mode: LockMode, releasers: Releasers): this {
     this.releasers = releasers;
     this.heldMode = mode;
-    return undefined;
+    return this;
   }
 }
