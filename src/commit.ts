@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import type { Expiry } from './expiry';
-import type { HeldLock } from './lock';
+import type { Eventually, HeldLock } from './lock';
 import type { SessionState } from './session';
 import type { Storage } from './storage';
 import { SessionLockTimeoutError } from './errors';
@@ -57,13 +57,14 @@ export interface CommitScope {
 }
 
 /**
- * Carries out `plan` through the store and says what the cookie must do.
- * Whenever a commit writes over data this request did not load itself, it
- * holds the exclusive lock and starts from the freshest stored copy: that is
- * what keeps concurrent requests from losing each other's updates.
+ * Carries out `plan` through the store and says what the cookie must do:
+ * at once when the store answers at once (a MemoryStore) and no lock has
+ * to be waited for, else through a promise. Whenever a commit writes over
+ * data this request did not load itself, it holds the exclusive lock and
+ * starts from the freshest stored copy: that is what keeps concurrent
+ * requests from losing each other's updates.
  */
-export async function commit(scope: CommitScope, plan: CommitPlan, now: number): Promise<CookieAction> {
-  const { ctx, state, storage, expiry } = scope;
+export function commit(scope: CommitScope, plan: CommitPlan, now: number): Eventually<CookieAction> {
   switch (plan) {
     case 'none':
       return NO_COOKIE;
@@ -72,52 +73,72 @@ export async function commit(scope: CommitScope, plan: CommitPlan, now: number):
     case 'interrupted':
       return interrupted(scope);
     case 'create': {
-      await storage.save(state.id, { values: state.values, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
-      report(ctx, 'session:created', state.id);
-      return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
+      const { state, storage, expiry } = scope;
+      const saving = storage.save(state.id, { values: state.values, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
+      return saving instanceof Promise ? saving.then(() => created(scope, now)) : created(scope, now);
     }
     case 'regenerate':
       return regenerate(scope, now);
     case 'update-unpushed':
       return updateUnpushed(scope, now);
-    case 'refresh': {
-      // Re-sending the cookie of a session destroyed meanwhile would hand out a dead ID.
-      const stored = await storage.load(state.loadedId as string, now);
-      if (stored === undefined) return interrupted(scope);
-      return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(stored.createdAt, stored.touchedAt) };
-    }
+    case 'refresh':
+      return refresh(scope, now);
     case 'update':
     case 'push': {
-      const loadedId = state.loadedId as string;
       // A push alone is safe under a shared lock only where the store applies it atomically.
-      const upgrading = plan === 'update' || !storage.atomic ? scope.lock?.exclusive() : undefined;
-      if (upgrading !== undefined) {
-        try {
-          await upgrading;
-        } catch (error) {
-          // A push only keeps the session alive: a request that changed nothing does not fail over it; a later one pushes.
-          if (plan !== 'push' || !(error instanceof SessionLockTimeoutError)) throw error;
-          trace('push-skipped', loadedId);
-          return NO_COOKIE;
-        }
-      }
-      const ttl = expiry.ttl(state.createdAt, now);
-      let stored: boolean;
-      if (storage.readsBack && scope.lock?.hasWaiters() === true) {
-        // The next request in line starts from what this commit leaves, read
-        // back in the same step, instead of a round trip of its own to load it.
-        const after = await storage.applyAndRead(loadedId, state.changes, now, ttl);
-        if (after !== undefined) scope.lock.handOver(after);
-        stored = after !== undefined;
-      } else {
-        const applying = storage.apply(loadedId, state.changes, now, ttl);
-        stored = typeof applying === 'boolean' ? applying : await applying;
-      }
-      if (!stored) return interrupted(scope);
-      trace(plan, loadedId);
-      return { kind: 'send', id: loadedId, expiresAt: expiry.endsAt(state.createdAt, now) };
+      const upgrading = plan === 'update' || !scope.storage.atomic ? scope.lock?.exclusive() : undefined;
+      return upgrading === undefined ? applyChanges(scope, plan, now) : applyOnceExclusive(scope, plan, now, upgrading);
     }
   }
+}
+
+function created(scope: CommitScope, now: number): CookieAction {
+  const { state, expiry } = scope;
+  report(scope.ctx, 'session:created', state.id);
+  return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
+}
+
+async function refresh(scope: CommitScope, now: number): Promise<CookieAction> {
+  const { state, storage, expiry } = scope;
+  // Re-sending the cookie of a session destroyed meanwhile would hand out a dead ID.
+  const stored = await storage.load(state.loadedId as string, now);
+  if (stored === undefined) return interrupted(scope);
+  return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(stored.createdAt, stored.touchedAt) };
+}
+
+async function applyOnceExclusive(scope: CommitScope, plan: 'update' | 'push', now: number, upgrading: Promise<void>): Promise<CookieAction> {
+  try {
+    await upgrading;
+  } catch (error) {
+    // A push only keeps the session alive: a request that changed nothing does not fail over it; a later one pushes.
+    if (plan !== 'push' || !(error instanceof SessionLockTimeoutError)) throw error;
+    trace('push-skipped', scope.state.loadedId);
+    return NO_COOKIE;
+  }
+  return applyChanges(scope, plan, now);
+}
+
+/** The request's changes (none for a push) applied to the stored session, its expiry pushed: under the exclusive lock for changes. */
+function applyChanges(scope: CommitScope, plan: 'update' | 'push', now: number): Eventually<CookieAction> {
+  const { state, storage, expiry } = scope;
+  const loadedId = state.loadedId as string;
+  const ttl = expiry.ttl(state.createdAt, now);
+  const applied = (stored: boolean): CookieAction => {
+    if (!stored) return interrupted(scope);
+    trace(plan, loadedId);
+    return { kind: 'send', id: loadedId, expiresAt: expiry.endsAt(state.createdAt, now) };
+  };
+  const lock = scope.lock;
+  if (storage.readsBack && lock?.hasWaiters() === true) {
+    // The next request in line starts from what this commit leaves, read
+    // back in the same step, instead of a round trip of its own to load it.
+    return storage.applyAndRead(loadedId, state.changes, now, ttl).then((after) => {
+      if (after !== undefined) lock.handOver(after);
+      return applied(after !== undefined);
+    });
+  }
+  const applying = storage.apply(loadedId, state.changes, now, ttl);
+  return typeof applying === 'boolean' ? applied(applying) : applying.then(applied);
 }
 
 /**

@@ -1,7 +1,7 @@
 import { format } from 'node:util';
 import type { Context, Middleware, Next } from 'koa';
 import type { CommitPlan, CookieAction } from './commit';
-import type { HeldLock, LockMode } from './lock';
+import type { Eventually, HeldLock, LockMode } from './lock';
 import type { SessionOptions } from './options';
 import type { SessionState } from './session';
 import type { Store, StoredSession } from './stores/store';
@@ -42,27 +42,60 @@ export function session(opts?: SessionOptions): Middleware {
 
   const fresh = (): Opened => ({ state: newState(options.genid()), lock: undefined });
 
-  async function open(ctx: Context, id: string): Promise<Opened> {
+  /**
+   * Lock, then load. At once when both answer at once (a free lock, a
+   * MemoryStore), as most requests find them: no promise round trip then.
+   */
+  function open(ctx: Context, id: string): Eventually<Opened> {
     // Lock before load: a request must not read what a writer ahead of it is about to change.
     const granted = locks.acquire(id, lockModeOf(ctx));
-    const lock = granted instanceof Promise ? await reportingTimeout(ctx, id, granted) : granted;
-    trace('locked', id, lock.mode);
-    let loaded: StoredSession | undefined;
+    return granted instanceof Promise ? openOnceLocked(ctx, id, granted) : load(ctx, id, granted);
+  }
+
+  async function openOnceLocked(ctx: Context, id: string, granted: Promise<HeldLock>): Promise<Opened> {
+    let lock: HeldLock;
     try {
-      const read = storage.load(id, Date.now(), lock.inherited);
-      loaded = read instanceof Promise ? await read : read; // a MemoryStore answers at once
+      lock = await granted;
     } catch (error) {
-      await lock.release();
+      if (error instanceof SessionLockTimeoutError) report(ctx, 'session:lock-timeout', id);
       throw error;
     }
-    if (loaded !== undefined) {
-      trace('loaded', id);
-      return { state: newState(id, loaded), lock };
+    return load(ctx, id, lock);
+  }
+
+  function load(ctx: Context, id: string, lock: HeldLock): Eventually<Opened> {
+    trace('locked', id, lock.mode);
+    let read: ReturnType<Storage['load']>;
+    try {
+      read = storage.load(id, Date.now(), lock.inherited);
+    } catch (error) {
+      return releaseAndThrow(lock, error);
     }
-    // Gone. Removed by a request ahead of this one (a logout, a login):
-    // starting a session here would send a cookie that replaces
-    // the one that request sent, so this one commits nothing. Otherwise
-    // (expired, unknown): start afresh under a new ID, never the client's.
+    if (!(read instanceof Promise)) return loaded(ctx, id, lock, read); // a MemoryStore answers at once
+    return read.then(
+      (session) => loaded(ctx, id, lock, session),
+      (error: unknown) => releaseAndThrow(lock, error),
+    );
+  }
+
+  async function releaseAndThrow(lock: HeldLock, error: unknown): Promise<never> {
+    await lock.release();
+    throw error;
+  }
+
+  function loaded(ctx: Context, id: string, lock: HeldLock, session: StoredSession | undefined): Eventually<Opened> {
+    if (session === undefined) return notFound(ctx, id, lock);
+    trace('loaded', id);
+    return { state: newState(id, session), lock };
+  }
+
+  /**
+   * Gone. Removed by a request ahead of this one (a logout, a login):
+   * starting a session here would send a cookie that replaces the one that
+   * request sent, so this one commits nothing. Otherwise (expired,
+   * unknown): start afresh under a new ID, never the client's.
+   */
+  async function notFound(ctx: Context, id: string, lock: HeldLock): Promise<Opened> {
     const removedAhead = lock.removedAfterAsking;
     await lock.release();
     if (removedAhead) return { state: stateAfterRemoval(options.genid(), id), lock: undefined };
@@ -74,14 +107,6 @@ export function session(opts?: SessionOptions): Middleware {
     const mode = options.lockMode(ctx);
     if (mode !== 'read' && mode !== 'write') throw new TypeError("koa-locked-session: lockMode must return 'read' or 'write'");
     return mode;
-  }
-
-  /** Tells the app when `pending` fails because the session's lock did not come within lockTimeout. */
-  function reportingTimeout<T>(ctx: Context, id: string, pending: Promise<T>): Promise<T> {
-    return pending.catch((error: unknown) => {
-      if (error instanceof SessionLockTimeoutError) report(ctx, 'session:lock-timeout', id);
-      throw error;
-    });
   }
 
   function sendCookie(ctx: Context, action: CookieAction, signed: boolean): void {
@@ -175,7 +200,8 @@ export function session(opts?: SessionOptions): Middleware {
     if (cookie.state === 'invalid') report(ctx, 'session:invalid');
 
     // 2. Lock and load.
-    const { state, lock } = cookie.state === 'valid' ? await open(ctx, cookie.id) : fresh();
+    const opening = cookie.state === 'valid' ? open(ctx, cookie.id) : fresh();
+    const { state, lock } = opening instanceof Promise ? await opening : opening;
 
     // 3. The handler.
     const session = new Session(state, {
@@ -220,9 +246,11 @@ export function session(opts?: SessionOptions): Middleware {
       if (plan !== 'none') {
         // Refuse before writing anything when the cookie could not be sent (an interrupted commit sends none).
         if (!sentBeforeCommit && plan !== 'interrupted') sessionCookie.assertCanBeSent(ctx);
-        action = await reportingTimeout(ctx, state.loadedId ?? state.id, commit({ ctx, state, lock, storage, expiry }, plan, now));
+        const committing = commit({ ctx, state, lock, storage, expiry }, plan, now);
+        action = committing instanceof Promise ? await committing : committing;
       }
     } catch (error) {
+      if (error instanceof SessionLockTimeoutError) report(ctx, 'session:lock-timeout', state.loadedId ?? state.id);
       // With the headers out, failing the request would only keep Koa from sending its body
       // (a stream would hang): the response stands, and the app hears of the failure.
       if (!sentBeforeCommit) throw error;

@@ -64,16 +64,15 @@ export class Storage {
     return loaded !== undefined && this.expiry.isLive(loaded, now) ? loaded : undefined;
   }
 
-  /** Stores `session` under `id`, replacing what was there. */
-  async save(id: string, session: StoredSession, ttl: number): Promise<void> {
+  /** Stores `session` under `id`, replacing what was there: at once into a MemoryStore, else through a promise. */
+  save(id: string, session: StoredSession, ttl: number): void | Promise<void> {
     const key = this.key(id);
     const direct = this.direct;
-    const written = this.attempt('save', () => {
+    return this.attempt('save', () => {
       if (direct !== undefined) return direct.writeSession(key, session, ttl);
       const record = { data: dataOfValues(session.values), createdAt: session.createdAt, touchedAt: session.touchedAt };
       return this.store.set(key, record, ttl);
     });
-    if (written !== undefined) await written;
   }
 
   async remove(id: string): Promise<void> {
