@@ -138,7 +138,8 @@ function applyChanges(scope: CommitScope, plan: 'update' | 'push', now: number):
     });
   }
   const applying = storage.apply(loadedId, state.changes, now, ttl);
-  return typeof applying === 'boolean' ? applied(applying) : applying.then(applied);
+  // A store written in plain JavaScript may answer at once, and with a truthy value that is not a boolean.
+  return applying instanceof Promise ? applying.then(applied) : applied(applying);
 }
 
 /**

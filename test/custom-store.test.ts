@@ -148,6 +148,33 @@ describe('Store: custom stores', () => {
     expect(store.map.has(id)).to.equal(false);
   });
 
+  it("an atomic store whose applyChanges answers at once, and not with a boolean (a Redis integer reply), commits as an async one does", async () => {
+    const map = new Map<string, { data: Record<string, unknown>; createdAt: number; touchedAt: number }>();
+    const plain = koaSessionStyleStore(map, true);
+    // Written in plain JavaScript: 1 when applied, 0 when the session is gone.
+    const store = {
+      ...plain,
+      applyChanges(key: string, changes: readonly { op: string; key?: string; value?: unknown }[], touchedAt: number) {
+        const record = map.get(key);
+        if (record === undefined) return 0;
+        for (const change of changes) if (change.op === 'set' && change.key !== undefined) record.data[change.key] = change.value;
+        record.touchedAt = touchedAt;
+        return 1;
+      },
+    } as unknown as Store;
+    const run = await start({ store }, handler);
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/?k=n&v=1')).body.id;
+    const second = await call(run, jar, 'post', '/?k=m&v=2');
+    expect(second.status).to.equal(200);
+    expect(second.body).to.include({ id, isNew: false });
+    expect(map.get(id)?.data).to.deep.equal({ n: 1, m: 2 });
+    map.delete(id); // gone: the next change is dropped, nothing is brought back
+    const third = await call(run, jar, 'post', '/?k=o&v=3');
+    expect(third.status).to.equal(200);
+    expect(map.has(id)).to.equal(false);
+  });
+
   it('a MemoryStore from createMemoryStore() plugs in through withStore', async () => {
     const store = createMemoryStore();
     try {
