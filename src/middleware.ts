@@ -239,7 +239,7 @@ export function session(opts?: SessionOptions): Middleware {
     const now = Date.now();
     const refreshCookie = options.rolling || (cookie.state === 'valid' && cookie.resign);
     const planned = planCommit(state, expiry, now, refreshCookie);
-    const sentBeforeCommit = ctx.headerSent; // a streamed body, ctx.respond = false: see withoutCookie
+    const sentBeforeCommit = ctx.res.headersSent; // a streamed body, ctx.respond = false: see withoutCookie
     const plan = sentBeforeCommit ? withoutCookie(planned) : planned;
     let action = NO_COOKIE;
     try {
@@ -261,7 +261,7 @@ export function session(opts?: SessionOptions): Middleware {
     }
 
     // 5. The cookie.
-    if (!ctx.headerSent) {
+    if (!ctx.res.headersSent) {
       sendCookie(ctx, action, signed);
       if (action.kind !== 'none') keepCookieOnError(ctx, sessionCookie);
     } else if (action.kind !== 'none') {
