@@ -58,8 +58,9 @@ export interface CommitScope {
 
 /**
  * Carries out `plan` through the store and says what the cookie must do:
- * at once when the store answers at once (a MemoryStore) and no lock has
- * to be waited for, else through a promise. Whenever a commit writes over
+ * at once for a new session, or for an update or push under a write hold,
+ * when the store answers at once (a MemoryStore); else through a promise.
+ * Whenever a commit writes over
  * data this request did not load itself, it holds the exclusive lock and
  * starts from the freshest stored copy: that is what keeps concurrent
  * requests from losing each other's updates.
@@ -72,11 +73,8 @@ export function commit(scope: CommitScope, plan: CommitPlan, now: number): Event
       return { kind: 'expire' };
     case 'interrupted':
       return interrupted(scope);
-    case 'create': {
-      const { state, storage, expiry } = scope;
-      const saving = storage.save(state.id, { values: state.values, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
-      return saving instanceof Promise ? saving.then(() => created(scope, now)) : created(scope, now);
-    }
+    case 'create':
+      return create(scope, now);
     case 'regenerate':
       return regenerate(scope, now);
     case 'update-unpushed':
@@ -87,15 +85,20 @@ export function commit(scope: CommitScope, plan: CommitPlan, now: number): Event
     case 'push': {
       // A push alone is safe under a shared lock only where the store applies it atomically.
       const upgrading = plan === 'update' || !scope.storage.atomic ? scope.lock?.exclusive() : undefined;
-      return upgrading === undefined ? applyChanges(scope, plan, now) : applyOnceExclusive(scope, plan, now, upgrading);
+      return upgrading === undefined ? applyChanges(scope, plan, now) : applyAfterUpgrade(scope, plan, now, upgrading);
     }
   }
 }
 
-function created(scope: CommitScope, now: number): CookieAction {
-  const { state, expiry } = scope;
-  report(scope.ctx, 'session:created', state.id);
-  return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
+/** A session no store knows yet: its first save. */
+function create(scope: CommitScope, now: number): Eventually<CookieAction> {
+  const { state, storage, expiry } = scope;
+  const created = (): CookieAction => {
+    report(scope.ctx, 'session:created', state.id);
+    return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
+  };
+  const saving = storage.save(state.id, { values: state.values, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
+  return saving instanceof Promise ? saving.then(created) : created();
 }
 
 async function refresh(scope: CommitScope, now: number): Promise<CookieAction> {
@@ -106,7 +109,7 @@ async function refresh(scope: CommitScope, now: number): Promise<CookieAction> {
   return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(stored.createdAt, stored.touchedAt) };
 }
 
-async function applyOnceExclusive(scope: CommitScope, plan: 'update' | 'push', now: number, upgrading: Promise<void>): Promise<CookieAction> {
+async function applyAfterUpgrade(scope: CommitScope, plan: 'update' | 'push', now: number, upgrading: Promise<void>): Promise<CookieAction> {
   try {
     await upgrading;
   } catch (error) {
@@ -138,7 +141,7 @@ function applyChanges(scope: CommitScope, plan: 'update' | 'push', now: number):
     });
   }
   const applying = storage.apply(loadedId, state.changes, now, ttl);
-  // A store written in plain JavaScript may answer at once, and with a truthy value that is not a boolean.
+  // instanceof, not typeof 'boolean': a store written in plain JavaScript may answer at once with 1 or 0.
   return applying instanceof Promise ? applying.then(applied) : applied(applying);
 }
 

@@ -30,9 +30,10 @@ interface Waiter {
  * One session's read/write lock. `readers` and `writing` say who holds it;
  * those who cannot have it at once queue in `line`, an async-mutex
  * semaphore of one unit, i.e. a mutex, which serves them in arrival order:
- * - The head of the line holds the line's unit. A writer keeps it until the
- *   holders have left, so readers that arrive after a waiting writer queue
- *   behind it: no writer starvation, first come first served.
+ * - The head of the line holds the line's unit until it is granted (a
+ *   writer: until every holder has left; a reader: until the writer has),
+ *   so readers that arrive after a waiting writer queue behind it: no
+ *   writer starvation, first come first served.
  * - Only the head ever waits for the holders to leave, so one slot,
  *   `whenFree`, is all the waiting there is: the last holder out calls it.
  * Most locks are never waited for, so the semaphore is made only when a
@@ -40,7 +41,7 @@ interface Waiter {
  */
 class ReadWriteLock {
   private line: Semaphore | undefined;
-  /** The head of the line, waiting for the holders to leave. */
+  /** Set while the head of the line waits for the holders to leave; the last holder out calls it (see give). */
   private whenFree: (() => void) | undefined;
   private readers = 0;
   private writing = false;
@@ -80,9 +81,10 @@ class ReadWriteLock {
   /** Queues for `mode`: `waiter.settle` says when it is granted, or that the waiter gave up first. */
   queue(mode: LockMode, waiter: Waiter): void {
     const line = (this.line ??= new Semaphore(1));
-    void line.acquire().then(([, passTurn]) => this.atHead(mode, waiter, passTurn));
+    void line.acquire().then(([, nextInLine]) => this.atHead(mode, waiter, nextInLine));
   }
 
+  /** Gives `mode` back; the last holder out wakes the head of the line. */
   give(mode: LockMode): void {
     if (mode === 'write') this.writing = false;
     else if (--this.readers > 0) return;
@@ -92,32 +94,32 @@ class ReadWriteLock {
   }
 
   /**
-   * The waiter's turn has come. async-mutex cannot drop a waiter from its
-   * line, so one that gave up still comes to the head, and passes the turn
-   * on. A writer, or a reader while a writer holds the lock, keeps the
-   * turn until the holders leave.
+   * The waiter is at the head of the line. async-mutex cannot drop a
+   * waiter from its line, so one that gave up still comes to the head, and
+   * leaves it to the next in line. A writer, or a reader while a writer
+   * holds the lock, stays at the head until the holders leave.
    */
-  private atHead(mode: LockMode, waiter: Waiter, passTurn: () => void): void {
+  private atHead(mode: LockMode, waiter: Waiter, nextInLine: () => void): void {
     if (waiter.gaveUp) {
-      passTurn();
+      nextInLine();
       return waiter.settle(false);
     }
-    if (this.isFreeFor(mode)) return this.grant(mode, waiter, passTurn);
+    if (this.isFreeFor(mode)) return this.grant(mode, waiter, nextInLine);
     this.whenFree = () => {
       waiter.leave = undefined;
-      this.grant(mode, waiter, passTurn);
+      this.grant(mode, waiter, nextInLine);
     };
     waiter.leave = () => {
       waiter.leave = undefined;
       this.whenFree = undefined;
-      passTurn();
+      nextInLine();
       waiter.settle(false);
     };
   }
 
-  private grant(mode: LockMode, waiter: Waiter, passTurn: () => void): void {
+  private grant(mode: LockMode, waiter: Waiter, nextInLine: () => void): void {
     this.hold(mode);
-    passTurn();
+    nextInLine();
     waiter.settle(true);
   }
 
@@ -239,7 +241,7 @@ export class LockTable {
    * with SessionLockTimeoutError after `timeoutMs` (`Infinity` waits for
    * ever).
    */
-  acquire(id: string, mode: LockMode, timeoutMs: number): Release | Promise<Release> {
+  acquire(id: string, mode: LockMode, timeoutMs: number): Eventually<Release> {
     let lock = this.entries.get(id);
     if (lock === undefined) {
       lock = new ReadWriteLock();
@@ -293,9 +295,10 @@ export class LockTable {
 }
 
 /**
- * A value now, or a promise of it when it has to be waited for. The lock
- * path returns these so that a request that need not wait pays for no
- * promise round trip; callers `await` only when they get a promise.
+ * A value now, or a promise of it when it has to be waited for. The
+ * request path (lock, load, commit) returns these so that a request that
+ * need not wait pays for no promise round trip; callers `await` only when
+ * they get a promise.
  */
 export type Eventually<T> = T | Promise<T>;
 

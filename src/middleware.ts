@@ -45,35 +45,50 @@ export function session(opts?: SessionOptions): Middleware {
   /**
    * Lock, then load. At once when both answer at once (a free lock, a
    * MemoryStore), as most requests find them: no promise round trip then.
+   * A session not found goes through a promise (see notFound).
    */
   function open(ctx: Context, id: string): Eventually<Opened> {
     // Lock before load: a request must not read what a writer ahead of it is about to change.
     const granted = locks.acquire(id, lockModeOf(ctx));
-    return granted instanceof Promise ? openOnceLocked(ctx, id, granted) : load(ctx, id, granted);
+    return granted instanceof Promise ? loadWhenLocked(ctx, id, granted) : load(ctx, id, granted);
   }
 
-  async function openOnceLocked(ctx: Context, id: string, granted: Promise<HeldLock>): Promise<Opened> {
+  async function loadWhenLocked(ctx: Context, id: string, granted: Promise<HeldLock>): Promise<Opened> {
     let lock: HeldLock;
     try {
       lock = await granted;
     } catch (error) {
-      if (error instanceof SessionLockTimeoutError) report(ctx, 'session:lock-timeout', id);
-      throw error;
+      throw reportIfTimedOut(ctx, id, error);
     }
     return load(ctx, id, lock);
   }
 
+  /**
+   * Tells the app when `error` is the session's lock not coming within
+   * lockTimeout. Returns the error to go on with: a listener's own when it
+   * throws, as Node's emitter would have it.
+   */
+  function reportIfTimedOut(ctx: Context, id: string, error: unknown): unknown {
+    if (!(error instanceof SessionLockTimeoutError)) return error;
+    try {
+      report(ctx, 'session:lock-timeout', id);
+    } catch (listenerError) {
+      return listenerError;
+    }
+    return error;
+  }
+
   function load(ctx: Context, id: string, lock: HeldLock): Eventually<Opened> {
     trace('locked', id, lock.mode);
-    let read: ReturnType<Storage['load']>;
+    let read: Eventually<StoredSession | undefined>;
     try {
       read = storage.load(id, Date.now(), lock.inherited);
     } catch (error) {
       return releaseAndThrow(lock, error);
     }
-    if (!(read instanceof Promise)) return loaded(ctx, id, lock, read); // a MemoryStore answers at once
+    if (!(read instanceof Promise)) return opened(ctx, id, lock, read); // a MemoryStore answers at once
     return read.then(
-      (session) => loaded(ctx, id, lock, session),
+      (session) => opened(ctx, id, lock, session),
       (error: unknown) => releaseAndThrow(lock, error),
     );
   }
@@ -83,7 +98,7 @@ export function session(opts?: SessionOptions): Middleware {
     throw error;
   }
 
-  function loaded(ctx: Context, id: string, lock: HeldLock, session: StoredSession | undefined): Eventually<Opened> {
+  function opened(ctx: Context, id: string, lock: HeldLock, session: StoredSession | undefined): Eventually<Opened> {
     if (session === undefined) return notFound(ctx, id, lock);
     trace('loaded', id);
     return { state: newState(id, session), lock };
@@ -249,8 +264,8 @@ export function session(opts?: SessionOptions): Middleware {
         const committing = commit({ ctx, state, lock, storage, expiry }, plan, now);
         action = committing instanceof Promise ? await committing : committing;
       }
-    } catch (error) {
-      if (error instanceof SessionLockTimeoutError) report(ctx, 'session:lock-timeout', state.loadedId ?? state.id);
+    } catch (caught) {
+      const error = reportIfTimedOut(ctx, state.loadedId ?? state.id, caught);
       // With the headers out, failing the request would only keep Koa from sending its body
       // (a stream would hang): the response stands, and the app hears of the failure.
       if (!sentBeforeCommit) throw error;

@@ -68,7 +68,7 @@ export interface ResolvedOptions {
 const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 export function defaultLockMode(ctx: Context): LockMode {
-  return READ_METHODS.has(ctx.req.method ?? '') ? 'read' : 'write';
+  return READ_METHODS.has(ctx.request.method) ? 'read' : 'write';
 }
 
 const KNOWN = new Set<string>([

@@ -2,6 +2,7 @@ import type { Change, DirectStore, DistributedLock, SessionData, Store, StoredSe
 import { isAtomicStore, replayChanges, toRecord, writeLockOf } from './stores/store';
 import { SessionStoreError } from './errors';
 import type { Expiry } from './expiry';
+import type { Eventually } from './lock';
 import { sha256Hex } from './ids';
 import { directMemoryStore } from './stores/memory';
 import type { RedisStore } from './stores/redis';
@@ -52,7 +53,7 @@ export class Storage {
    * before this request handed over (see HeldLock.inherited), stands in
    * for reading the store.
    */
-  load(id: string, now: number, inherited?: StoredSession): StoredSession | undefined | Promise<StoredSession | undefined> {
+  load(id: string, now: number, inherited?: StoredSession): Eventually<StoredSession | undefined> {
     if (inherited !== undefined) return this.live(inherited, now); // one request's own: see LockTable.takeHandOver
     const key = this.key(id);
     const direct = this.direct;
@@ -65,7 +66,7 @@ export class Storage {
   }
 
   /** Stores `session` under `id`, replacing what was there: at once into a MemoryStore, else through a promise. */
-  save(id: string, session: StoredSession, ttl: number): void | Promise<void> {
+  save(id: string, session: StoredSession, ttl: number): Eventually<void> {
     const key = this.key(id);
     const direct = this.direct;
     return this.attempt('save', () => {
@@ -86,7 +87,7 @@ export class Storage {
    * Without an atomic store this is get-merge-set, so the caller must hold
    * the exclusive lock.
    */
-  apply(id: string, changes: readonly Change[], touchedAt: number, ttl: number): boolean | Promise<boolean> {
+  apply(id: string, changes: readonly Change[], touchedAt: number, ttl: number): Eventually<boolean> {
     const key = this.key(id);
     const direct = this.direct;
     const store = this.store;
@@ -153,7 +154,7 @@ export class Storage {
    * promise; a store's own thenable (a Bluebird promise, say) becomes a
    * native one.
    */
-  private attempt<T>(operation: string, run: () => T | PromiseLike<T>): T | Promise<T> {
+  private attempt<T>(operation: string, run: () => T | PromiseLike<T>): Eventually<T> {
     let answer: T | PromiseLike<T>;
     try {
       answer = run();

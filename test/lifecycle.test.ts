@@ -479,6 +479,38 @@ describe('Request lifecycle: a response whose headers went out before the commit
     expect(run.errors.map((error) => (error as { code?: string }).code)).to.deep.equal(['ESESSIONSTORE']);
   });
 
+  it("a session:lock-timeout listener that throws, on a streamed response's commit, still lets the response end; the app hears of the listener's error", async () => {
+    const store = memoryStore();
+    const run = await start({ store, lockTimeout: 150 }, async (ctx) => {
+      if (ctx.path === '/login') ctx.session.set('user', 'ann');
+      if (ctx.path === '/events') {
+        await new Promise((resolve) => setTimeout(resolve, 50)); // the write below queues meanwhile
+        ctx.session.set('seen', true); // a read-mode change: the commit waits for the write lock, and times out
+        ctx.status = 200;
+        ctx.type = 'text/event-stream';
+        ctx.flushHeaders();
+        const body = new PassThrough();
+        ctx.body = body;
+        body.end('data: hello\n\n');
+      }
+      if (ctx.path === '/slow') {
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        ctx.body = 'slow';
+      }
+    });
+    run.app.on('session:lock-timeout', () => {
+      throw new Error('listener failed');
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const streaming = run.http.get('/events').set('Cookie', jar.header()).timeout(5000).then((res) => res); // sent now
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const [res, slow] = await Promise.all([streaming, call(run, jar, 'post', '/slow')]);
+    expect([res.status, res.text]).to.deep.equal([200, 'data: hello\n\n']);
+    expect(slow.status).to.equal(200);
+    expect(run.errors.map((error) => (error as Error).message)).to.deep.equal(['listener failed']);
+  });
+
   it('with ctx.respond = false, changes to a stored session are stored, and nothing fails', async () => {
     const { run } = await streaming();
     const jar = new Jar();
