@@ -398,6 +398,16 @@ describe('Request lifecycle: the session cookie on error responses', () => {
   });
 });
 
+/** Server-sent events: the headers go out at once, the body (`text`) streams after. */
+function streamEvents(ctx: Context, text: string): void {
+  ctx.status = 200;
+  ctx.type = 'text/event-stream';
+  ctx.flushHeaders();
+  const body = new PassThrough();
+  ctx.body = body;
+  body.end(text);
+}
+
 describe('Request lifecycle: a response whose headers went out before the commit', () => {
   /** An app with a stored session (POST /login) and routes that send their headers before the commit. */
   async function streaming(maxAge?: number) {
@@ -405,13 +415,7 @@ describe('Request lifecycle: a response whose headers went out before the commit
     const run = await start({ store, maxAge }, async (ctx) => {
       if (ctx.path === '/login') ctx.session.set('user', 'ann');
       if (ctx.path === '/events') {
-        // Server-sent events: the headers go out at once, the body streams after.
-        ctx.status = 200;
-        ctx.type = 'text/event-stream';
-        ctx.flushHeaders();
-        const body = new PassThrough();
-        ctx.body = body;
-        body.end(`data: hello ${String(ctx.session.get('user'))}\n\n`);
+        streamEvents(ctx, `data: hello ${String(ctx.session.get('user'))}\n\n`);
         if (ctx.method === 'POST') ctx.session.set('seen', true);
         return;
       }
@@ -463,12 +467,7 @@ describe('Request lifecycle: a response whose headers went out before the commit
     const run = await start({ store }, (ctx) => {
       if (ctx.path === '/login') ctx.session.set('user', 'ann');
       if (ctx.path !== '/events') return;
-      ctx.status = 200;
-      ctx.type = 'text/event-stream';
-      ctx.flushHeaders();
-      const body = new PassThrough();
-      ctx.body = body;
-      body.end('data: hello\n\n');
+      streamEvents(ctx, 'data: hello\n\n');
       ctx.session.set('seen', true);
     });
     const jar = new Jar();
@@ -486,12 +485,7 @@ describe('Request lifecycle: a response whose headers went out before the commit
       if (ctx.path === '/events') {
         await new Promise((resolve) => setTimeout(resolve, 50)); // the write below queues meanwhile
         ctx.session.set('seen', true); // a read-mode change: the commit waits for the write lock, and times out
-        ctx.status = 200;
-        ctx.type = 'text/event-stream';
-        ctx.flushHeaders();
-        const body = new PassThrough();
-        ctx.body = body;
-        body.end('data: hello\n\n');
+        streamEvents(ctx, 'data: hello\n\n');
       }
       if (ctx.path === '/slow') {
         await new Promise((resolve) => setTimeout(resolve, 400));
