@@ -60,10 +60,9 @@ export interface CommitScope {
  * Carries out `plan` through the store and says what the cookie must do:
  * at once for a new session, or for an update or push under a write hold,
  * when the store answers at once (a MemoryStore); else through a promise.
- * Whenever a commit writes over
- * data this request did not load itself, it holds the exclusive lock and
- * starts from the freshest stored copy: that is what keeps concurrent
- * requests from losing each other's updates.
+ * Whenever a commit writes over data this request did not load itself, it
+ * holds the exclusive lock and starts from the freshest stored copy: that
+ * is what keeps concurrent requests from losing each other's updates.
  */
 export function commit(scope: CommitScope, plan: CommitPlan, now: number): Eventually<CookieAction> {
   switch (plan) {
