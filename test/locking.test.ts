@@ -246,6 +246,33 @@ describe('Locking', function () {
       expect(most, 'most GETs in flight at once').to.equal(50);
     });
 
+    it("the default lockMode asks ctx.request.method: an app's own method getter (an override header) makes a GET exclusive", async () => {
+      let inFlight = 0;
+      let most = 0;
+      const t = await start({ store: memoryStore() }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+          'POST /slow': async () => {
+            inFlight++;
+            most = Math.max(most, inFlight);
+            await sleep(100);
+            inFlight--;
+          },
+        },
+      });
+      Object.defineProperty(t.app.request, 'method', {
+        configurable: true,
+        get(this: { get(field: string): string; req: { method?: string } }) {
+          return this.get('X-HTTP-Method-Override') || this.req.method;
+        },
+      });
+      const id = await login(t);
+      const overridden = () => t.client.get('/slow').set('Cookie', cookieFor(id)).set('X-HTTP-Method-Override', 'POST');
+      const responses = await Promise.all([overridden(), overridden()]);
+      expect(responses.map((r) => r.status)).to.deep.equal([200, 200]);
+      expect(most, 'overridden GETs in their handler at once').to.equal(1);
+    });
+
     it('a writer queued behind readers is not starved by readers that arrive after it', async () => {
       const log = new EventLog();
       const hold = gate();
