@@ -12,6 +12,9 @@ export type LockMode = 'read' | 'write';
  */
 export type Release = (handOver?: StoredSession) => void;
 
+/** What a caller makes of a granted lock, the moment it is granted (see LockTable.acquire); `queued`: after waiting in line. */
+export type WhenGranted<T> = (release: Release, queued: boolean) => T;
+
 /**
  * A request in line for a lock. When its lockTimeout passes it gives up:
  * at the head of the line, waiting for the holders to leave, it leaves the
@@ -240,17 +243,24 @@ export class LockTable {
    * the lock is granted at once; otherwise a promise of it, which rejects
    * with SessionLockTimeoutError after `timeoutMs` (`Infinity` waits for
    * ever).
+   *
+   * With `whenGranted`, what it makes of the release function instead,
+   * called the moment the lock is granted. A caller that builds on the
+   * grant does so there, so that a request that waits costs one promise,
+   * not one per layer above.
    */
-  acquire(id: string, mode: LockMode, timeoutMs: number): Eventually<Release> {
+  acquire(id: string, mode: LockMode, timeoutMs: number): Eventually<Release>;
+  acquire<T>(id: string, mode: LockMode, timeoutMs: number, whenGranted: WhenGranted<T>): Eventually<T>;
+  acquire<T>(id: string, mode: LockMode, timeoutMs: number, whenGranted?: WhenGranted<T>): Eventually<T | Release> {
     let lock = this.entries.get(id);
     if (lock === undefined) {
       lock = new ReadWriteLock();
       this.entries.set(id, lock);
     }
     lock.users++;
-    if (lock.tryTake(mode)) return this.releaser(id, lock, mode);
+    if (lock.tryTake(mode)) return handOut(whenGranted, this.releaser(id, lock, mode), false);
     trace('lock-wait', id, mode);
-    return new Promise<Release>((resolve, reject) => {
+    return new Promise<T | Release>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const waiter: Waiter = {
         gaveUp: false,
@@ -258,7 +268,7 @@ export class LockTable {
         settle: (granted) => {
           if (!granted) return this.dropWaiter(id, lock);
           clearTimeout(timer);
-          resolve(this.releaser(id, lock, mode));
+          resolve(handOut(whenGranted, this.releaser(id, lock, mode), true));
         },
       };
       // A waiter without a timeout never gives up, so it always ends granted.
@@ -292,6 +302,10 @@ export class LockTable {
       lock.give(mode);
     };
   }
+}
+
+function handOut<T>(whenGranted: WhenGranted<T> | undefined, release: Release, queued: boolean): T | Release {
+  return whenGranted === undefined ? release : whenGranted(release, queued);
 }
 
 /**
@@ -343,21 +357,22 @@ export class SessionLocks {
   /**
    * The in-process lock, then, for writes on a store that offers one, the
    * cross-process lock: always in that order, so one process never sends
-   * the store more than one waiter per session.
+   * the store more than one waiter per session. `whenTaken` makes what the
+   * caller wants of the releasers (see LockTable.acquire).
    */
-  take(id: string, mode: LockMode): Eventually<Releasers> {
+  take<T>(id: string, mode: LockMode, whenTaken: (releasers: Releasers) => T): Eventually<T> {
     const remote = mode === 'write' ? this.remote : undefined;
-    const started = remote === undefined ? 0 : Date.now();
-    const local = this.table.acquire(id, mode, this.timeoutMs);
-    if (remote !== undefined) return this.takeRemote(id, remote, local, started);
-    // Granted at once: nobody was in line, so no writer just handed anything over.
-    if (typeof local === 'function') return { local, remote: undefined, inherited: undefined };
-    return local.then((release) => ({ local: release, remote: undefined, inherited: this.table.takeHandOver(id) }));
+    if (remote !== undefined) return this.takeRemote(id, remote).then(whenTaken);
+    return this.table.acquire(id, mode, this.timeoutMs, (local, queued) =>
+      // Granted at once: nobody was in line, so no writer just handed anything over.
+      whenTaken({ local, remote: undefined, inherited: queued ? this.table.takeHandOver(id) : undefined }),
+    );
   }
 
   /** The in-process lock once it comes, then the cross-process one. */
-  private async takeRemote(id: string, remote: DistributedLock, pending: Eventually<Release>, started: number): Promise<Releasers> {
-    const local = await pending;
+  private async takeRemote(id: string, remote: DistributedLock): Promise<Releasers> {
+    const started = Date.now();
+    const local = await this.table.acquire(id, 'write', this.timeoutMs);
     const inherited = this.table.takeHandOver(id);
     try {
       return { local, remote: await remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started))), inherited };
@@ -436,9 +451,7 @@ export class HeldLock {
 
   /** Takes the lock in `mode`: this hold at once when it is granted at once, else a promise of it. */
   take(mode: LockMode): Eventually<this> {
-    const taken = this.locks.take(this.id, mode);
-    if (!(taken instanceof Promise)) return this.hold(mode, taken);
-    return taken.then((releasers) => this.hold(mode, releasers));
+    return this.locks.take(this.id, mode, (releasers) => this.hold(mode, releasers));
   }
 
   /**

@@ -11,7 +11,7 @@ import type { Response } from 'supertest';
 import { MemoryStore, SessionLockTimeoutError } from '../src';
 import type { Session, SessionOptions, Store } from '../src';
 import { LockTable } from '../src/lock';
-import type { LockMode, Release } from '../src/lock';
+import type { LockMode, Release, WhenGranted } from '../src/lock';
 import {
   EventLog,
   ForgetfulStore,
@@ -31,7 +31,7 @@ import {
   tagOf,
 } from './support/concurrency';
 import type { AppSetup, TestApp } from './support/concurrency';
-import { awaitedLockTable } from './support/lock-table';
+import { awaitedLockTable, keepRelease } from './support/lock-table';
 
 const cleanup = closedAfterEachTest();
 const memoryStore = cleanup.memoryStore;
@@ -59,11 +59,11 @@ function spyOnLockTables(): { tables: Set<LockTable>; ids: string[]; restore(): 
   const original = LockTable.prototype.acquire;
   const tables = new Set<LockTable>();
   const ids: string[] = [];
-  LockTable.prototype.acquire = function acquire(this: LockTable, id: string, mode: LockMode, timeoutMs: number) {
+  LockTable.prototype.acquire = function acquire(this: LockTable, id: string, mode: LockMode, timeoutMs: number, whenGranted?: WhenGranted<unknown>) {
     tables.add(this);
     ids.push(id);
-    return original.call(this, id, mode, timeoutMs);
-  };
+    return original.call(this, id, mode, timeoutMs, whenGranted ?? keepRelease);
+  } as LockTable['acquire'];
   return {
     tables,
     ids,

@@ -16,7 +16,8 @@ import type fc from 'fast-check';
 import Koa from 'koa';
 import type { Context, Middleware } from 'koa';
 import { LockTable } from '../../src/lock';
-import type { LockMode } from '../../src/lock';
+import type { LockMode, WhenGranted } from '../../src/lock';
+import { keepRelease } from './lock-table';
 import { MemoryStore } from '../../src';
 import type { AtomicStore, Change, SessionData, Store } from '../../src';
 
@@ -74,11 +75,11 @@ export class LockWatch {
     const original = LockTable.prototype.acquire;
     this.original = original;
     const tables = this.tables;
-    LockTable.prototype.acquire = function acquire(this: LockTable, id: string, mode: LockMode, timeoutMs: number) {
+    LockTable.prototype.acquire = function acquire(this: LockTable, id: string, mode: LockMode, timeoutMs: number, whenGranted?: WhenGranted<unknown>) {
       tables.add(this);
       const override = currentRequest.getStore()?.lockTimeout;
-      return original.call(this, id, mode, override ?? timeoutMs);
-    };
+      return original.call(this, id, mode, override ?? timeoutMs, whenGranted ?? keepRelease);
+    } as LockTable['acquire'];
     return this;
   }
 

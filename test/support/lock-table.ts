@@ -1,5 +1,8 @@
 import { LockTable } from '../../src/lock';
-import type { LockMode, Release } from '../../src/lock';
+import type { LockMode, Release, WhenGranted } from '../../src/lock';
+
+/** For a spy on LockTable.acquire: what the plain three-argument call gives, the release function itself. */
+export const keepRelease: WhenGranted<Release> = (release) => release;
 
 /** A LockTable seen through `await`: acquire always gives a promise, whether the lock was granted at once or not. */
 export interface AwaitedLockTable {
