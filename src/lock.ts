@@ -12,7 +12,12 @@ export type LockMode = 'read' | 'write';
  */
 export type Release = (handOver?: StoredSession) => void;
 
-/** What a caller makes of a granted lock, the moment it is granted (see LockTable.acquire); `queued`: after waiting in line. */
+/**
+ * What a caller makes of a granted lock, the moment it is granted (see
+ * LockTable.acquire); `queued`: after waiting in line. It must not throw:
+ * for a request that waited, it runs inside the release of the request
+ * before it.
+ */
 export type WhenGranted<T> = (release: Release, queued: boolean) => T;
 
 /**
@@ -373,9 +378,9 @@ export class SessionLocks {
   private async takeRemote(id: string, remote: DistributedLock): Promise<Releasers> {
     const started = Date.now();
     const local = await this.table.acquire(id, 'write', this.timeoutMs);
-    const inherited = this.table.takeHandOver(id);
     try {
-      return { local, remote: await remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started))), inherited };
+      // Nothing is handed over under a cross-process lock: another process may write between two of ours (see Storage.readingBack).
+      return { local, remote: await remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started))), inherited: undefined };
     } catch (error) {
       local();
       if (error instanceof SessionLockTimeoutError || error instanceof SessionStoreError) throw error;

@@ -10,8 +10,8 @@ import type { Context, Middleware } from 'koa';
 import type { Response } from 'supertest';
 import { MemoryStore, SessionLockTimeoutError } from '../src';
 import type { Session, SessionOptions, Store } from '../src';
-import { LockTable } from '../src/lock';
-import type { LockMode, Release, WhenGranted } from '../src/lock';
+import { LockTable, SessionLocks } from '../src/lock';
+import type { HeldLock, LockMode, Release, WhenGranted } from '../src/lock';
 import {
   EventLog,
   ForgetfulStore,
@@ -1195,6 +1195,28 @@ describe('LockTable, the per-session read/write lock table', function () {
     const release4 = await w4;
     expect(table.takeHandOver('s'), 'cleared by the writer that left nothing').to.equal(undefined);
     release4();
+    expect(table.size).to.equal(0);
+  });
+
+  it('what a writer hands over goes to the request it lets in, even when a request queued behind that one has given up', async () => {
+    const table = new LockTable();
+    const patient = new SessionLocks(Infinity, undefined, table);
+    const hasty = new SessionLocks(10, undefined, table);
+    const committed = { values: new Map<string, unknown>([['n', 1]]), createdAt: 1, touchedAt: 2 };
+    const writer = patient.acquire('s', 'write') as HeldLock;
+    const next = patient.acquire('s', 'write');
+    const behind = Promise.resolve(hasty.acquire('s', 'write')).then(
+      () => 'granted',
+      (error: unknown) => (error instanceof SessionLockTimeoutError ? 'timed out' : error),
+    );
+    expect(await behind, 'the request behind the next in line').to.equal('timed out');
+
+    writer.handOver(committed);
+    await writer.release();
+    const held = await next;
+    // The one behind reaches the head of the line only as this one is let in: it must not clear what was left for it.
+    expect(held.inherited, 'what the next in line starts from').to.equal(committed);
+    await held.release();
     expect(table.size).to.equal(0);
   });
 
