@@ -383,7 +383,9 @@ export class SessionLocks {
       return { local, remote: await remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started))), inherited: undefined };
     } catch (error) {
       local();
-      if (error instanceof SessionLockTimeoutError || error instanceof SessionStoreError) throw error;
+      // The store waited for what was left of lockTimeout; the request waited all of it.
+      if (error instanceof SessionLockTimeoutError) throw new SessionLockTimeoutError(this.timeoutMs);
+      if (error instanceof SessionStoreError) throw error;
       throw new SessionStoreError('lock', error);
     }
   }

@@ -902,6 +902,62 @@ describe('Locking', function () {
       });
     }
 
+    it("a request that waits in process, then for the store's cross-process lock, reports the whole lockTimeout it waited", async () => {
+      const log = new EventLog();
+      const hold = gate();
+      const caught: unknown[] = [];
+      const storeWaits: number[] = [];
+      let held = false;
+      // The first writer gets the cross-process lock; after it, another process holds it for good.
+      const store = Object.assign(memoryStore(), {
+        writeLock: {
+          async acquire(_id: string, timeoutMs: number) {
+            storeWaits.push(timeoutMs);
+            if (!held) {
+              held = true;
+              return async () => {};
+            }
+            await sleep(timeoutMs);
+            throw new SessionLockTimeoutError(timeoutMs);
+          },
+        },
+      });
+      const t = await start({ store, lockTimeout: 300, lockMode: loggingLockMode(log) }, {
+        outer: async (ctx, next) => {
+          try {
+            await next();
+          } catch (error) {
+            caught.push(error);
+            ctx.status = 503;
+          }
+        },
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('n', 1),
+          'POST /hold': async (ctx) => {
+            log.add('enter hold');
+            await hold.promise;
+            ctx.session.set('held', true);
+          },
+          'POST /late': (ctx) => ctx.session.set('late', true),
+        },
+      });
+      const id = await login(t);
+
+      const holder = t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
+      await log.waitFor('enter hold');
+      const late = t.client.post('/late').set('Cookie', cookieFor(id)).then((r) => r);
+      await sleep(150); // half of lockTimeout in line behind the holder
+      hold.open();
+      expect((await holder).status).to.equal(200);
+      expect((await late).status).to.equal(503);
+
+      expect(storeWaits, 'what the store was given to wait: the second, what was left of lockTimeout').to.have.length(2);
+      expect(storeWaits[1]).to.be.below(300);
+      expect(caught).to.have.length(1);
+      expect(caught[0]).to.be.an.instanceOf(SessionLockTimeoutError);
+      expect(String((caught[0] as Error).message)).to.include('after 300 ms');
+    });
+
     it('a read that cannot get the exclusive lock for its commit within lockTimeout gets 503 and saves nothing', async () => {
       const log = new EventLog();
       const gates = { R: gate(), W: gate() };
