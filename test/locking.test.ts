@@ -758,7 +758,7 @@ describe('Locking', function () {
       caught: unknown[];
     }
 
-    async function timeoutApp(catchErrors: boolean, lockTimeout = 100): Promise<TimeoutApp> {
+    async function timeoutApp(catchErrors: boolean, lockTimeout = 100, store: Store = memoryStore()): Promise<TimeoutApp> {
       const log = new EventLog();
       const hold = gate();
       const runs = { late: 0 };
@@ -775,7 +775,7 @@ describe('Locking', function () {
             }
           }
         : undefined;
-      const t = await start({ store: memoryStore(), lockTimeout, lockMode: loggingLockMode(log) }, {
+      const t = await start({ store, lockTimeout, lockMode: loggingLockMode(log) }, {
         outer,
         routes: {
           'POST /login': (ctx) => ctx.session.set('n', 1),
@@ -903,9 +903,6 @@ describe('Locking', function () {
     }
 
     it("a request that waits in process, then for the store's cross-process lock, reports the whole lockTimeout it waited", async () => {
-      const log = new EventLog();
-      const hold = gate();
-      const caught: unknown[] = [];
       const storeWaits: number[] = [];
       let held = false;
       // The first writer gets the cross-process lock; after it, another process holds it for good.
@@ -922,40 +919,23 @@ describe('Locking', function () {
           },
         },
       });
-      const t = await start({ store, lockTimeout: 300, lockMode: loggingLockMode(log) }, {
-        outer: async (ctx, next) => {
-          try {
-            await next();
-          } catch (error) {
-            caught.push(error);
-            ctx.status = 503;
-          }
-        },
-        routes: {
-          'POST /login': (ctx) => ctx.session.set('n', 1),
-          'POST /hold': async (ctx) => {
-            log.add('enter hold');
-            await hold.promise;
-            ctx.session.set('held', true);
-          },
-          'POST /late': (ctx) => ctx.session.set('late', true),
-        },
-      });
-      const id = await login(t);
+      const a = await timeoutApp(true, 300, store);
+      const id = await login(a.t);
 
-      const holder = t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
-      await log.waitFor('enter hold');
-      const late = t.client.post('/late').set('Cookie', cookieFor(id)).then((r) => r);
+      const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
+      await a.log.waitFor('enter hold');
+      const late = a.t.client.post('/late').set('Cookie', cookieFor(id)).then((r) => r);
       await sleep(150); // half of lockTimeout in line behind the holder
-      hold.open();
+      a.hold.open();
       expect((await holder).status).to.equal(200);
       expect((await late).status).to.equal(503);
 
       expect(storeWaits, 'what the store was given to wait: the second, what was left of lockTimeout').to.have.length(2);
       expect(storeWaits[1]).to.be.below(300);
-      expect(caught).to.have.length(1);
-      expect(caught[0]).to.be.an.instanceOf(SessionLockTimeoutError);
-      expect(String((caught[0] as Error).message)).to.include('after 300 ms');
+      expect(a.runs.late, 'late handler runs').to.equal(0);
+      expect(a.caught).to.have.length(1);
+      expect(a.caught[0]).to.be.an.instanceOf(SessionLockTimeoutError);
+      expect(String((a.caught[0] as Error).message)).to.include('after 300 ms');
     });
 
     it('a read that cannot get the exclusive lock for its commit within lockTimeout gets 503 and saves nothing', async () => {
