@@ -1,10 +1,10 @@
-import type { Context } from 'koa';
 import type { Expiry } from './expiry';
 import type { Eventually, HeldLock } from './lock';
 import type { SessionState } from './session';
 import type { Storage } from './storage';
 import { SessionLockTimeoutError } from './errors';
-import { report, trace } from './events';
+import type { Reporter } from './events';
+import { trace } from './events';
 
 /** What the response does with the session cookie. */
 export type CookieAction =
@@ -48,12 +48,13 @@ export function planCommit(state: SessionState, expiry: Expiry, now: number, ref
 }
 
 export interface CommitScope {
-  readonly ctx: Context;
   readonly state: SessionState;
   /** The request's lock on `state.loadedId`; undefined for a session loaded from nowhere. */
   readonly lock: HeldLock | undefined;
   readonly storage: Storage;
   readonly expiry: Expiry;
+  /** Tells the app what the commit did, once the store holds it. */
+  readonly report: Reporter;
 }
 
 /**
@@ -93,7 +94,7 @@ export function commit(scope: CommitScope, plan: CommitPlan, now: number): Event
 function create(scope: CommitScope, now: number): Eventually<CookieAction> {
   const { state, storage, expiry } = scope;
   const created = (): CookieAction => {
-    report(scope.ctx, 'session:created', state.id);
+    scope.report('session:created', state.id);
     return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
   };
   const saving = storage.save(state.id, { values: state.values, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
@@ -149,13 +150,13 @@ function applyChanges(scope: CommitScope, plan: 'update' | 'push', now: number):
  * a new absoluteTimeout lifetime (see Storage.move).
  */
 async function regenerate(scope: CommitScope, now: number): Promise<CookieAction> {
-  const { ctx, state, storage, expiry } = scope;
+  const { state, storage, expiry } = scope;
   const oldId = state.loadedId as string;
   await scope.lock?.exclusive();
   if (!(await storage.move(oldId, state.id, state.changes, now, expiry.ttl(now, now)))) return interrupted(scope);
   scope.lock?.markRemoved(); // for requests in line behind this one (see LockTable.removalStarted)
-  report(ctx, 'session:created', state.id);
-  report(ctx, 'session:regenerated', state.id, oldId);
+  scope.report('session:created', state.id);
+  scope.report('session:regenerated', state.id, oldId);
   return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
 }
 
@@ -185,6 +186,6 @@ async function updateUnpushed(scope: CommitScope, now: number): Promise<CookieAc
  * changes are dropped and no cookie goes out for the old ID.
  */
 function interrupted(scope: CommitScope): CookieAction {
-  report(scope.ctx, 'session:interrupted', scope.state.loadedId ?? scope.state.removedAhead);
+  scope.report('session:interrupted', scope.state.loadedId ?? scope.state.removedAhead);
   return NO_COOKIE;
 }

@@ -37,6 +37,9 @@ export function report(ctx: Context, event: SessionEventName, id?: string, oldId
   if (listening) ctx.app.emit(event, payload);
 }
 
+/** How the commit tells the app what it did (see report); the middleware decides what a throwing listener does. */
+export type Reporter = (event: SessionEventName, id?: string, oldId?: string) => void;
+
 /** A debug line about session `id`, named by its hash. */
 export function trace(what: string, id?: string, detail = ''): void {
   if (!debug.enabled) return;

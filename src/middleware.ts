@@ -8,6 +8,7 @@ import type { Store, StoredSession } from './stores/store';
 import { NO_COOKIE, commit, planCommit } from './commit';
 import { SessionCookie } from './cookie';
 import { SessionLockTimeoutError } from './errors';
+import type { Reporter } from './events';
 import { report, trace } from './events';
 import { Expiry } from './expiry';
 import { SessionLocks, lockTableOf } from './lock';
@@ -218,6 +219,18 @@ export function session(opts?: SessionOptions): Middleware {
     const opening = cookie.state === 'valid' ? open(ctx, cookie.id) : fresh();
     const { state, lock } = opening instanceof Promise ? await opening : opening;
 
+    // A listener that throws once the store has changed (a session created, regenerated,
+    // destroyed) must not keep the client from the cookie that goes with the change:
+    // its error fails the request only once that cookie is on the response (step 5).
+    let listenerFailure: { error: unknown } | undefined;
+    const tell: Reporter = (event, id, oldId) => {
+      try {
+        report(ctx, event, id, oldId);
+      } catch (error) {
+        listenerFailure ??= { error };
+      }
+    };
+
     // 3. The handler.
     const session = new Session(state, {
       newId: options.genid,
@@ -226,7 +239,7 @@ export function session(opts?: SessionOptions): Middleware {
         // the lock that finds it gone meanwhile must already see why (see LockTable.removalStarted).
         lock?.markRemoved();
         await storage.remove(id);
-        if (lock === undefined || lock.claimDestroyReport()) report(ctx, 'session:destroyed', id);
+        if (lock === undefined || lock.claimDestroyReport()) tell('session:destroyed', id);
       },
       changedTooLate,
     });
@@ -261,14 +274,17 @@ export function session(opts?: SessionOptions): Middleware {
       if (plan !== 'none') {
         // Refuse before writing anything when the cookie could not be sent (an interrupted commit sends none).
         if (!sentBeforeCommit && plan !== 'interrupted') sessionCookie.assertCanBeSent(ctx);
-        const committing = commit({ ctx, state, lock, storage, expiry }, plan, now);
+        const committing = commit({ state, lock, storage, expiry, report: tell }, plan, now);
         action = committing instanceof Promise ? await committing : committing;
       }
     } catch (caught) {
       const error = reportIfTimedOut(ctx, state.loadedId ?? state.id, caught);
       // With the headers out, failing the request would only keep Koa from sending its body
       // (a stream would hang): the response stands, and the app hears of the failure.
-      if (!sentBeforeCommit) throw error;
+      if (!sentBeforeCommit) {
+        if (listenerFailure !== undefined) ctx.app.emit('error', listenerFailure.error, ctx);
+        throw error;
+      }
       ctx.app.emit('error', error, ctx);
     } finally {
       const releasing = lock?.release();
@@ -286,6 +302,11 @@ export function session(opts?: SessionOptions): Middleware {
         "the response headers were sent while the session was being committed (by a task the handler did not await), so the session's cookie could not follow; " +
           'send the response after the handler and the session middleware are done',
       );
+    }
+    if (listenerFailure !== undefined) {
+      // The handler's own error goes first; with the headers out, failing would only cut the response short.
+      if (failure === undefined && !ctx.res.headersSent) failure = listenerFailure;
+      else ctx.app.emit('error', listenerFailure.error, ctx);
     }
     if (failure !== undefined) throw failure.error;
   };

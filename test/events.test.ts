@@ -507,6 +507,78 @@ describe('session:lock-timeout at commit', () => {
   });
 });
 
+describe('a listener that throws after the store changed', () => {
+  /** Makes every `name` listener after the test's own throw, as a metrics client whose backend is down would. */
+  function failing(run: Running, name: SessionEventName): Error {
+    const error = new Error(`${name} listener failed`);
+    run.app.on(name, () => {
+      throw error;
+    });
+    return error;
+  }
+
+  it('session:regenerated: the login fails with its error, but the response carries the new ID, which holds the session', async () => {
+    const run = start();
+    const saved = await request(run.server).post('/save').expect(200);
+    const oldId = sessionIdOf(saved) as string;
+    const error = failing(run, 'session:regenerated');
+
+    const login = await request(run.server).post('/login').set('Cookie', cookieHeader(saved)).expect(500);
+    const newId = sessionIdOf(login);
+    expect(newId, 'the new ID on the error response').to.match(/^[0-9a-f]{64}$/).and.not.equal(oldId);
+    expect(run.errors).to.include(error);
+    await request(run.server).get('/read').set('Cookie', cookieHeader(login)).expect(200, 'ada');
+    await request(run.server).get('/read').set('Cookie', cookieHeader(saved)).expect(200, 'nobody');
+  });
+
+  it('session:created: the request fails with its error, but the new session it stored is the one its cookie names', async () => {
+    const run = start();
+    const error = failing(run, 'session:created');
+
+    const saved = await request(run.server).post('/save').expect(500);
+    expect(sessionIdOf(saved), 'the new ID on the error response').to.match(/^[0-9a-f]{64}$/);
+    expect(run.errors).to.include(error);
+    await request(run.server).get('/read').set('Cookie', cookieHeader(saved)).expect(200, 'ada');
+  });
+
+  it('session:destroyed: destroy() completes and the handler goes on; the request fails with the error and expires the cookie', async () => {
+    const run = start();
+    const saved = await request(run.server).post('/save').expect(200);
+    const id = sessionIdOf(saved) as string;
+    const error = failing(run, 'session:destroyed');
+
+    const back = await request(run.server).post('/logout-and-back').set('Cookie', cookieHeader(saved)).expect(500);
+    const newId = sessionIdOf(back);
+    expect(newId, 'the session the handler started after destroy()').to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
+    expect(run.errors).to.include(error);
+    expect(await run.store.get(id), 'the destroyed session').to.equal(undefined);
+    await request(run.server).get('/read').set('Cookie', cookieHeader(back)).expect(200, 'grace');
+
+    const saved2 = await request(run.server).post('/save').expect(200);
+    const logout = await request(run.server).post('/logout').set('Cookie', cookieHeader(saved2)).expect(500);
+    expect(sessionIdOf(logout), 'the cookie expired on the error response').to.equal('');
+  });
+
+  it("when the commit fails after such a listener threw, the request fails with the commit's error and the app still hears the listener's", async () => {
+    // Removes sessions, but cannot save one.
+    class NoSavesStore extends MemoryStore {
+      override async set(): Promise<void> {
+        throw new Error('out of space');
+      }
+    }
+    const store = new NoSavesStore();
+    const run = start({ store });
+    const id = 'e'.repeat(64);
+    await MemoryStore.prototype.set.call(store, id, { data: { user: 'ada' }, createdAt: Date.now(), touchedAt: Date.now() }, 60_000);
+    const error = failing(run, 'session:destroyed');
+
+    await request(run.server).post('/logout-and-back').set('Cookie', `session_id=${id}`).expect(503);
+    expect(await store.get(id), 'the destroyed session').to.equal(undefined);
+    expect(run.errors).to.include(error);
+    expect(run.errors.some((e) => e instanceof SessionStoreError), 'the failed save').to.equal(true);
+  });
+});
+
 describe('events with hashIds', () => {
   it('with hashIds, idHash is still the hash of the ID in the cookie', async () => {
     const run = start({ hashIds: true });
