@@ -94,8 +94,13 @@ export function session(opts?: SessionOptions): Middleware {
     );
   }
 
+  /**
+   * A failed request answers at once, without waiting for a cross-process
+   * lock to be handed back: with the store not answering, that would take
+   * as long again (a lock left behind expires by itself, after lockTtl).
+   */
   async function releaseAndThrow(lock: HeldLock, error: unknown): Promise<never> {
-    await lock.release();
+    void lock.release();
     throw error;
   }
 
@@ -270,6 +275,7 @@ export function session(opts?: SessionOptions): Middleware {
     const sentBeforeCommit = ctx.res.headersSent; // a streamed body, ctx.respond = false: see withoutCookie
     const plan = sentBeforeCommit ? withoutCookie(planned) : planned;
     let action = NO_COOKIE;
+    let commitFailed = false;
     try {
       if (plan !== 'none') {
         // Refuse before writing anything when the cookie could not be sent (an interrupted commit sends none).
@@ -278,6 +284,7 @@ export function session(opts?: SessionOptions): Middleware {
         action = committing instanceof Promise ? await committing : committing;
       }
     } catch (caught) {
+      commitFailed = true;
       const error = reportIfTimedOut(ctx, state.loadedId ?? state.id, caught);
       // With the headers out, failing the request would only keep Koa from sending its body
       // (a stream would hang): the response stands, and the app hears of the failure.
@@ -288,7 +295,8 @@ export function session(opts?: SessionOptions): Middleware {
       ctx.app.emit('error', error, ctx);
     } finally {
       const releasing = lock?.release();
-      if (releasing !== undefined) await releasing;
+      // A failed commit is not held up by handing back a cross-process lock either (see releaseAndThrow).
+      if (releasing !== undefined && !commitFailed) await releasing;
     }
 
     // 5. The cookie.

@@ -449,3 +449,51 @@ describe('hashIds: the store sees only SHA-256 of each session ID', () => {
     expect(store.size).to.equal(1);
   });
 });
+
+describe("a failed request and the store's cross-process lock", () => {
+  /**
+   * A MemoryStore with a write lock that takes `unlockMs` to hand back, as a
+   * store that stopped answering would (RedisStore's UNLOCK waits out its
+   * `timeout`), and whose reads or commits can be made to fail.
+   */
+  class StalledStore extends MemoryStore {
+    failing: 'nothing' | 'get' | 'applyChanges' = 'nothing';
+    readonly writeLock = {
+      acquire: async () => async () => {
+        await delay(this.unlockMs);
+      },
+    };
+
+    constructor(private readonly unlockMs: number) {
+      super();
+    }
+
+    override async get(id: string): Promise<SessionData | undefined> {
+      if (this.failing === 'get') throw new Error('store down');
+      return super.get(id);
+    }
+
+    override async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
+      if (this.failing === 'applyChanges') throw new Error('store down');
+      return super.applyChanges(id, changes, touchedAt, maxAgeMs);
+    }
+  }
+
+  for (const failing of ['get', 'applyChanges'] as const) {
+    it(`a request whose ${failing === 'get' ? 'load' : 'commit'} fails gets its 503 without waiting for the lock to be handed back, and the lock is free after`, async () => {
+      const store = new StalledStore(1200);
+      const server = serve({ store }, { '/save': save, '/update': (ctx) => ctx.session.set('n', 1), '/read': read });
+      const saved = await request(server).post('/save').expect(200);
+
+      store.failing = failing;
+      const started = Date.now();
+      await request(server).post('/update').set('Cookie', cookieHeader(saved)).expect(503);
+      const ms = Date.now() - started;
+      store.failing = 'nothing';
+
+      expect(ms, `the 503 came after ${ms} ms; handing the lock back takes 1200`).to.be.below(600);
+      await request(server).post('/update').set('Cookie', cookieHeader(saved)).expect(200);
+      store.close();
+    });
+  }
+});

@@ -775,6 +775,35 @@ describe('RedisStore', function () {
     }
   });
 
+  it('with lock: true and Redis stalled during the handler, the request fails within the store timeout, not after a second wait to unlock', async function () {
+    if (server === undefined) {
+      skipOrFail(this, 'stalling Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
+    }
+    const own = await startRedis();
+    try {
+      const timeout = 1000;
+      // ioredis defaults: commands wait in the client for a server that stopped answering.
+      const a = await instance({ lock: true, timeout }, { lockTimeout: 10_000 }, connect({}, own.url));
+      const jar = new CookieJar();
+      await login(jar, a.url);
+      const pending = send(jar, a.url, 'POST', '/hold?key=x&value=1');
+      await a.app.held(); // it holds the session's lock, in process and in Redis
+      process.kill(own.pid, 'SIGSTOP');
+      try {
+        const started = Date.now();
+        a.app.release();
+        const reply = await pending;
+        const ms = Date.now() - started;
+        assert.equal(reply.status, 503);
+        assert.ok(ms < 1.6 * timeout, `the 503 came after ${ms} ms, with a store timeout of ${timeout} ms`);
+      } finally {
+        process.kill(own.pid, 'SIGCONT');
+      }
+    } finally {
+      await own.stop();
+    }
+  });
+
   it('a store written for koa-session (koa-redis) plugs in through withStore', async () => {
     // koa-redis 4 brings its own ioredis 4 client; it stores JSON strings under the bare ID.
     const koaRedis = require('koa-redis') as (options: Record<string, unknown>) => Store & { client: Redis };
