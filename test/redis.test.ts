@@ -148,6 +148,21 @@ describe('RedisStore', function () {
     assert.ok(pttl > 50_000 && pttl <= 60_000, `PTTL ${pttl} should be close to maxAge 60000`);
   });
 
+  it('a session of 70,000 keys is applied, regenerated and read back whole (script arguments are never spread into a call)', async () => {
+    const a = await instance();
+    const jar = new CookieJar();
+    await login(jar, a.url);
+    const changes = Array.from({ length: 70_000 }, (_, i) => ({ op: 'set' as const, key: `item${i}`, value: i }));
+    assert.equal(await a.store.applyChanges(jar.sessionId as string, changes, Date.now(), 60_000), true);
+
+    const regenerated = await send(jar, a.url, 'POST', '/regenerate');
+    assert.equal(regenerated.status, 200);
+    const data = (await send(jar, a.url, 'GET', '/')).body as Record<string, number>;
+    assert.equal(Object.keys(data).length, 70_001);
+    assert.equal(data.item69999, 69_999);
+    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${jar.sessionId}}`], 'only the new ID is left');
+  });
+
   it('keeps any key name and any JSON value, __proto__ and the empty key included', async () => {
     const a = await instance();
     const jar = new CookieJar();
@@ -625,14 +640,14 @@ describe('RedisStore', function () {
         client: {
           hgetall: (key: string) => client.hgetall(key),
           del: (...keys: string[]) => client.del(...keys),
-          eval: (script: string, numkeys: number, ...args: (string | number)[]) => client.eval(script, numkeys, ...args),
-          evalsha: async (sha: string, numkeys: number, ...args: (string | number)[]) => {
-            if (besides !== undefined && !String(args[0]).startsWith(besides)) {
+          eval: (script: string, numkeys: number, keysAndArgs: string[]) => client.eval(script, numkeys, keysAndArgs),
+          evalsha: async (sha: string, numkeys: number, keysAndArgs: string[]) => {
+            if (besides !== undefined && !keysAndArgs[0].startsWith(besides)) {
               besides = undefined;
               reached();
               await opened;
             }
-            return client.evalsha(sha, numkeys, ...args);
+            return client.evalsha(sha, numkeys, keysAndArgs);
           },
         },
         holdWritesBesides: (key: string) => void (besides = key),
@@ -711,10 +726,10 @@ describe('RedisStore', function () {
       const client = {
         hgetall: (key: string) => a.client.hgetall(key),
         del: (...keys: string[]) => a.client.del(...keys),
-        eval: (script: string, numkeys: number, ...args: (string | number)[]) => a.client.eval(script, numkeys, ...args),
-        evalsha: async (sha: string, numkeys: number, ...args: (string | number)[]) => {
-          if (!String(args[0]).startsWith(oldKey)) await writer.hset(oldKey, 'd:other', String(++writes));
-          return a.client.evalsha(sha, numkeys, ...args);
+        eval: (script: string, numkeys: number, keysAndArgs: string[]) => a.client.eval(script, numkeys, keysAndArgs),
+        evalsha: async (sha: string, numkeys: number, keysAndArgs: string[]) => {
+          if (!keysAndArgs[0].startsWith(oldKey)) await writer.hset(oldKey, 'd:other', String(++writes));
+          return a.client.evalsha(sha, numkeys, keysAndArgs);
         },
       };
       const b = await startApp(new RedisStore({ client, prefix }));

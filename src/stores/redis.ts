@@ -13,8 +13,13 @@ import { JsonText, dataOfValues, jsonOf } from '../values';
  * against the library.
  */
 export interface RedisClient {
-  evalsha(sha1: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>;
-  eval(script: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>;
+  /**
+   * Called with the script's key and arguments in one array (ioredis's
+   * `evalsha(sha1, numkeys, keys)` form): spread into the call, the fields
+   * of a session with tens of thousands of keys would overflow the stack.
+   */
+  evalsha(sha1: string, numkeys: number, keysAndArgs: string[]): Promise<unknown>;
+  eval(script: string, numkeys: number, keysAndArgs: string[]): Promise<unknown>;
   hgetall(key: string): Promise<Record<string, string>>;
   del(...keys: string[]): Promise<number>;
 }
@@ -462,12 +467,14 @@ export class RedisStore implements AtomicStore, LockingStore {
 
   /** Runs `script` on `key` by its SHA, loading it on a node that does not have it yet. */
   private run(script: Script, key: string, args: (string | number)[], timeoutMs = this.timeout): Promise<unknown> {
+    const keysAndArgs = [key];
+    for (const arg of args) keysAndArgs.push(String(arg));
     const call = async () => {
       try {
-        return await this.client.evalsha(script.sha, 1, key, ...args);
+        return await this.client.evalsha(script.sha, 1, keysAndArgs);
       } catch (error) {
         if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-        return this.client.eval(script.source, 1, key, ...args);
+        return this.client.eval(script.source, 1, keysAndArgs);
       }
     };
     return this.guard(call(), timeoutMs);
