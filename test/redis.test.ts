@@ -161,6 +161,8 @@ describe('RedisStore', function () {
     assert.equal(Object.keys(data).length, 70_001);
     assert.equal(data.item69999, 69_999);
     assert.deepEqual(await ourKeys(a.client), [`${prefix}{${jar.sessionId}}`], 'only the new ID is left');
+    assert.equal((await send(jar, a.url, 'POST', '/destroy')).status, 204);
+    assert.deepEqual(await ourKeys(a.client), []);
   });
 
   it('keeps any key name and any JSON value, __proto__ and the empty key included', async () => {
