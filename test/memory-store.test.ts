@@ -206,6 +206,7 @@ describe('MemoryStore', function () {
       ['0', 0],
       ['-1', -1],
       ['Infinity', Infinity],
+      ['1e19 (beyond Number.MAX_SAFE_INTEGER)', 1e19],
     ] as const) {
       it(`a lifetime of ${label} is refused by set, touch and applyChanges, and nothing is stored or changed`, async () => {
         const store = memoryStore();

@@ -547,6 +547,21 @@ describe('RedisStore', function () {
     assert.equal(await client.exists(store.lockKey('some-session')), 0);
   });
 
+  it('a lifetime beyond Number.MAX_SAFE_INTEGER is refused before anything is written: the stored session and its expiry stay', async () => {
+    const a = await instance();
+    await a.store.set('kept', { data: { v: 1 }, createdAt: 1, touchedAt: 1 }, 60_000);
+    for (const call of [
+      () => a.store.set('kept', { data: { v: 2 }, createdAt: 1, touchedAt: 1 }, 1e19),
+      () => a.store.applyChanges('kept', [{ op: 'set', key: 'v', value: 3 }], Date.now(), 1e19),
+    ]) {
+      await assert.rejects(call(), /TypeError: .*RedisStore needs a positive, finite maxAgeMs/);
+    }
+    assert.deepEqual((await a.store.get('kept'))?.data, { v: 1 });
+    const pttl = await a.client.pttl(`${prefix}{kept}`);
+    assert.ok(pttl > 50_000 && pttl <= 60_000, `PTTL ${pttl}`);
+    await a.store.destroy('kept');
+  });
+
   it('applyChanges replays set, delete and clear in order, and never recreates a missing session', async () => {
     const client = connect();
     const store = new RedisStore({ client, prefix });

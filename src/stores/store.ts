@@ -89,10 +89,15 @@ export function toRecord(stored: SessionData, now: number): SessionRecord {
   return { data: stored, createdAt: now, touchedAt: now };
 }
 
-/** @internal Throws unless `maxAgeMs` is a lifetime `store` can keep: a positive, finite number of milliseconds. */
+/**
+ * @internal Throws unless `maxAgeMs` is a lifetime `store` can keep: a
+ * positive number of milliseconds, at most Number.MAX_SAFE_INTEGER (beyond
+ * that Redis refuses the expiry, after the script has already written the
+ * data, which would then never expire).
+ */
 export function assertLifetime(store: string, maxAgeMs: unknown): asserts maxAgeMs is number {
-  if (typeof maxAgeMs !== 'number' || !(maxAgeMs > 0) || !Number.isFinite(maxAgeMs)) {
-    throw new TypeError(`koa-locked-session: ${store} needs a positive, finite maxAgeMs`);
+  if (typeof maxAgeMs !== 'number' || !(maxAgeMs > 0) || !(maxAgeMs <= Number.MAX_SAFE_INTEGER)) {
+    throw new TypeError(`koa-locked-session: ${store} needs a positive, finite maxAgeMs, at most Number.MAX_SAFE_INTEGER`);
   }
 }
 
