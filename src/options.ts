@@ -152,6 +152,26 @@ const FROM_PEERS: Readonly<Record<string, string>> = {
   cookie: 'the cookie settings are the cookie* options and maxAge',
 };
 
+/**
+ * A cookie name with a `__Secure-` or `__Host-` prefix is a promise
+ * browsers hold the cookie to, and they drop a cookie that breaks it
+ * without a word: every session would be lost. Checked as browsers match
+ * the prefixes, in any case.
+ */
+function checkNamePrefix(cookie: CookieSettings): void {
+  const name = cookie.name.toLowerCase();
+  if (name.startsWith('__secure-') && !cookie.secure) {
+    throw invalid('cookieName', 'a name without the __Secure- prefix unless cookieSecure is true (browsers drop a __Secure- cookie that is not Secure)');
+  }
+  const hasDomain = cookie.domain !== undefined && cookie.domain !== '';
+  if (name.startsWith('__host-') && (!cookie.secure || cookie.path !== '/' || hasDomain)) {
+    throw invalid(
+      'cookieName',
+      "a name without the __Host- prefix unless cookieSecure is true, cookiePath is '/' and cookieDomain is unset (browsers drop a __Host- cookie otherwise)",
+    );
+  }
+}
+
 /** Fills in defaults and checks every option; throws a TypeError naming the first bad one. */
 export function resolveOptions(opts: SessionOptions = {}): ResolvedOptions {
   if (typeof opts !== 'object' || opts === null) throw new TypeError('koa-locked-session: options must be an object');
@@ -183,16 +203,19 @@ export function resolveOptions(opts: SessionOptions = {}): ResolvedOptions {
   if (opts.lockMode !== undefined && typeof opts.lockMode !== 'function') throw invalid('lockMode', 'a function (ctx) => "read" | "write"');
   if (opts.genid !== undefined && typeof opts.genid !== 'function') throw invalid('genid', 'a function returning a string');
 
+  const cookie: CookieSettings = {
+    name: cookieString(opts, 'cookieName', TOKEN, 'a valid cookie name (an RFC 7230 token)') ?? 'session_id',
+    path: cookieString(opts, 'cookiePath', PATH, "a cookie path starting with '/'") ?? '/',
+    domain: cookieString(opts, 'cookieDomain', DOMAIN, 'a valid cookie domain'),
+    secure,
+    httpOnly: optionalBoolean(opts, 'cookieHttpOnly', true),
+    sameSite,
+    signed: optionalBoolean(opts, 'signed', undefined),
+  };
+  checkNamePrefix(cookie);
+
   return {
-    cookie: {
-      name: cookieString(opts, 'cookieName', TOKEN, 'a valid cookie name (an RFC 7230 token)') ?? 'session_id',
-      path: cookieString(opts, 'cookiePath', PATH, "a cookie path starting with '/'") ?? '/',
-      domain: cookieString(opts, 'cookieDomain', DOMAIN, 'a valid cookie domain'),
-      secure,
-      httpOnly: optionalBoolean(opts, 'cookieHttpOnly', true),
-      sameSite,
-      signed: optionalBoolean(opts, 'signed', undefined),
-    },
+    cookie,
     maxAge: positiveMs(opts, 'maxAge') ?? 86_400_000,
     absoluteTimeout: positiveMs(opts, 'absoluteTimeout'),
     store: opts.store === undefined ? new MemoryStore() : checkStore(opts.store),
