@@ -28,7 +28,8 @@ declare module 'koa' {
  * run the handler → commit → unlock → cookie.
  */
 export function session(opts?: SessionOptions): Middleware {
-  const options = resolveOptions(opts);
+  // A second argument only plain JavaScript can pass: koa-session's session(opts, app).
+  const options = resolveOptions(opts, arguments[1]);
   const expiry = new Expiry(options.maxAge, options.absoluteTimeout);
   const storage = new Storage(options.store, expiry, options.hashIds);
   const table = lockTableOf(options.store, options.hashIds);

@@ -172,11 +172,18 @@ function checkNamePrefix(cookie: CookieSettings): void {
   }
 }
 
-/** Fills in defaults and checks every option; throws a TypeError naming the first bad one. */
-export function resolveOptions(opts: SessionOptions = {}): ResolvedOptions {
+const NOT_THE_APP = "koa-locked-session: session() takes an options object, not the app: write app.use(session()) or app.use(session({ ... }))";
+
+/**
+ * Fills in defaults and checks every option; throws a TypeError naming the
+ * first bad one. `extra` is whatever session() got after the options
+ * (koa-session's `session(opts, app)`, from plain JavaScript): refused.
+ */
+export function resolveOptions(opts: SessionOptions = {}, extra?: unknown): ResolvedOptions {
   if (typeof opts !== 'object' || opts === null) throw new TypeError('koa-locked-session: options must be an object');
-  if (typeof (opts as { use?: unknown }).use === 'function') {
-    throw new TypeError("koa-locked-session: session() takes an options object, not the app: write app.use(session()) or app.use(session({ ... }))");
+  if (typeof (opts as { use?: unknown }).use === 'function') throw new TypeError(NOT_THE_APP);
+  if (extra !== undefined) {
+    throw new TypeError(typeof (extra as { use?: unknown } | null)?.use === 'function' ? NOT_THE_APP : 'koa-locked-session: session() takes one argument, an options object');
   }
   for (const key of Object.keys(opts)) {
     if (KNOWN.has(key)) continue;

@@ -92,9 +92,14 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     expect(() => session({ lockTimeout: Number.MAX_SAFE_INTEGER })).to.throw(TypeError, /lockTimeout.*2147483647.*Infinity to wait for ever/);
   });
 
-  it("koa-session's session(app) form is refused with a message saying what to write instead", () => {
+  it("koa-session's session(app) and session(opts, app) forms are refused with a message saying what to write instead", () => {
     const app = new Koa();
     expect(() => session(app as unknown as SessionOptions)).to.throw(TypeError, /takes an options object, not the app: write app\.use\(session\(\)\)/);
+    // koa-session's other form, session(opts, app), from plain JavaScript:
+    const withApp = session as unknown as (opts: SessionOptions, app: Koa) => unknown;
+    expect(() => withApp({ maxAge: 1000 }, app)).to.throw(TypeError, /takes an options object, not the app/);
+    const withMore = session as unknown as (opts: SessionOptions, more: unknown) => unknown;
+    expect(() => withMore({}, { maxAge: 1000 })).to.throw(TypeError, /takes one argument, an options object/);
   });
 
   const FROM_PEERS: Array<[string, Record<string, unknown>, RegExp]> = [
