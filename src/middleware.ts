@@ -200,6 +200,37 @@ export function session(opts?: SessionOptions): Middleware {
     else warnOnce('KOA_LOCKED_SESSION_REPLACED', 'ctx.session was replaced with another value, which is not stored; use ctx.session.set(key, value)');
   }
 
+  /** takeBack, after the handler failed with `failure` or not: the failure to go on with. */
+  async function takeBackAfter(ctx: Context, session: Session, failure: Failure | undefined): Promise<Failure | undefined> {
+    try {
+      await takeBack(ctx, session);
+    } catch (error) {
+      return failure ?? { error };
+    }
+    return failure;
+  }
+
+  /**
+   * Nested in a middleware that already serves this request's session
+   * (same store, same cookie): the outer one does the work. A session
+   * middleware of another cookie or store in between has put its own
+   * session in ctx.session, so `session` is put there for the handler, and
+   * the one in between back after it.
+   */
+  async function passThrough(ctx: Context, next: Next, session: Session): Promise<void> {
+    const between: unknown = ctx.session;
+    (ctx as { session: Session }).session = session;
+    let failure: Failure | undefined;
+    try {
+      await next();
+    } catch (error) {
+      failure = { error };
+    }
+    if (ctx.session !== session) failure = await takeBackAfter(ctx, session, failure);
+    (ctx as { session: unknown }).session = between;
+    if (failure !== undefined) throw failure.error;
+  }
+
   /** `ctx.session.views = 1`, as koa-session is used: a property of the object, never stored. */
   function warnAboutProperties(session: Session): void {
     const key = Object.keys(session)[0];
@@ -211,10 +242,13 @@ export function session(opts?: SessionOptions): Middleware {
 
   return async function lockedSession(ctx: Context, next: Next): Promise<void> {
     // Nested in a middleware that already serves this request's session (same store, same cookie):
-    // taking the lock again would wait for ever on the outer hold, so the outer one does the work.
+    // taking the lock again would wait for ever on the outer hold (see passThrough).
     const served = ctx as Served;
-    const outer = served[SERVED_BY];
-    if (outer === serving) return next();
+    const around = served[SERVED_BY];
+    const outer = servingOf(around, serving);
+    if (outer !== undefined) return outer.session === ctx.session ? next() : passThrough(ctx, next, outer.session);
+    // What a session middleware of another cookie or store around this one serves: put back after the handler.
+    const entered: unknown = ctx.session;
 
     // 1. Read the cookie; a malformed or badly signed one never reaches the store.
     const signed = sessionCookie.isSigned(ctx);
@@ -228,7 +262,7 @@ export function session(opts?: SessionOptions): Middleware {
     // A listener that throws once the store has changed (a session created, regenerated,
     // destroyed) must not keep the client from the cookie that goes with the change:
     // its error fails the request only once that cookie is on the response (step 5).
-    let listenerFailure: { error: unknown } | undefined;
+    let listenerFailure: Failure | undefined;
     const tell: Reporter = (event, id, oldId) => {
       try {
         report(ctx, event, id, oldId);
@@ -250,23 +284,19 @@ export function session(opts?: SessionOptions): Middleware {
       changedTooLate,
     });
     (ctx as { session: Session }).session = session;
-    served[SERVED_BY] = serving; // only while the handler runs: an error before it leaves the request unmarked
-    let failure: { error: unknown } | undefined;
+    served[SERVED_BY] = { mark: serving, session, outer: around }; // only while the handler runs
+    let failure: Failure | undefined;
     try {
       await next();
     } catch (error) {
       failure = { error }; // committed all the same, like a statement already made
     }
-    if (ctx.session !== session) {
-      try {
-        await takeBack(ctx, session);
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
+    if (ctx.session !== session) failure = await takeBackAfter(ctx, session, failure);
     if (Object.keys(session).length > 0) warnAboutProperties(session);
 
-    served[SERVED_BY] = outer;
+    served[SERVED_BY] = around;
+    // Code after this middleware's next() in the one around it changes that one's session, still uncommitted.
+    if (entered !== undefined) (ctx as { session: unknown }).session = entered;
 
     // 4. Commit, then unlock.
     state.committing = true;
@@ -321,11 +351,31 @@ export function session(opts?: SessionOptions): Middleware {
   };
 }
 
-/** Which session a middleware serves, on the request it serves: see LockTable.servingMark. */
+/** The session middlewares a request is in, while their handlers run: see LockTable.servingMark. */
 const SERVED_BY = Symbol('koa-locked-session: served by');
 
+/** One of them, with the session it serves, and the one around it (of another cookie or store). */
+interface Serving {
+  readonly mark: object;
+  readonly session: Session;
+  readonly outer: Serving | undefined;
+}
+
 interface Served {
-  [SERVED_BY]?: object;
+  [SERVED_BY]?: Serving;
+}
+
+/** The middleware with `mark` among those the request is in, if any. */
+function servingOf(innermost: Serving | undefined, mark: object): Serving | undefined {
+  for (let serving = innermost; serving !== undefined; serving = serving.outer) {
+    if (serving.mark === mark) return serving;
+  }
+  return undefined;
+}
+
+/** What a handler threw, kept until the session is committed. */
+interface Failure {
+  readonly error: unknown;
 }
 
 /** `session({ ...opts, store })`. */

@@ -781,4 +781,45 @@ describe('Request lifecycle: session() twice on one request path', () => {
     expect(run.errors).to.deep.equal([]);
     store.close();
   });
+
+  it('with a session() of another cookie and store in between, the nested one still leaves the work to the outer one and serves its session', async () => {
+    const store = memoryStore();
+    const adminStore = memoryStore();
+    const run = await start({ store, lockTimeout: 1000 }, async (ctx) => {
+      const n = (ctx.session.get<number>('n') ?? 0) + 1;
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      ctx.session.set('n', n);
+      ctx.body = { n };
+    }, { before: [session({ store, lockTimeout: 1000 }), session({ store: adminStore, cookieName: 'admin_sid', lockTimeout: 1000 })] });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ n: 1 });
+    const cookie = jar.get('session_id') as string;
+    const responses = await Promise.all(Array.from({ length: 10 }, () => call(run, new Jar().set('session_id', cookie), 'post')));
+    expect(responses.map((res) => res.status)).to.deep.equal(Array(10).fill(200));
+    expect((await call(run, jar, 'get')).body, 'a GET that changes the session (its commit takes the write lock)').to.deep.equal({ n: 12 });
+    expect(run.errors).to.deep.equal([]);
+    expect(jar.get('admin_sid'), 'the session in between stored nothing').to.equal(undefined);
+  });
+
+  it('after a session() of another cookie returns, ctx.session is the outer one again: a change made there is stored, and nothing warns', async () => {
+    const store = memoryStore();
+    const recordPage = async (ctx: Context, next: Next) => {
+      await next();
+      ctx.session.set('lastPage', ctx.path); // after the admin session() is done with the request
+    };
+    let warnings: string[] = [];
+    const run = await start({ store: memoryStore(), cookieName: 'admin_sid' }, (ctx) => {
+      ctx.body = { last: ctx.session.get('lastPage') ?? null };
+    }, { before: [session({ store }), recordPage] });
+    const jar = new Jar();
+    for (const code of ['KOA_LOCKED_SESSION_LATE_CHANGE', 'KOA_LOCKED_SESSION_REPLACED']) {
+      warnings = warnings.concat(await warningsDuring(code, async () => {
+        await call(run, jar, 'get', '/home');
+        await call(run, jar, 'get', '/panel');
+      }));
+    }
+    expect(warnings).to.deep.equal([]);
+    const sessionId = jar.get('session_id') as string;
+    expect(await store.get(sessionId)).to.deep.include({ data: { lastPage: '/panel' } });
+  });
 });
