@@ -5,7 +5,7 @@
  */
 import { PassThrough } from 'node:stream';
 import { inspect } from 'node:util';
-import type { Context, Next } from 'koa';
+import type { Context, Middleware, Next } from 'koa';
 import { MemoryStore, Session, session } from '../src';
 import type { SessionData } from '../src';
 import {
@@ -764,14 +764,18 @@ describe('Request lifecycle: signed cookies', () => {
 });
 
 describe('Request lifecycle: session() twice on one request path', () => {
-  it('a session() nested in another on the same store and cookie (app-wide, and again in a router or mounted app) leaves the work to the outer one: writes neither hang nor lose updates', async () => {
-    const store = new MemoryStore();
+  /**
+   * session({ store }) behind `before`, and a handler that increments n with
+   * an await in between: a first POST, then 10 concurrent ones and a GET
+   * that changes the session all succeed, none lost. The client's jar after.
+   */
+  async function incrementThrough(store: MemoryStore, before: Middleware[]): Promise<Jar> {
     const run = await start({ store, lockTimeout: 1000 }, async (ctx) => {
       const n = (ctx.session.get<number>('n') ?? 0) + 1;
       await new Promise((resolve) => setTimeout(resolve, 2));
       ctx.session.set('n', n);
       ctx.body = { n };
-    }, { before: [session({ store, lockTimeout: 1000 })] });
+    }, { before });
     const jar = new Jar();
     expect((await call(run, jar, 'post')).body).to.deep.equal({ n: 1 });
     const cookie = jar.get('session_id') as string;
@@ -779,25 +783,18 @@ describe('Request lifecycle: session() twice on one request path', () => {
     expect(responses.map((res) => res.status)).to.deep.equal(Array(10).fill(200));
     expect((await call(run, jar, 'get')).body, 'a GET that changes the session (its commit takes the write lock)').to.deep.equal({ n: 12 });
     expect(run.errors).to.deep.equal([]);
-    store.close();
+    return jar;
+  }
+
+  it('a session() nested in another on the same store and cookie (app-wide, and again in a router or mounted app) leaves the work to the outer one: writes neither hang nor lose updates', async () => {
+    const store = memoryStore();
+    await incrementThrough(store, [session({ store, lockTimeout: 1000 })]);
   });
 
   it('with a session() of another cookie and store in between, the nested one still leaves the work to the outer one and serves its session', async () => {
     const store = memoryStore();
-    const adminStore = memoryStore();
-    const run = await start({ store, lockTimeout: 1000 }, async (ctx) => {
-      const n = (ctx.session.get<number>('n') ?? 0) + 1;
-      await new Promise((resolve) => setTimeout(resolve, 2));
-      ctx.session.set('n', n);
-      ctx.body = { n };
-    }, { before: [session({ store, lockTimeout: 1000 }), session({ store: adminStore, cookieName: 'admin_sid', lockTimeout: 1000 })] });
-    const jar = new Jar();
-    expect((await call(run, jar, 'post')).body).to.deep.equal({ n: 1 });
-    const cookie = jar.get('session_id') as string;
-    const responses = await Promise.all(Array.from({ length: 10 }, () => call(run, new Jar().set('session_id', cookie), 'post')));
-    expect(responses.map((res) => res.status)).to.deep.equal(Array(10).fill(200));
-    expect((await call(run, jar, 'get')).body, 'a GET that changes the session (its commit takes the write lock)').to.deep.equal({ n: 12 });
-    expect(run.errors).to.deep.equal([]);
+    const admin = session({ store: memoryStore(), cookieName: 'admin_sid', lockTimeout: 1000 });
+    const jar = await incrementThrough(store, [session({ store, lockTimeout: 1000 }), admin]);
     expect(jar.get('admin_sid'), 'the session in between stored nothing').to.equal(undefined);
   });
 
