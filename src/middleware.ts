@@ -263,11 +263,15 @@ export function session(opts?: SessionOptions): Middleware {
     // destroyed) must not keep the client from the cookie that goes with the change:
     // its error fails the request only once that cookie is on the response (step 5).
     let listenerFailure: Failure | undefined;
+    let finished = false;
     const tell: Reporter = (event, id, oldId) => {
+      // Once this middleware is done there is no cookie left to keep: the error goes to the caller, as emit throws it.
+      if (finished) return report(ctx, event, id, oldId);
       try {
         report(ctx, event, id, oldId);
       } catch (error) {
-        listenerFailure ??= { error };
+        if (listenerFailure === undefined) listenerFailure = { error };
+        else ctx.app.emit('error', error, ctx);
       }
     };
 
@@ -295,59 +299,64 @@ export function session(opts?: SessionOptions): Middleware {
     if (Object.keys(session).length > 0) warnAboutProperties(session);
 
     served[SERVED_BY] = around;
-    // Code after this middleware's next() in the one around it changes that one's session, still uncommitted.
-    if (entered !== undefined) (ctx as { session: unknown }).session = entered;
-
-    // 4. Commit, then unlock.
-    state.committing = true;
-    const now = Date.now();
-    const refreshCookie = options.rolling || (cookie.state === 'valid' && cookie.resign);
-    const planned = planCommit(state, expiry, now, refreshCookie);
-    const sentBeforeCommit = ctx.res.headersSent; // a streamed body, ctx.respond = false: see withoutCookie
-    const plan = sentBeforeCommit ? withoutCookie(planned) : planned;
-    let action = NO_COOKIE;
-    let commitFailed = false;
     try {
-      if (plan !== 'none') {
-        // Refuse before writing anything when the cookie could not be sent (an interrupted commit sends none).
-        if (!sentBeforeCommit && plan !== 'interrupted') sessionCookie.assertCanBeSent(ctx);
-        const committing = commit({ state, lock, storage, expiry, report: tell }, plan, now);
-        action = committing instanceof Promise ? await committing : committing;
+      // 4. Commit, then unlock.
+      state.committing = true;
+      const now = Date.now();
+      const refreshCookie = options.rolling || (cookie.state === 'valid' && cookie.resign);
+      const planned = planCommit(state, expiry, now, refreshCookie);
+      const sentBeforeCommit = ctx.res.headersSent; // a streamed body, ctx.respond = false: see withoutCookie
+      const plan = sentBeforeCommit ? withoutCookie(planned) : planned;
+      let action = NO_COOKIE;
+      let commitFailed = false;
+      try {
+        if (plan !== 'none') {
+          // Refuse before writing anything when the cookie could not be sent (an interrupted commit sends none).
+          if (!sentBeforeCommit && plan !== 'interrupted') sessionCookie.assertCanBeSent(ctx);
+          const committing = commit({ state, lock, storage, expiry, report: tell }, plan, now);
+          action = committing instanceof Promise ? await committing : committing;
+        }
+      } catch (caught) {
+        commitFailed = true;
+        const error = reportIfTimedOut(ctx, state.loadedId ?? state.id, caught);
+        // With the headers out, failing the request would only keep Koa from sending its body
+        // (a stream would hang): the response stands, and the app hears of the failure.
+        if (!sentBeforeCommit) {
+          // The request fails with the commit's error; the app still hears of the others.
+          if (failure !== undefined) ctx.app.emit('error', failure.error, ctx);
+          if (listenerFailure !== undefined) ctx.app.emit('error', listenerFailure.error, ctx);
+          throw error;
+        }
+        ctx.app.emit('error', error, ctx);
+      } finally {
+        const releasing = lock?.release();
+        // A failed commit is not held up by handing back a cross-process lock either (see releaseAndThrow).
+        if (releasing !== undefined && !commitFailed) await releasing;
       }
-    } catch (caught) {
-      commitFailed = true;
-      const error = reportIfTimedOut(ctx, state.loadedId ?? state.id, caught);
-      // With the headers out, failing the request would only keep Koa from sending its body
-      // (a stream would hang): the response stands, and the app hears of the failure.
-      if (!sentBeforeCommit) {
-        if (listenerFailure !== undefined) ctx.app.emit('error', listenerFailure.error, ctx);
-        throw error;
-      }
-      ctx.app.emit('error', error, ctx);
-    } finally {
-      const releasing = lock?.release();
-      // A failed commit is not held up by handing back a cross-process lock either (see releaseAndThrow).
-      if (releasing !== undefined && !commitFailed) await releasing;
-    }
 
-    // 5. The cookie.
-    if (!ctx.res.headersSent) {
-      sendCookie(ctx, action, signed);
-      if (action.kind !== 'none') keepCookieOnError(ctx, sessionCookie);
-    } else if (action.kind !== 'none') {
-      // Sent during the commit, by a task the handler did not await: what was committed stays, without its cookie.
-      warnOnce(
-        'KOA_LOCKED_SESSION_HEADERS_SENT_IN_COMMIT',
-        "the response headers were sent while the session was being committed (by a task the handler did not await), so the session's cookie could not follow; " +
-          'send the response after the handler and the session middleware are done',
-      );
+      // 5. The cookie.
+      if (!ctx.res.headersSent) {
+        sendCookie(ctx, action, signed);
+        if (action.kind !== 'none') keepCookieOnError(ctx, sessionCookie);
+      } else if (action.kind !== 'none') {
+        // Sent during the commit, by a task the handler did not await: what was committed stays, without its cookie.
+        warnOnce(
+          'KOA_LOCKED_SESSION_HEADERS_SENT_IN_COMMIT',
+          "the response headers were sent while the session was being committed (by a task the handler did not await), so the session's cookie could not follow; " +
+            'send the response after the handler and the session middleware are done',
+        );
+      }
+      if (listenerFailure !== undefined) {
+        // The handler's own error goes first; with the headers out, failing would only cut the response short.
+        if (failure === undefined && !ctx.res.headersSent) failure = listenerFailure;
+        else ctx.app.emit('error', listenerFailure.error, ctx);
+      }
+      if (failure !== undefined) throw failure.error;
+    } finally {
+      finished = true;
+      // Code after this middleware's next() in the one around it changes that one's session, still uncommitted.
+      if (entered !== undefined) (ctx as { session: unknown }).session = entered;
     }
-    if (listenerFailure !== undefined) {
-      // The handler's own error goes first; with the headers out, failing would only cut the response short.
-      if (failure === undefined && !ctx.res.headersSent) failure = listenerFailure;
-      else ctx.app.emit('error', listenerFailure.error, ctx);
-    }
-    if (failure !== undefined) throw failure.error;
   };
 }
 

@@ -176,15 +176,14 @@ const NOT_THE_APP = "koa-locked-session: session() takes an options object, not 
 
 /**
  * Fills in defaults and checks every option; throws a TypeError naming the
- * first bad one. `extra` is whatever session() got after the options
- * (koa-session's `session(opts, app)`, from plain JavaScript): refused.
+ * first bad one. `extra` is whatever session() got after the options: an
+ * app there (koa-session's `session(opts, app)`, from plain JavaScript) is
+ * refused; anything else is ignored, as `options.map(session)` passes an index.
  */
 export function resolveOptions(opts: SessionOptions = {}, extra?: unknown): ResolvedOptions {
   if (typeof opts !== 'object' || opts === null) throw new TypeError('koa-locked-session: options must be an object');
   if (typeof (opts as { use?: unknown }).use === 'function') throw new TypeError(NOT_THE_APP);
-  if (extra !== undefined) {
-    throw new TypeError(typeof (extra as { use?: unknown } | null)?.use === 'function' ? NOT_THE_APP : 'koa-locked-session: session() takes one argument, an options object');
-  }
+  if (typeof (extra as { use?: unknown } | null | undefined)?.use === 'function') throw new TypeError(NOT_THE_APP);
   for (const key of Object.keys(opts)) {
     if (KNOWN.has(key)) continue;
     const hint = Object.hasOwn(FROM_PEERS, key) ? ` (${FROM_PEERS[key]})` : '';

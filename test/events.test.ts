@@ -559,6 +559,53 @@ describe('a listener that throws after the store changed', () => {
     expect(sessionIdOf(logout), 'the cookie expired on the error response').to.equal('');
   });
 
+  it('when two listeners throw in one request, the request fails with the first error and the app hears the second', async () => {
+    const run = start();
+    const saved = await request(run.server).post('/save').expect(200);
+    const created = failing(run, 'session:created');
+    const regenerated = failing(run, 'session:regenerated');
+
+    const login = await request(run.server).post('/login').set('Cookie', cookieHeader(saved)).expect(500);
+    expect(sessionIdOf(login), 'the new ID on the error response').to.match(/^[0-9a-f]{64}$/);
+    expect(run.errors).to.include(created);
+    expect(run.errors).to.include(regenerated);
+  });
+
+  it('a destroy() after the session middleware is done (in a middleware around it) rejects with a throwing listener’s error, as emit throws it', async () => {
+    const app = new Koa();
+    app.silent = true;
+    const store = new MemoryStore();
+    let outcome = 'pending';
+    app.use(async (ctx, next) => {
+      await next();
+      if (ctx.path === '/logout') {
+        await ctx.session.destroy().then(
+          () => (outcome = 'resolved'),
+          (error: Error) => (outcome = `rejected: ${error.message}`),
+        );
+      }
+    });
+    app.use(session({ store }));
+    app.use((ctx) => {
+      if (ctx.path === '/save') ctx.session.set('user', 'ada');
+      ctx.body = 'ok';
+    });
+    app.on('session:destroyed', () => {
+      throw new Error('metrics backend down');
+    });
+    const server = app.listen(0);
+    try {
+      const saved = await request(server).post('/save').expect(200);
+      await request(server).post('/logout').set('Cookie', cookieHeader(saved)).expect(200);
+      expect(outcome).to.equal('rejected: metrics backend down');
+      expect(await store.get(sessionIdOf(saved) as string), 'the session is removed all the same').to.equal(undefined);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      store.close();
+    }
+  });
+
   it("when the commit fails after such a listener threw, the request fails with the commit's error and the app still hears the listener's", async () => {
     // Removes sessions, but cannot save one.
     class NoSavesStore extends MemoryStore {
@@ -576,6 +623,26 @@ describe('a listener that throws after the store changed', () => {
     expect(await store.get(id), 'the destroyed session').to.equal(undefined);
     expect(run.errors).to.include(error);
     expect(run.errors.some((e) => e instanceof SessionStoreError), 'the failed save').to.equal(true);
+  });
+
+  it("when the commit fails after the handler threw, the request fails with the commit's error and the app still hears the handler's", async () => {
+    class NoCommits extends MemoryStore {
+      override async applyChanges(): Promise<boolean> {
+        throw new Error('store down');
+      }
+    }
+    const store = new NoCommits();
+    const handlerError = new Error('handler failed after its change');
+    const run = start({ store }, {
+      '/change-then-fail': (ctx) => {
+        ctx.session.set('user', 'grace');
+        throw handlerError;
+      },
+    });
+    const saved = await request(run.server).post('/save').expect(200);
+    await request(run.server).post('/change-then-fail').set('Cookie', cookieHeader(saved)).expect(503);
+    expect(run.errors).to.include(handlerError);
+    expect(run.errors.some((e) => e instanceof SessionStoreError), 'the failed commit').to.equal(true);
   });
 });
 

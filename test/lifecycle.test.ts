@@ -3,6 +3,7 @@
  * signed), when the session is committed and when Set-Cookie is sent, and
  * a handler that throws. Everything over real HTTP.
  */
+import { createHash } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { inspect } from 'node:util';
 import type { Context, Middleware, Next } from 'koa';
@@ -13,6 +14,9 @@ import {
 } from './support/app';
 
 afterEach(closeAll);
+
+/** What events carry instead of an ID. */
+const idHashOf = (id: string): string => createHash('sha256').update(id).digest('hex').slice(0, 16);
 
 interface Seen {
   id: string;
@@ -796,6 +800,29 @@ describe('Request lifecycle: session() twice on one request path', () => {
     const admin = session({ store: memoryStore(), cookieName: 'admin_sid', lockTimeout: 1000 });
     const jar = await incrementThrough(store, [session({ store, lockTimeout: 1000 }), admin]);
     expect(jar.get('admin_sid'), 'the session in between stored nothing').to.equal(undefined);
+  });
+
+  it("the events of a session() inside another are heard with that session in ctx.session, and the outer one's back after", async () => {
+    const heard: string[] = [];
+    const seenAfter: string[] = [];
+    const run = await start({ store: memoryStore(), cookieName: 'admin_sid' }, async (ctx) => {
+      ctx.session.set('admin', 'ada');
+      if (ctx.path === '/login') await ctx.session.regenerate();
+      ctx.body = 'ok';
+    }, {
+      before: [session({ store: memoryStore() }), async (ctx: Context, next: Next) => {
+        await next();
+        seenAfter.push(ctx.session.id);
+      }],
+    });
+    for (const event of ['session:created', 'session:regenerated'] as const) {
+      run.app.on(event, ({ ctx, idHash }: { ctx: Context; idHash: string }) => heard.push(`${event} ${idHash === idHashOf(ctx.session.id)}`));
+    }
+    const jar = new Jar();
+    await call(run, jar, 'post', '/start');
+    await call(run, jar, 'post', '/login');
+    expect(heard).to.deep.equal(['session:created true', 'session:created true', 'session:regenerated true']);
+    expect(seenAfter.every((id) => id !== jar.get('admin_sid')), 'after the inner session() returned: the outer session').to.equal(true);
   });
 
   it('after a session() of another cookie returns, ctx.session is the outer one again: a change made there is stored, and nothing warns', async () => {
