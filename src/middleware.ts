@@ -247,7 +247,7 @@ export function session(opts?: SessionOptions): Middleware {
     const around = served[SERVED_BY];
     const outer = servingOf(around, serving);
     if (outer !== undefined) return outer.session === ctx.session ? next() : passThrough(ctx, next, outer.session);
-    // What a session middleware of another cookie or store around this one serves: put back after the handler.
+    // What a session middleware of another cookie or store around this one serves: put back once this one is done.
     const entered: unknown = ctx.session;
 
     // 1. Read the cookie; a malformed or badly signed one never reaches the store.
