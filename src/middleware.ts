@@ -200,12 +200,13 @@ export function session(opts?: SessionOptions): Middleware {
     else warnOnce('KOA_LOCKED_SESSION_REPLACED', 'ctx.session was replaced with another value, which is not stored; use ctx.session.set(key, value)');
   }
 
-  /** takeBack, after the handler failed with `failure` or not: the failure to go on with. */
+  /** takeBack, after the handler failed with `failure` or not: the failure to go on with (the app hears of a second one). */
   async function takeBackAfter(ctx: Context, session: Session, failure: Failure | undefined): Promise<Failure | undefined> {
     try {
       await takeBack(ctx, session);
     } catch (error) {
-      return failure ?? { error };
+      if (failure === undefined) return { error };
+      ctx.app.emit('error', error, ctx);
     }
     return failure;
   }
@@ -218,7 +219,13 @@ export function session(opts?: SessionOptions): Middleware {
    * the one in between back after it.
    */
   async function passThrough(ctx: Context, next: Next, session: Session): Promise<void> {
-    const between: unknown = ctx.session;
+    let between: unknown = ctx.session;
+    if (!(between instanceof Session)) {
+      // Not another middleware's session but a replacement of this one (ctx.session = null in between): taken back first, in order.
+      const failed = await takeBackAfter(ctx, session, undefined);
+      if (failed !== undefined) throw failed.error;
+      between = session;
+    }
     (ctx as { session: Session }).session = session;
     let failure: Failure | undefined;
     try {

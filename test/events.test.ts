@@ -625,6 +625,26 @@ describe('a listener that throws after the store changed', () => {
     expect(run.errors.some((e) => e instanceof SessionStoreError), 'the failed save').to.equal(true);
   });
 
+  it("when ctx.session = null cannot be carried out after the handler threw, the request fails with the handler's error and the app hears the store's", async () => {
+    class NoRemovals extends MemoryStore {
+      override async destroy(): Promise<void> {
+        throw new Error('store down');
+      }
+    }
+    const store = new NoRemovals();
+    const handlerError = new Error('handler failed after logging out');
+    const run = start({ store }, {
+      '/null-then-fail': (ctx) => {
+        (ctx as { session: unknown }).session = null;
+        throw handlerError;
+      },
+    });
+    const saved = await request(run.server).post('/save').expect(200);
+    await request(run.server).post('/null-then-fail').set('Cookie', cookieHeader(saved)).expect(500);
+    expect(run.errors).to.include(handlerError);
+    expect(run.errors.some((e) => e instanceof SessionStoreError), 'the failed removal').to.equal(true);
+  });
+
   it("when the commit fails after the handler threw, the request fails with the commit's error and the app still hears the handler's", async () => {
     class NoCommits extends MemoryStore {
       override async applyChanges(): Promise<boolean> {

@@ -825,6 +825,33 @@ describe('Request lifecycle: session() twice on one request path', () => {
     expect(seenAfter.every((id) => id !== jar.get('admin_sid')), 'after the inner session() returned: the outer session').to.equal(true);
   });
 
+  it('ctx.session = null in a middleware before a nested session() of the same store logs out first: the handler sees the logged-out session, and what it sets starts a new one', async () => {
+    const store = memoryStore();
+    const seen: unknown[] = [];
+    const run = await start({ store }, (ctx) => {
+      if (ctx.path === '/login') ctx.session.set('user', 'ada');
+      else {
+        seen.push(ctx.session.get('user') ?? null);
+        ctx.session.set('flash', 'logged out');
+      }
+      ctx.body = 'ok';
+    }, {
+      before: [session({ store }), async (ctx: Context, next: Next) => {
+        if (ctx.path === '/logout') (ctx as { session: unknown }).session = null;
+        await next();
+      }],
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const loggedIn = jar.get('session_id') as string;
+    await call(run, jar, 'post', '/logout');
+    expect(seen, 'what the handler saw after the logout').to.deep.equal([null]);
+    const fresh = jar.get('session_id');
+    expect(fresh, 'a new session for what the handler set').to.match(HEX64).and.not.equal(loggedIn);
+    expect(await store.get(loggedIn), 'the logged-out session').to.equal(undefined);
+    expect(await store.get(fresh as string)).to.deep.include({ data: { flash: 'logged out' } });
+  });
+
   it('after a session() of another cookie returns, ctx.session is the outer one again: a change made there is stored, and nothing warns', async () => {
     const store = memoryStore();
     const recordPage = async (ctx: Context, next: Next) => {
