@@ -4,7 +4,7 @@ import Koa from 'koa';
 import type { Context } from 'koa';
 import request from 'supertest';
 import { MemoryStore, SessionLockTimeoutError, SessionStoreError, session } from '../src';
-import type { SessionData, SessionEvent, SessionEventName, SessionOptions, Store } from '../src';
+import type { Change, SessionData, SessionEvent, SessionEventName, SessionOptions, Store } from '../src';
 
 // chai 6 ships no type declarations and @types/chai is not a dev dependency.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -625,45 +625,52 @@ describe('a listener that throws after the store changed', () => {
     expect(run.errors.some((e) => e instanceof SessionStoreError), 'the failed save').to.equal(true);
   });
 
-  it("when ctx.session = null cannot be carried out after the handler threw, the request fails with the handler's error and the app hears the store's", async () => {
-    class NoRemovals extends MemoryStore {
-      override async destroy(): Promise<void> {
-        throw new Error('store down');
-      }
+  /** A MemoryStore whose removals or commits fail. */
+  class BrokenStore extends MemoryStore {
+    constructor(private readonly broken: 'destroy' | 'applyChanges') {
+      super();
     }
-    const store = new NoRemovals();
-    const handlerError = new Error('handler failed after logging out');
-    const run = start({ store }, {
-      '/null-then-fail': (ctx) => {
-        (ctx as { session: unknown }).session = null;
-        throw handlerError;
-      },
-    });
-    const saved = await request(run.server).post('/save').expect(200);
-    await request(run.server).post('/null-then-fail').set('Cookie', cookieHeader(saved)).expect(500);
-    expect(run.errors).to.include(handlerError);
-    expect(run.errors.some((e) => e instanceof SessionStoreError), 'the failed removal').to.equal(true);
-  });
 
-  it("when the commit fails after the handler threw, the request fails with the commit's error and the app still hears the handler's", async () => {
-    class NoCommits extends MemoryStore {
-      override async applyChanges(): Promise<boolean> {
-        throw new Error('store down');
-      }
+    override async destroy(id: string): Promise<void> {
+      if (this.broken === 'destroy') throw new Error('store down');
+      return super.destroy(id);
     }
-    const store = new NoCommits();
-    const handlerError = new Error('handler failed after its change');
-    const run = start({ store }, {
-      '/change-then-fail': (ctx) => {
-        ctx.session.set('user', 'grace');
-        throw handlerError;
+
+    override async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
+      if (this.broken === 'applyChanges') throw new Error('store down');
+      return super.applyChanges(id, changes, touchedAt, maxAgeMs);
+    }
+  }
+
+  const AFTER_A_HANDLER_ERROR: Array<[string, 'destroy' | 'applyChanges', Handler, number]> = [
+    [
+      "when ctx.session = null cannot be carried out after the handler threw, the request fails with the handler's error and the app hears the store's",
+      'destroy',
+      (ctx) => {
+        (ctx as { session: unknown }).session = null;
+        throw new Error('handler failed');
       },
+      500,
+    ],
+    [
+      "when the commit fails after the handler threw, the request fails with the commit's error and the app still hears the handler's",
+      'applyChanges',
+      (ctx) => {
+        ctx.session.set('user', 'grace');
+        throw new Error('handler failed');
+      },
+      503,
+    ],
+  ];
+  for (const [title, broken, handler, status] of AFTER_A_HANDLER_ERROR) {
+    it(title, async () => {
+      const run = start({ store: new BrokenStore(broken) }, { '/then-fail': handler });
+      const saved = await request(run.server).post('/save').expect(200);
+      await request(run.server).post('/then-fail').set('Cookie', cookieHeader(saved)).expect(status);
+      expect(run.errors.map((e) => (e as Error).message)).to.include('handler failed');
+      expect(run.errors.some((e) => e instanceof SessionStoreError), `the failed ${broken}`).to.equal(true);
     });
-    const saved = await request(run.server).post('/save').expect(200);
-    await request(run.server).post('/change-then-fail').set('Cookie', cookieHeader(saved)).expect(503);
-    expect(run.errors).to.include(handlerError);
-    expect(run.errors.some((e) => e instanceof SessionStoreError), 'the failed commit').to.equal(true);
-  });
+  }
 });
 
 describe('events with hashIds', () => {
