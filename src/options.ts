@@ -172,6 +172,11 @@ function checkNamePrefix(cookie: CookieSettings): void {
   }
 }
 
+/** A Koa app, as koa-session's `session(app)` / `session(opts, app)` pass it. */
+function isApp(value: unknown): boolean {
+  return typeof (value as { use?: unknown } | null | undefined)?.use === 'function';
+}
+
 const NOT_THE_APP = "koa-locked-session: session() takes an options object, not the app: write app.use(session()) or app.use(session({ ... }))";
 
 /**
@@ -182,8 +187,7 @@ const NOT_THE_APP = "koa-locked-session: session() takes an options object, not 
  */
 export function resolveOptions(opts: SessionOptions = {}, extra?: unknown): ResolvedOptions {
   if (typeof opts !== 'object' || opts === null) throw new TypeError('koa-locked-session: options must be an object');
-  if (typeof (opts as { use?: unknown }).use === 'function') throw new TypeError(NOT_THE_APP);
-  if (typeof (extra as { use?: unknown } | null | undefined)?.use === 'function') throw new TypeError(NOT_THE_APP);
+  if (isApp(opts) || isApp(extra)) throw new TypeError(NOT_THE_APP);
   for (const key of Object.keys(opts)) {
     if (KNOWN.has(key)) continue;
     const hint = Object.hasOwn(FROM_PEERS, key) ? ` (${FROM_PEERS[key]})` : '';
