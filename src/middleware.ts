@@ -118,7 +118,13 @@ export function session(opts?: SessionOptions): Middleware {
    * unknown): start afresh under a new ID, never the client's.
    */
   async function notFound(ctx: Context, id: string, lock: HeldLock): Promise<Opened> {
-    const removedAhead = lock.removedAfterAsking;
+    let removedAhead: boolean;
+    try {
+      // In this process the lock saw the removal; a RedisStore remembers one made in another process.
+      removedAhead = lock.removedAfterAsking || (await storage.wasRemoved(id));
+    } catch (error) {
+      return releaseAndThrow(lock, error);
+    }
     await lock.release();
     if (removedAhead) return { state: stateAfterRemoval(options.genid(), id), lock: undefined };
     report(ctx, 'session:missed', id);

@@ -24,8 +24,12 @@ export class Storage {
   private readonly direct: DirectStore | undefined;
   /** A RedisStore whose commits can read the session back for the next request in line (see applyAndRead). */
   private readonly readingBack: RedisStore | undefined;
-  /** A RedisStore that regenerates with a check against other processes (see move). */
-  private readonly moving: RedisStore | undefined;
+  /**
+   * A RedisStore whose destroy is its own: it regenerates with a check
+   * against other processes (see move), and remembers what was removed
+   * (see wasRemoved).
+   */
+  private readonly redis: RedisStore | undefined;
 
   constructor(
     private readonly store: Store,
@@ -39,7 +43,7 @@ export class Storage {
     this.writeLock = lock === undefined ? undefined : { acquire: (id, timeoutMs) => lock.acquire(this.key(id), timeoutMs) };
     // Under a cross-process write lock another process may write between two of ours: no hand-over then.
     this.readingBack = this.writeLock === undefined ? ownRedisStore(store, 'applyChanges') : undefined;
-    this.moving = ownRedisStore(store, 'destroy');
+    this.redis = ownRedisStore(store, 'destroy');
   }
 
   /** True when applyAndRead may be used. */
@@ -81,6 +85,16 @@ export class Storage {
   }
 
   /**
+   * True when a RedisStore remembers removing `id` lately, in any process
+   * (see RedisStore.wasRemoved); false at once for any other store.
+   */
+  wasRemoved(id: string): Eventually<boolean> {
+    const redis = this.redis;
+    if (redis === undefined) return false;
+    return this.attempt('load', () => redis.wasRemoved(this.key(id)));
+  }
+
+  /**
    * Replays `changes` onto the freshest stored data of `id` and records the
    * push time `touchedAt` (usually now): false, writing nothing, when the
    * session is gone. At once from a MemoryStore, else through a promise.
@@ -117,10 +131,10 @@ export class Storage {
    * RedisStore.moveSession).
    */
   async move(oldId: string, newId: string, changes: readonly Change[], now: number, ttl: number): Promise<boolean> {
-    const moving = this.moving;
-    if (moving !== undefined) {
+    const redis = this.redis;
+    if (redis !== undefined) {
       const live = (session: StoredSession) => this.live(session, now) !== undefined;
-      return this.attempt('regenerate', () => moving.moveSession(this.key(oldId), this.key(newId), changes, now, ttl, live));
+      return this.attempt('regenerate', () => redis.moveSession(this.key(oldId), this.key(newId), changes, now, ttl, live));
     }
     const fresh = await this.load(oldId, now);
     if (fresh === undefined) return false;

@@ -123,6 +123,11 @@ describe('RedisStore', function () {
     return keysOf(client, `${prefix}*`);
   }
 
+  /** This test's session hashes: its keys but the locks and the marks of removed sessions. */
+  async function sessionKeys(client: Redis): Promise<string[]> {
+    return (await ourKeys(client)).filter((key) => !key.endsWith(':lock') && !key.endsWith(':removed'));
+  }
+
   /** Starts a session holding { seed: 1 } in `jar` through `base`. */
   async function login(jar: CookieJar, base: string): Promise<string> {
     const reply = await send(jar, base, 'POST', '/set?key=seed&value=1');
@@ -160,9 +165,9 @@ describe('RedisStore', function () {
     const data = (await send(jar, a.url, 'GET', '/')).body as Record<string, number>;
     assert.equal(Object.keys(data).length, 70_001);
     assert.equal(data.item69999, 69_999);
-    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${jar.sessionId}}`], 'only the new ID is left');
+    assert.deepEqual(await sessionKeys(a.client), [`${prefix}{${jar.sessionId}}`], 'only the new ID is left');
     assert.equal((await send(jar, a.url, 'POST', '/destroy')).status, 204);
-    assert.deepEqual(await ourKeys(a.client), []);
+    assert.deepEqual(await sessionKeys(a.client), []);
   });
 
   it('keeps any key name and any JSON value, __proto__ and the empty key included', async () => {
@@ -253,7 +258,8 @@ describe('RedisStore', function () {
     }
     assert.ok(seen.includes(`${prefix}{${sha256Hex(id)}}`), 'the session key is named by the hash');
     assert.ok(seen.includes(`${prefix}{${sha256Hex(id)}}:lock`), 'the lock key is named by the hash');
-    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${sha256Hex(id)}}`]);
+    assert.ok(seen.includes(`${prefix}{${sha256Hex(first)}}:removed`), 'the mark of the regenerated-away ID is named by the hash');
+    assert.deepEqual(await sessionKeys(a.client), [`${prefix}{${sha256Hex(id)}}`]);
   });
 
   for (const [kind, clientOptions] of CLIENT_KINDS) {
@@ -601,7 +607,7 @@ describe('RedisStore', function () {
     assert.ok(pttl > 50_000, `PTTL ${pttl}: the later push's expiry stays`);
   });
 
-  it('regenerate and destroy remove the old keys from Redis', async () => {
+  it('regenerate and destroy remove the old keys from Redis, leaving a mark of the removal for a minute', async () => {
     const a = await instance({ lock: true });
     const jar = new CookieJar();
     const first = await login(jar, a.url);
@@ -610,13 +616,17 @@ describe('RedisStore', function () {
     await send(jar, a.url, 'POST', '/regenerate');
     const second = jar.sessionId as string;
     assert.notEqual(second, first);
-    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${second}}`]);
+    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${first}}:removed`, `${prefix}{${second}}`]);
     assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 });
 
     const reply = await send(jar, a.url, 'POST', '/destroy');
     assert.equal(reply.status, 204);
     assert.equal(jar.sessionId, undefined);
-    assert.deepEqual(await ourKeys(a.client), []);
+    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${first}}:removed`, `${prefix}{${second}}:removed`]);
+    for (const id of [first, second]) {
+      const pttl = await a.client.pttl(a.store.removedKey(id));
+      assert.ok(pttl > 55_000 && pttl <= 60_000, `PTTL ${pttl}: the mark stays for a minute`);
+    }
   });
 
   it('a slower request in one process never brings back a session destroyed in another', async () => {
@@ -636,7 +646,86 @@ describe('RedisStore', function () {
     assert.equal(reply.status, 200);
     assert.ok(!reply.setCookies.some((line) => line.includes(id)), 'no cookie for the destroyed ID');
     assert.equal(interrupted.length, 1);
-    assert.deepEqual(await ourKeys(a.client), [], 'the session stays destroyed');
+    assert.deepEqual(await sessionKeys(a.client), [], 'the session stays destroyed');
+  });
+
+  describe('a request still carrying an ID that another process removed starts no session: its cookie would replace the login\'s, or undo the logout', () => {
+    /** A second tab of the browser `jar`, still holding its cookie. */
+    function tabOf(jar: CookieJar): CookieJar {
+      const tab = new CookieJar();
+      for (const [name, value] of jar.cookies) tab.cookies.set(name, value);
+      return tab;
+    }
+
+    /** What `b` does with a write request from `tab`, whose session `a` removed; `a` and `b` stand for two processes. */
+    async function lateWrite(b: TestApp, tab: CookieJar, write: Promise<Reply>) {
+      const interrupted: unknown[] = [];
+      const missed: unknown[] = [];
+      b.app.on('session:interrupted', (event) => interrupted.push(event));
+      b.app.on('session:missed', (event) => missed.push(event));
+      const reply = await write;
+      return { reply, interrupted: interrupted.length, missed: missed.length };
+    }
+
+    for (const [removal, path] of [['a login (regenerate)', '/regenerate'], ['a logout (destroy)', '/destroy']] as const) {
+      it(`with lock: true, a write queued for the Redis lock behind ${removal}`, async () => {
+        const a = await instance({ lock: true });
+        const b = await instance({ lock: true });
+        const jar = new CookieJar();
+        const oldId = await login(jar, a.url);
+        const tab = tabOf(jar);
+
+        const removing = send(jar, a.url, 'POST', `${path}?hold`);
+        await a.app.held(); // holds the session's Redis lock; a regenerate moves the session at its commit
+        const late = lateWrite(b.app, tab, send(tab, b.url, 'POST', '/incr'));
+        await sleep(200); // b polls for the Redis lock meanwhile
+        a.app.release();
+        assert.ok([200, 204].includes((await removing).status));
+        const { reply, interrupted, missed } = await late;
+
+        assert.equal(reply.status, 200);
+        assert.deepEqual(reply.setCookies, [], 'no cookie goes out: the browser keeps what the login or logout sent');
+        assert.equal(interrupted, 1);
+        assert.equal(missed, 0);
+        assert.equal(tab.sessionId, oldId);
+        assert.deepEqual(await sessionKeys(a.client), path === '/regenerate' ? [`${prefix}{${jar.sessionId}}`] : [], 'no session was started');
+      });
+    }
+
+    it('without lock: true, a write that arrives after the login', async () => {
+      const a = await instance();
+      const b = await instance();
+      const jar = new CookieJar();
+      const oldId = await login(jar, a.url);
+      const tab = tabOf(jar);
+      await send(jar, a.url, 'POST', '/regenerate');
+
+      const { reply, interrupted, missed } = await lateWrite(b.app, tab, send(tab, b.url, 'POST', '/set?key=cart&value=1'));
+      assert.equal(reply.status, 200);
+      assert.deepEqual(reply.setCookies, []);
+      assert.equal(interrupted, 1);
+      assert.equal(missed, 0);
+      assert.deepEqual(await sessionKeys(a.client), [`${prefix}{${jar.sessionId}}`]);
+      assert.deepEqual((await send(jar, b.url, 'GET', '/')).body, { seed: 1 }, 'the login goes on');
+
+      // Once the removal is forgotten, the old ID is an unknown one like any other: a new session starts.
+      await a.client.del(a.store.removedKey(oldId));
+      const afterwards = await send(tab, b.url, 'POST', '/set?key=cart&value=1');
+      assert.equal(afterwards.status, 200);
+      assert.notEqual(tab.sessionId, oldId);
+      assert.notEqual(tab.sessionId, jar.sessionId);
+    });
+
+    it('a session destroyed through the store itself (a "log out everywhere" tool) is remembered too', async () => {
+      const a = await instance();
+      const jar = new CookieJar();
+      const id = await login(jar, a.url);
+      await a.store.destroy(id);
+      const { reply, interrupted } = await lateWrite(a.app, jar, send(jar, a.url, 'POST', '/set?key=k&value=1'));
+      assert.deepEqual(reply.setCookies, []);
+      assert.equal(interrupted, 1);
+      assert.deepEqual(await sessionKeys(a.client), []);
+    });
   });
 
   describe('a regenerate racing another process', () => {
@@ -694,8 +783,7 @@ describe('RedisStore', function () {
       const otherReply = await other(elsewhere, a.url);
       gate.release();
       const regenerated = await regenerating;
-      const sessionKeys = (await ourKeys(a.client)).filter((key) => !key.endsWith(':lock'));
-      return { a, jar, elsewhere, oldId, otherReply, regenerated, sessionKeys };
+      return { a, jar, elsewhere, oldId, otherReply, regenerated, sessionKeys: await sessionKeys(a.client) };
     }
 
     const setsSessionCookie = (reply: Reply) => reply.setCookies.some((line) => /^session_id=[^;]+/.test(line));

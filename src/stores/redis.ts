@@ -46,7 +46,9 @@ export interface RedisStoreOptions {
  * a key that is not well-formed UTF-16, see fieldOf); `m:c` and `m:t` hold
  * createdAt and touchedAt. The prefixes keep the library's meta apart from
  * the user's keys, so no key is reserved. The lock, when used, is
- * `${prefix}{${id}}:lock`: the hash tag `{id}` puts both in one Cluster slot.
+ * `${prefix}{${id}}:lock`, and `${prefix}{${id}}:removed` remembers for a
+ * while that the session was removed (see REMOVED_MEMORY_MS): the hash tag
+ * `{id}` puts all three in one Cluster slot.
  */
 const DATA = 'd:';
 const ESCAPED_DATA = 'u:';
@@ -72,10 +74,18 @@ function keyOfField(field: string): string | undefined {
 class Script {
   readonly sha: string;
 
-  constructor(readonly source: string) {
+  /** `keys`: how many of a call's first arguments are keys (KEYS[1..keys]). */
+  constructor(readonly source: string, readonly keys = 1) {
     this.sha = createHash('sha1').update(source).digest('hex');
   }
 }
+
+/**
+ * How long a removed session's ID is remembered (see wasRemoved): longer
+ * than any request sent with the old cookie before the client heard of the
+ * logout or login should still be on its way.
+ */
+const REMOVED_MEMORY_MS = 60_000;
 
 /** KEYS[1] the session hash; ARGV[1] expiry ms; ARGV[2..] field, value pairs. Replaces the whole record. */
 const REPLACE = new Script(`
@@ -143,23 +153,36 @@ const APPLY = new Script(applySource('1'));
 /** Answers the session's fields as they are once applied (HGETALL's flat list), 0 when it is gone. */
 const APPLY_AND_READ = new Script(applySource("redis.call('HGETALL', KEYS[1])"));
 
+/** KEYS[1] a session hash, KEYS[2] its removal mark; ARGV[1] how long the mark stays, in ms. Removes the session. */
+const DESTROY = new Script(`
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+return 1
+`, 2);
+
 /**
- * KEYS[1] a session hash; ARGV its fields and values as they were read
- * (HGETALL's pairs, in any order). Deletes the session only if it is still
- * exactly that: answers 1 once deleted, 0 when it is gone, -1 when it changed.
+ * KEYS[1] a session hash, KEYS[2] its removal mark; ARGV[1] how long the
+ * mark stays, in ms; ARGV[2..] the session's fields and values as they were
+ * read (HGETALL's pairs, in any order). Removes the session only if it is
+ * still exactly that: answers 1 once removed, 0 when it is gone, -1 when it
+ * changed.
  */
 const RETIRE = new Script(`
 local current = redis.call('HGETALL', KEYS[1])
 if #current == 0 then return 0 end
-if #current ~= #ARGV then return -1 end
+if #current ~= #ARGV - 1 then return -1 end
 local expected = {}
-for i = 1, #ARGV, 2 do expected[ARGV[i]] = ARGV[i + 1] end
+for i = 2, #ARGV, 2 do expected[ARGV[i]] = ARGV[i + 1] end
 for i = 1, #current, 2 do
   if expected[current[i]] ~= current[i + 1] then return -1 end
 end
 redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 return 1
-`);
+`, 2);
+
+/** KEYS[1] a removal mark: 1 while it is there, else 0. */
+const REMOVED = new Script(`return redis.call('EXISTS', KEYS[1])`);
 
 /** A regenerate whose old session other processes keep changing gives up after this many copies. */
 const MOVE_ATTEMPTS = 10;
@@ -305,6 +328,11 @@ export class RedisStore implements AtomicStore, LockingStore {
     return `${this.key(id)}:lock`;
   }
 
+  /** The Redis key that remembers for REMOVED_MEMORY_MS that session `id` was removed. */
+  removedKey(id: string): string {
+    return `${this.key(id)}:removed`;
+  }
+
   /** The record stored for `id` ({ data, createdAt, touchedAt }), or undefined. Redis drops expired ones itself. */
   async get(id: string): Promise<SessionData | undefined> {
     const session = await this.readSession(id, Date.now());
@@ -328,7 +356,7 @@ export class RedisStore implements AtomicStore, LockingStore {
       const json = JSON.stringify(value);
       if (json !== undefined) args.push(fieldOf(key), json); // as JSON would: undefined values are left out
     }
-    await this.run(REPLACE, this.key(id), args);
+    await this.run(REPLACE, [this.key(id)], args);
   }
 
   /**
@@ -338,12 +366,27 @@ export class RedisStore implements AtomicStore, LockingStore {
   async writeSession(id: string, session: StoredSession, maxAgeMs: number): Promise<void> {
     const args = replaceArgs(session.createdAt, session.touchedAt, maxAgeMs);
     for (const [key, slot] of session.values) args.push(fieldOf(key), jsonOf(slot));
-    await this.run(REPLACE, this.key(id), args);
+    await this.run(REPLACE, [this.key(id)], args);
   }
 
-  /** Removes `id`. Its lock, if held, stays with its holder, who removes it. */
+  /**
+   * Removes `id`, and remembers for REMOVED_MEMORY_MS that it did (see
+   * wasRemoved). Its lock, if held, stays with its holder, who removes it.
+   */
   async destroy(id: string): Promise<void> {
-    await this.guard(this.client.del(this.key(id)), this.timeout);
+    await this.run(DESTROY, [this.key(id), this.removedKey(id)], [REMOVED_MEMORY_MS]);
+  }
+
+  /**
+   * @internal True when `id` was removed (destroyed or regenerated away) in
+   * the last REMOVED_MEMORY_MS, by any process: a request that still carries
+   * the old ID, sent before its client heard of the logout or the login,
+   * must not start a new session, whose cookie would replace the login's.
+   * In one process, the lock table knows this of the requests that waited
+   * (see LockTable.removalStarted); this is how other processes know it.
+   */
+  async wasRemoved(id: string): Promise<boolean> {
+    return (await this.run(REMOVED, [this.removedKey(id)], [])) === 1;
   }
 
   /** Pushes the expiry of `id` out to `maxAgeMs` from now; never creates a session. */
@@ -352,7 +395,7 @@ export class RedisStore implements AtomicStore, LockingStore {
   }
 
   async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
-    return (await this.run(APPLY, this.key(id), applyArgs(changes, touchedAt, maxAgeMs))) === 1;
+    return (await this.run(APPLY, [this.key(id)], applyArgs(changes, touchedAt, maxAgeMs))) === 1;
   }
 
   /** @internal applyChanges, for the middleware (see DirectStore); an override of applyChanges is called. */
@@ -366,7 +409,7 @@ export class RedisStore implements AtomicStore, LockingStore {
    * server: see ownRedisStore.
    */
   async applyAndRead(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<StoredSession | undefined> {
-    const answer = await this.run(APPLY_AND_READ, this.key(id), applyArgs(changes, touchedAt, maxAgeMs));
+    const answer = await this.run(APPLY_AND_READ, [this.key(id)], applyArgs(changes, touchedAt, maxAgeMs));
     if (!Array.isArray(answer)) return undefined;
     const fields: Record<string, string> = {};
     for (let i = 0; i + 1 < answer.length; i += 2) fields[String(answer[i])] = String(answer[i + 1]);
@@ -393,9 +436,9 @@ export class RedisStore implements AtomicStore, LockingStore {
       if (session === undefined || !live(session)) return false;
       replayChanges(changes, session.values);
       await this.writeSession(newId, { values: session.values, createdAt: now, touchedAt: now }, maxAgeMs);
-      const retired = await this.run(RETIRE, this.key(oldId), Object.entries(fields).flat());
+      const retired = await this.run(RETIRE, [this.key(oldId), this.removedKey(oldId)], [REMOVED_MEMORY_MS, ...Object.entries(fields).flat()]);
       if (retired === 1) return true;
-      await this.destroy(newId);
+      await this.guard(this.client.del(this.key(newId)), this.timeout); // a copy no client ever heard of
       if (retired === 0) return false;
       if (attempt === MOVE_ATTEMPTS) {
         throw new Error(`the session changed in another process during each of ${MOVE_ATTEMPTS} attempts to regenerate it`);
@@ -421,10 +464,10 @@ export class RedisStore implements AtomicStore, LockingStore {
       const cap = attempt === 0 ? this.timeout : Math.max(1, Math.min(deadline - Date.now(), this.timeout));
       let reply: unknown;
       try {
-        reply = await this.run(LOCK, key, [token, this.lockTtl], cap);
+        reply = await this.run(LOCK, [key], [token, this.lockTtl], cap);
       } catch (error) {
         // A SET still queued in the client may land later: queue its undoing behind it.
-        this.run(UNLOCK, key, [token]).catch(() => undefined);
+        this.run(UNLOCK, [key], [token]).catch(() => undefined);
         if (error instanceof RedisTimeoutError && cap < this.timeout) throw new SessionLockTimeoutError(timeoutMs);
         throw error;
       }
@@ -444,7 +487,7 @@ export class RedisStore implements AtomicStore, LockingStore {
    */
   private holdLock(key: string, token: string): () => Promise<void> {
     const renewal = setInterval(() => {
-      this.run(RENEW, key, [token, this.lockTtl]).then(
+      this.run(RENEW, [key], [token, this.lockTtl]).then(
         (renewed) => {
           if (renewed !== 1) {
             clearInterval(renewal);
@@ -459,22 +502,22 @@ export class RedisStore implements AtomicStore, LockingStore {
     return () => {
       released ??= (async () => {
         clearInterval(renewal);
-        await this.run(UNLOCK, key, [token]);
+        await this.run(UNLOCK, [key], [token]);
       })();
       return released;
     };
   }
 
-  /** Runs `script` on `key` by its SHA, loading it on a node that does not have it yet. */
-  private run(script: Script, key: string, args: (string | number)[], timeoutMs = this.timeout): Promise<unknown> {
-    const keysAndArgs = [key];
+  /** Runs `script` on `keys` by its SHA, loading it on a node that does not have it yet. */
+  private run(script: Script, keys: string[], args: (string | number)[], timeoutMs = this.timeout): Promise<unknown> {
+    const keysAndArgs = [...keys];
     for (const arg of args) keysAndArgs.push(String(arg));
     const call = async () => {
       try {
-        return await this.client.evalsha(script.sha, 1, keysAndArgs);
+        return await this.client.evalsha(script.sha, script.keys, keysAndArgs);
       } catch (error) {
         if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-        return this.client.eval(script.source, 1, keysAndArgs);
+        return this.client.eval(script.source, script.keys, keysAndArgs);
       }
     };
     return this.guard(call(), timeoutMs);

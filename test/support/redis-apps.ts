@@ -69,7 +69,7 @@ export interface TestApp {
   readonly app: Koa;
   /** `http://127.0.0.1:PORT` */
   readonly url: string;
-  /** Requests to POST /hold wait here until release() (they have their lock). */
+  /** Requests to POST /hold (and held ones to /regenerate, /destroy) wait here until release() (they have their lock). */
   readonly holds: Array<() => void>;
   /** Resolves once at least `count` requests are waiting in POST /hold. */
   held(count?: number): Promise<void>;
@@ -86,14 +86,15 @@ const json = (value: unknown) => JSON.parse(String(value)) as unknown;
  *   POST /set?key=&value=   set key to the JSON value (keyJson= instead of key=: the key as JSON, for keys a URL cannot carry)
  *   POST /incr?delay=ms     n = n + 1, with an await of `delay` ms in between
  *   POST /hold?key=&value=  set, then wait for release() before committing
- *   POST /regenerate        new ID, same data
- *   POST /destroy           log out
+ *   POST /regenerate        new ID, same data (?hold: then wait for release(), before the commit)
+ *   POST /destroy           log out (?hold: then wait for release())
  */
 export async function startApp(store: Store, options: SessionOptions = {}): Promise<TestApp> {
   const app = new Koa();
   app.keys = ['redis-suite-secret'];
   app.silent = true; // the 503s are expected; the tests assert them
   const holds: Array<() => void> = [];
+  const hold = () => new Promise<void>((resolve) => holds.push(resolve));
   app.use(withStore(store, options));
   app.use(async (ctx) => {
     const session = ctx.session;
@@ -115,15 +116,17 @@ export async function startApp(store: Store, options: SessionOptions = {}): Prom
       }
       case 'POST /hold':
         session.set(String(query.key), json(query.value));
-        await new Promise<void>((resolve) => holds.push(resolve));
+        await hold();
         ctx.body = session.toJSON();
         return;
       case 'POST /regenerate':
         await session.regenerate();
+        if (query.hold !== undefined) await hold();
         ctx.body = session.toJSON();
         return;
       case 'POST /destroy':
         await session.destroy();
+        if (query.hold !== undefined) await hold();
         ctx.status = 204;
         return;
       default:
