@@ -553,6 +553,34 @@ describe('RedisStore', function () {
     assert.equal(await client.exists(store.lockKey('some-session')), 0);
   });
 
+  for (const [what, path] of [['an update', '/hold?key=stale&value=1'], ['a regenerate', '/regenerate?hold']]) {
+    it(`with lock: true, ${what} whose Redis lock expired while it ran (a stall longer than lockTtl) gets a 503 and writes nothing; the new holder's changes stand`, async () => {
+      const a = await instance({ lock: true });
+      const b = await instance({ lock: true });
+      const jar = new CookieJar();
+      const id = await login(jar, a.url);
+      const storeErrors: unknown[] = [];
+      a.app.app.on('error', (error) => storeErrors.push(error));
+
+      const stale = send(jar, a.url, 'POST', path);
+      await a.app.held();
+      await a.client.del(a.store.lockKey(id)); // as if it had expired while the process stalled
+      const fresh = send(jar, b.url, 'POST', '/hold?key=fresh&value=2');
+      await b.app.held(); // b took the lock
+      a.app.release();
+      const staleReply = await stale;
+      b.app.release();
+
+      assert.equal(staleReply.status, 503);
+      assert.equal((await fresh).status, 200);
+      assert.equal(jar.sessionId, id);
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, fresh: 2 });
+      assert.deepEqual(await ourKeys(a.client), [`${prefix}{${id}}`], 'no copy, no lock and no removal mark left behind');
+      const cause = (storeErrors[0] as { cause?: Error } | undefined)?.cause;
+      assert.match(String(cause?.message), /Redis lock expired \(lockTtl 10000 ms\) before the commit, so nothing was written/);
+    });
+  }
+
   it('a lifetime beyond Number.MAX_SAFE_INTEGER is refused before anything is written: the stored session and its expiry stay', async () => {
     const a = await instance();
     await a.store.set('kept', { data: { v: 1 }, createdAt: 1, touchedAt: 1 }, 60_000);

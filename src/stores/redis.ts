@@ -101,18 +101,29 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `);
 
+/** What APPLY, APPLY_AND_READ and RETIRE answer, writing nothing, when the caller's lock is no longer its own. */
+const LOCK_LOST = -2;
+
+/** The Lua check that the lock `lockKey` is still held with `token` ('' when the caller holds none): else answers LOCK_LOST. */
+function lockCheck(lockKey: string, token: string): string {
+  return `if ${token} ~= '' and redis.call('GET', ${lockKey}) ~= ${token} then return ${LOCK_LOST} end`;
+}
+
 /**
  * The source of APPLY and APPLY_AND_READ, which differ only in what they
- * answer once applied. KEYS[1] the session hash; ARGV[1] touchedAt; ARGV[2]
- * expiry ms; ARGV[3..] the change log: 's' field json | 'd' field | 'c'.
- * The existence check and the writes run as one step on the server, so a
- * session destroyed by any process is never brought back, and commits to
- * different keys by different processes never overwrite each other.
+ * answer once applied. KEYS[1] the session hash, KEYS[2] its lock; ARGV[1]
+ * touchedAt; ARGV[2] expiry ms; ARGV[3] the token of the lock the caller
+ * holds, or '' for none; ARGV[4..] the change log: 's' field json | 'd'
+ * field | 'c'. The checks and the writes run as one step on the server, so
+ * a session destroyed by any process is never brought back, commits to
+ * different keys by different processes never overwrite each other, and a
+ * holder whose lock expired (LOCK_LOST) writes nothing.
  */
 function applySource(answer: string): string {
   return `
+${lockCheck('KEYS[2]', 'ARGV[3]')}
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local i = 3
+local i = 4
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 's' then
@@ -148,10 +159,10 @@ return ${answer}
 }
 
 /** Answers 1 once applied, 0 when the session is gone. */
-const APPLY = new Script(applySource('1'));
+const APPLY = new Script(applySource('1'), 2);
 
 /** Answers the session's fields as they are once applied (HGETALL's flat list), 0 when it is gone. */
-const APPLY_AND_READ = new Script(applySource("redis.call('HGETALL', KEYS[1])"));
+const APPLY_AND_READ = new Script(applySource("redis.call('HGETALL', KEYS[1])"), 2);
 
 /** KEYS[1] a session hash, KEYS[2] its removal mark; ARGV[1] how long the mark stays, in ms. Removes the session. */
 const DESTROY = new Script(`
@@ -161,25 +172,27 @@ return 1
 `, 2);
 
 /**
- * KEYS[1] a session hash, KEYS[2] its removal mark; ARGV[1] how long the
- * mark stays, in ms; ARGV[2..] the session's fields and values as they were
- * read (HGETALL's pairs, in any order). Removes the session only if it is
- * still exactly that: answers 1 once removed, 0 when it is gone, -1 when it
- * changed.
+ * KEYS[1] a session hash, KEYS[2] its removal mark, KEYS[3] its lock;
+ * ARGV[1] how long the mark stays, in ms; ARGV[2] the token of the lock the
+ * caller holds, or ''; ARGV[3..] the session's fields and values as they
+ * were read (HGETALL's pairs, in any order). Removes the session only if it
+ * is still exactly that: answers 1 once removed, 0 when it is gone, -1 when
+ * it changed, LOCK_LOST when the caller's lock expired.
  */
 const RETIRE = new Script(`
+${lockCheck('KEYS[3]', 'ARGV[2]')}
 local current = redis.call('HGETALL', KEYS[1])
 if #current == 0 then return 0 end
-if #current ~= #ARGV - 1 then return -1 end
+if #current ~= #ARGV - 2 then return -1 end
 local expected = {}
-for i = 2, #ARGV, 2 do expected[ARGV[i]] = ARGV[i + 1] end
+for i = 3, #ARGV, 2 do expected[ARGV[i]] = ARGV[i + 1] end
 for i = 1, #current, 2 do
   if expected[current[i]] ~= current[i + 1] then return -1 end
 end
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 return 1
-`, 2);
+`, 3);
 
 /** KEYS[1] a removal mark: 1 while it is there, else 0. */
 const REMOVED = new Script(`return redis.call('EXISTS', KEYS[1])`);
@@ -254,9 +267,9 @@ function replaceArgs(createdAt: number, touchedAt: number, maxAgeMs: number): (s
   return [expiryMs(maxAgeMs), CREATED, createdAt, TOUCHED, touchedAt];
 }
 
-/** APPLY's arguments: the push time, the expiry and the change log. */
-function applyArgs(changes: readonly Change[], touchedAt: number, maxAgeMs: number): (string | number)[] {
-  const args: (string | number)[] = [touchedAt, expiryMs(maxAgeMs)];
+/** APPLY's arguments: the push time, the expiry, the token of the lock held (or ''), and the change log. */
+function applyArgs(changes: readonly Change[], touchedAt: number, maxAgeMs: number, token: string): (string | number)[] {
+  const args: (string | number)[] = [touchedAt, expiryMs(maxAgeMs), token];
   for (const change of changes) {
     if (change.op === 'set') {
       const json = JSON.stringify(change.value);
@@ -281,6 +294,18 @@ function sessionOfFields(fields: Record<string, string>, now: number): StoredSes
     if (key !== undefined) values.set(key, new JsonText(fields[name] as string));
   }
   return { values, createdAt: Number(fields[CREATED] ?? now), touchedAt: Number(fields[TOUCHED] ?? now) };
+}
+
+/**
+ * A commit made under a write lock that expired meanwhile: its process was
+ * stalled for longer than lockTtl, and another process may have taken the
+ * lock and written since. Nothing was written.
+ */
+class RedisLockLostError extends Error {
+  constructor(ms: number) {
+    super(`koa-locked-session: the session's Redis lock expired (lockTtl ${ms} ms) before the commit, so nothing was written`);
+    this.name = 'RedisLockLostError';
+  }
 }
 
 /** A Redis call that did not answer in time. */
@@ -308,6 +333,12 @@ export class RedisStore implements AtomicStore, LockingStore {
   readonly writeLock: DistributedLock | undefined;
   private readonly lockTtl: number;
   private readonly timeout: number;
+  /**
+   * The tokens of the write locks that requests of this process hold, by
+   * lock key (see holdLock): their commits write only while the lock is
+   * still theirs. The in-process lock admits one holder per session.
+   */
+  private readonly heldLocks = new Map<string, string>();
 
   constructor(options: RedisStoreOptions) {
     const checked = checkOptions(options);
@@ -395,7 +426,7 @@ export class RedisStore implements AtomicStore, LockingStore {
   }
 
   async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
-    return (await this.run(APPLY, [this.key(id)], applyArgs(changes, touchedAt, maxAgeMs))) === 1;
+    return this.checked(await this.runApply(APPLY, id, changes, touchedAt, maxAgeMs)) === 1;
   }
 
   /** @internal applyChanges, for the middleware (see DirectStore); an override of applyChanges is called. */
@@ -409,11 +440,29 @@ export class RedisStore implements AtomicStore, LockingStore {
    * server: see ownRedisStore.
    */
   async applyAndRead(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<StoredSession | undefined> {
-    const answer = await this.run(APPLY_AND_READ, [this.key(id)], applyArgs(changes, touchedAt, maxAgeMs));
+    const answer = this.checked(await this.runApply(APPLY_AND_READ, id, changes, touchedAt, maxAgeMs));
     if (!Array.isArray(answer)) return undefined;
     const fields: Record<string, string> = {};
     for (let i = 0; i + 1 < answer.length; i += 2) fields[String(answer[i])] = String(answer[i + 1]);
     return sessionOfFields(fields, touchedAt);
+  }
+
+  /** Runs APPLY or APPLY_AND_READ on `id`, under the write lock this process holds on it, if any. */
+  private runApply(script: Script, id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<unknown> {
+    const lock = this.heldLockOf(id);
+    return this.run(script, [this.key(id), lock.key], applyArgs(changes, touchedAt, maxAgeMs, lock.token));
+  }
+
+  /** The key of `id`'s lock, and the token this process holds it with ('' for none). */
+  private heldLockOf(id: string): { key: string; token: string } {
+    const key = this.lockKey(id);
+    return { key, token: this.heldLocks.get(key) ?? '' };
+  }
+
+  /** `answer`, unless it says the caller's lock was lost (see LOCK_LOST). */
+  private checked(answer: unknown): unknown {
+    if (answer === LOCK_LOST) throw new RedisLockLostError(this.lockTtl);
+    return answer;
   }
 
   /**
@@ -436,9 +485,12 @@ export class RedisStore implements AtomicStore, LockingStore {
       if (session === undefined || !live(session)) return false;
       replayChanges(changes, session.values);
       await this.writeSession(newId, { values: session.values, createdAt: now, touchedAt: now }, maxAgeMs);
-      const retired = await this.run(RETIRE, [this.key(oldId), this.removedKey(oldId)], [REMOVED_MEMORY_MS, ...Object.entries(fields).flat()]);
+      const lock = this.heldLockOf(oldId);
+      const keys = [this.key(oldId), this.removedKey(oldId), lock.key];
+      const retired = await this.run(RETIRE, keys, [REMOVED_MEMORY_MS, lock.token, ...Object.entries(fields).flat()]);
       if (retired === 1) return true;
       await this.guard(this.client.del(this.key(newId)), this.timeout); // a copy no client ever heard of
+      this.checked(retired);
       if (retired === 0) return false;
       if (attempt === MOVE_ATTEMPTS) {
         throw new Error(`the session changed in another process during each of ${MOVE_ATTEMPTS} attempts to regenerate it`);
@@ -483,13 +535,18 @@ export class RedisStore implements AtomicStore, LockingStore {
   /**
    * Keeps the lock alive while its request runs (a long handler must not
    * lose it), and returns its release. A renewal that finds another token
-   * stops: the lock expired meanwhile and is someone else's now.
+   * stops: the lock expired meanwhile and is someone else's now, and the
+   * request's commit will find that out too (see applySource).
    */
   private holdLock(key: string, token: string): () => Promise<void> {
+    this.heldLocks.set(key, token);
+    let lost = false;
     const renewal = setInterval(() => {
       this.run(RENEW, [key], [token, this.lockTtl]).then(
         (renewed) => {
-          if (renewed !== 1) {
+          // Renewals sent during a stall all answer after it: the loss is told once.
+          if (renewed !== 1 && !lost) {
+            lost = true;
             clearInterval(renewal);
             trace('redis-lock-lost');
           }
@@ -502,6 +559,7 @@ export class RedisStore implements AtomicStore, LockingStore {
     return () => {
       released ??= (async () => {
         clearInterval(renewal);
+        if (this.heldLocks.get(key) === token) this.heldLocks.delete(key);
         await this.run(UNLOCK, [key], [token]);
       })();
       return released;
