@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import fc from 'fast-check';
 import { MemoryStore, createMemoryStore } from '../src';
 import type { SessionData } from '../src';
 import { shardOf } from '../src/stores/memory';
@@ -112,6 +113,34 @@ describe('MemoryStore', function () {
 
       expect(await store.applyChanges('gone', [{ op: 'set', key: 'x', value: 1 }], 2000, 60_000)).to.equal(false);
       expect(await store.get('gone')).to.equal(undefined);
+    });
+
+    it('applyChanges gives what replaying the log on a Map gives, key order included, for short logs and for logs of thousands of keys alike (property)', async () => {
+      const store = memoryStore();
+      const key = fc.integer({ min: 0, max: 300 }).map((n) => `k${n}`);
+      const change = fc.oneof(
+        fc.record({ op: fc.constant('set' as const), key, value: fc.oneof(fc.integer(), fc.string(), fc.constant(undefined)) }),
+        fc.record({ op: fc.constant('delete' as const), key }),
+        fc.constant({ op: 'clear' as const }),
+      );
+      // Mostly sets, so that long logs end with many keys; a clear now and then starts over.
+      const log = fc.array(fc.oneof({ weight: 12, arbitrary: change.filter((c) => c.op === 'set') }, { weight: 3, arbitrary: change }), { maxLength: 600, size: 'max' });
+      await fc.assert(
+        fc.asyncProperty(fc.uniqueArray(key, { maxLength: 300, size: 'max' }), log, async (keys, changes) => {
+          const data = Object.fromEntries(keys.map((k, i) => [k, i]));
+          await store.set('s', { data, createdAt: 1000, touchedAt: 1000 }, 60_000);
+          const model = new Map<string, unknown>(Object.entries(data));
+          for (const c of changes) {
+            if (c.op === 'clear') model.clear();
+            else if (c.op === 'delete' || c.value === undefined) model.delete(c.key);
+            else model.set(c.key, c.value);
+          }
+          expect(await store.applyChanges('s', changes, 2000, 60_000)).to.equal(true);
+          const stored = (await store.get('s')) as { data: Record<string, unknown> };
+          expect(Object.entries(stored.data)).to.deep.equal([...model]);
+        }),
+        { numRuns: 200 },
+      );
     });
 
     it('two gets return objects that share nothing', async () => {

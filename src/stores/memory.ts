@@ -49,7 +49,12 @@ function dataFromFields(fields: readonly string[]): SessionData {
   return data;
 }
 
-/** A record's fields as a change log's target: values are encoded as they are set. */
+/**
+ * A record's fields as a change log's target: values are encoded as they
+ * are set. Each change looks its key up along the list, which is the
+ * quickest way for the few keys and changes of most commits; see
+ * replayOnto for long ones.
+ */
 class FieldList implements ChangeTarget {
   constructor(private readonly fields: string[]) {}
 
@@ -74,6 +79,54 @@ class FieldList implements ChangeTarget {
     while (at < this.fields.length && this.fields[at] !== key) at += 2;
     return at;
   }
+}
+
+/** FieldList's work for a change log too long to look up each key along the list: keyed, then laid out flat again. */
+class FieldMap implements ChangeTarget {
+  private readonly values = new Map<string, string>();
+
+  constructor(fields: readonly string[]) {
+    for (let i = 0; i < fields.length; i += 2) this.values.set(fields[i]!, fields[i + 1]!);
+  }
+
+  set(key: string, value: unknown): void {
+    const json = JSON.stringify(value);
+    if (json === undefined) this.values.delete(key);
+    else this.values.set(key, json); // a Map keeps a key where it was, as FieldList does
+  }
+
+  delete(key: string): void {
+    this.values.delete(key);
+  }
+
+  clear(): void {
+    this.values.clear();
+  }
+
+  fields(): string[] {
+    const fields: string[] = [];
+    for (const [key, json] of this.values) fields.push(key, json);
+    return fields;
+  }
+}
+
+/**
+ * Above this many key lookups (changes × fields), a commit is replayed
+ * through a FieldMap: through a FieldList, a handler that sets thousands
+ * of keys (from a request body, say) would take time growing with their
+ * square, blocking the event loop for seconds.
+ */
+const LIST_LOOKUPS = 4096;
+
+/** `changes` replayed onto `entry`'s fields. */
+function replayOnto(entry: RecordEntry, changes: readonly Change[]): void {
+  if (changes.length * entry.fields.length <= LIST_LOOKUPS) {
+    replayChanges(changes, new FieldList(entry.fields));
+    return;
+  }
+  const keyed = new FieldMap(entry.fields);
+  replayChanges(changes, keyed);
+  entry.fields = keyed.fields();
 }
 
 /** What someone else stored, read as a record the middleware writes (see toRecord). */
@@ -223,7 +276,7 @@ export class MemoryStore implements AtomicStore {
     if (found === undefined) return false;
     // Stored by someone else: from now on a record the middleware keeps.
     const entry = isRecordEntry(found) ? found : { expiresAt: 0, ...recordOfOther(found, touchedAt) };
-    replayChanges(changes, new FieldList(entry.fields));
+    replayOnto(entry, changes);
     // The push time and expiry never move back (as in RedisStore, where another process may have pushed meanwhile).
     if (touchedAt >= entry.touchedAt) {
       entry.touchedAt = touchedAt;
