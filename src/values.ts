@@ -86,7 +86,15 @@ function copy(value: unknown, where: string, ancestors: object[]): unknown {
   }
 }
 
+/**
+ * How deep objects and arrays may nest in a value. Far deeper than data
+ * needs; much deeper, and the walks over a value (this one, JSON's, a
+ * copy's) would overflow the stack with a RangeError instead of refusing.
+ */
+const MAX_DEPTH = 1000;
+
 function copyObject(value: object, where: string, ancestors: object[]): unknown {
+  if (ancestors.length === MAX_DEPTH) throw refuse(where.slice(0, 200), `nested deeper than ${MAX_DEPTH} objects or arrays`);
   if (ancestors.includes(value)) throw refuse(where, 'a circular reference');
   if (Object.getOwnPropertySymbols(value).length > 0) throw refuse(where, 'an object with symbol keys');
   const proto: unknown = Object.getPrototypeOf(value);

@@ -220,6 +220,13 @@ function holeyArray(): unknown {
   return a;
 }
 
+/** `{ a: { a: … { a: 1 } } }`, `depth` objects deep. */
+function nested(depth: number): unknown {
+  let value: unknown = 1;
+  for (let i = 0; i < depth; i++) value = { a: value };
+  return value;
+}
+
 const REFUSED: Array<[string, () => unknown]> = [
   ['a function', () => () => 1],
   ['a symbol', () => Symbol('s')],
@@ -243,6 +250,7 @@ const REFUSED: Array<[string, () => unknown]> = [
   ['a sparse array (holes)', holeyArray],
   ['a RegExp', () => /x/],
   ['a boxed string', () => new String('x')],
+  ['an object nested 100,000 deep (not a RangeError from the stack)', () => nested(100_000)],
 ];
 
 describe('Session: set() refuses what JSON cannot carry unchanged', () => {
@@ -307,6 +315,7 @@ describe('Session: values JSON carries come back exactly', () => {
     emptyArray: [],
     emptyObject: {},
     nested: { a: { b: { c: { d: [{ e: 'deep' }] } } } },
+    thousandDeep: nested(1000),
   };
 
   it('strings, finite numbers, booleans, null, arrays and plain objects come back equal, in this request and the next', async () => {
