@@ -211,6 +211,17 @@ describe('RedisStore', function () {
     assert.deepEqual(Object.keys(await a.client.hgetall(`${prefix}{${jar.sessionId as string}}`)).sort(), ['m:c', 'm:t'], 'after clear()');
   });
 
+  it('fields it cannot have written itself (another tool wrote them) are left out, and the session stays usable', async () => {
+    const a = await instance();
+    const jar = new CookieJar();
+    const id = await login(jar, a.url);
+    await a.client.hset(a.store.key(id), 'u:notjson', '"x"', 'u:123', '"number key"', 'u:{"a":1}', '"object key"', 'z:other', '1');
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 });
+    const reply = await send(jar, a.url, 'POST', '/set?key=more&value=2');
+    assert.equal(reply.status, 200);
+    assert.deepEqual(reply.body, { seed: 1, more: 2 });
+  });
+
   it('two middlewares on one RedisStore, one with hashIds, keep their records apart even when requests for one ID queue across them', async () => {
     const store = new RedisStore({ client: connect(), prefix });
     const plain = await startApp(store);

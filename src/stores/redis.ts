@@ -64,11 +64,21 @@ function fieldOf(key: string): string {
   return LONE_SURROGATE.test(key) ? ESCAPED_DATA + JSON.stringify(key) : DATA + key;
 }
 
-/** The session key of hash field `field` (see fieldOf); undefined for the library's own fields. */
+/**
+ * The session key of hash field `field` (see fieldOf); undefined for the
+ * library's own fields, and for a field this library cannot have written
+ * (one written by another tool): ignored, rather than failing every load
+ * of the session.
+ */
 function keyOfField(field: string): string | undefined {
   if (field.startsWith(DATA)) return field.slice(DATA.length);
-  if (field.startsWith(ESCAPED_DATA)) return JSON.parse(field.slice(ESCAPED_DATA.length)) as string;
-  return undefined;
+  if (!field.startsWith(ESCAPED_DATA)) return undefined;
+  try {
+    const key: unknown = JSON.parse(field.slice(ESCAPED_DATA.length));
+    return typeof key === 'string' ? key : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 class Script {
