@@ -25,12 +25,19 @@ export function createApp({ keys, store }: AppOptions): Koa {
   app.keys = keys;
   app.use(errorPages);
   app.use(assets()); // ahead of the session: a stylesheet needs no session and no lock
+  app.use(formFirst); // ahead of the session too: a slow upload must not hold the session's lock
   app.use(session({ store })); // HttpOnly, SameSite=Lax, signed with app.keys: the defaults
   app.use(csrfProtection); // after the session, which holds the token
   const router = routes();
   app.use(router.routes());
   app.use(router.allowedMethods());
   return app;
+}
+
+/** Reads a form body in full (readForm keeps it for the handlers) before the session's lock is taken. */
+async function formFirst(ctx: Context, next: Next): Promise<void> {
+  if (ctx.method === 'POST') await readForm(ctx);
+  await next();
 }
 
 // ---------------------------------------------------------------- routes

@@ -4,6 +4,7 @@
  * test-output/.
  */
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import type { Browser, BrowserContext, Cookie, Locator, Page } from 'playwright-core';
 import type { RunningExample } from './support/browser';
 import { chromiumAvailable, keepToOrigin, launchChromium, screenshot, startExample } from './support/browser';
@@ -220,6 +221,31 @@ describe('the example app in a real browser', function () {
     } finally {
       await replayed.context.close();
     }
+  });
+
+  it('a form whose body trickles in holds no lock: signing out meanwhile works at once', async () => {
+    await signIn('alice', 'wonderland');
+    const cookies = (await context.cookies(origin)).map((cookie) => `${cookie.name}=${cookie.value}`).join('; ');
+    // Another request of the same session (another tab, or someone with a copy of the cookie) sends its form a byte at a time.
+    const body = 'item=tea&_csrf=' + 'x'.repeat(985);
+    const slow = http.request(`${origin}/cart/add`, {
+      method: 'POST',
+      headers: { cookie: cookies, 'content-type': 'application/x-www-form-urlencoded', 'content-length': String(body.length) },
+    });
+    const answered = new Promise<number | undefined>((resolve, reject) => {
+      slow.on('response', (response) => {
+        response.resume();
+        resolve(response.statusCode);
+      });
+      slow.on('error', reject);
+    });
+    slow.write(body.slice(0, 1));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await Promise.all([page.waitForURL(`${origin}/`), page.getByRole('button', { name: 'Sign out' }).click()]);
+    assert.match(await page.locator('header').innerText(), /Sign in/);
+    assert.equal(await sessionCookie(), undefined, 'signed out');
+    slow.end(body.slice(1));
+    assert.equal(await answered, 403, 'the slow form, whose session is gone, is refused (no CSRF token)');
   });
 
   it('a POST without the right CSRF token is refused with 403', async () => {
