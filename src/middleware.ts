@@ -244,6 +244,20 @@ export function session(opts?: SessionOptions): Middleware {
     if (failure !== undefined) throw failure.error;
   }
 
+  /**
+   * Nested in a session middleware of the same cookie but another store (or
+   * hashIds setting): each looks the cookie's ID up in its own records and
+   * misses the other's, so every request that goes through both starts a
+   * new session and its cookie replaces the other's.
+   */
+  function warnAboutSharedCookie(): void {
+    warnOnce(
+      'KOA_LOCKED_SESSION_COOKIE_SHARED',
+      `this session() runs inside another session middleware with the same cookie (${options.cookie.name}) but another store, ` +
+        'so each one replaces the other\'s session and cookie; pass both the same store object, or give one another cookieName',
+    );
+  }
+
   /** `ctx.session.views = 1`, as koa-session is used: a property of the object, never stored. */
   function warnAboutProperties(session: Session): void {
     const key = Object.keys(session)[0];
@@ -258,8 +272,11 @@ export function session(opts?: SessionOptions): Middleware {
     // taking the lock again would wait for ever on the outer hold (see passThrough).
     const served = ctx as Served;
     const around = served[SERVED_BY];
-    const outer = servingOf(around, serving);
-    if (outer !== undefined) return outer.session === ctx.session ? next() : passThrough(ctx, next, outer.session);
+    if (around !== undefined) {
+      const outer = findServing(around, (other) => other.mark === serving);
+      if (outer !== undefined) return outer.session === ctx.session ? next() : passThrough(ctx, next, outer.session);
+      if (findServing(around, (other) => other.cookieName === options.cookie.name) !== undefined) warnAboutSharedCookie();
+    }
     // What a session middleware of another cookie or store around this one serves: put back once this one is done.
     const entered: unknown = ctx.session;
 
@@ -301,7 +318,7 @@ export function session(opts?: SessionOptions): Middleware {
       changedTooLate,
     });
     (ctx as { session: Session }).session = session;
-    served[SERVED_BY] = { mark: serving, session, outer: around }; // only while the handler runs
+    served[SERVED_BY] = { mark: serving, cookieName: options.cookie.name, session, outer: around }; // only while the handler runs
     let failure: Failure | undefined;
     try {
       await next();
@@ -379,6 +396,7 @@ const SERVED_BY = Symbol('koa-locked-session: served by');
 /** One of them, with the session it serves, and the one around it (of another cookie or store). */
 interface Serving {
   readonly mark: object;
+  readonly cookieName: string;
   readonly session: Session;
   readonly outer: Serving | undefined;
 }
@@ -387,10 +405,10 @@ interface Served {
   [SERVED_BY]?: Serving;
 }
 
-/** The middleware with `mark` among those the request is in, if any. */
-function servingOf(innermost: Serving | undefined, mark: object): Serving | undefined {
-  for (let serving = innermost; serving !== undefined; serving = serving.outer) {
-    if (serving.mark === mark) return serving;
+/** The first middleware, from the innermost out, among those the request is in, that `matches`. */
+function findServing(innermost: Serving, matches: (serving: Serving) => boolean): Serving | undefined {
+  for (let serving: Serving | undefined = innermost; serving !== undefined; serving = serving.outer) {
+    if (matches(serving)) return serving;
   }
   return undefined;
 }

@@ -873,4 +873,26 @@ describe('Request lifecycle: session() twice on one request path', () => {
     const sessionId = jar.get('session_id') as string;
     expect(await store.get(sessionId)).to.deep.include({ data: { lastPage: '/panel' } });
   });
+
+  it('a session() inside another of the same cookie but another store warns once: each would replace the other\'s session and cookie', async () => {
+    const outerStore = memoryStore();
+    const nestings: Array<[string, Middleware[], boolean]> = [
+      ['another store', [session({ store: outerStore })], true],
+      ['the same store, other hashIds', [session({ store: outerStore, hashIds: true })], true],
+      ['the same store (left to the outer one)', [session({ store: outerStore })], false],
+      ['another cookie', [session({ store: outerStore, cookieName: 'other_sid' })], false],
+    ];
+    for (const [label, before, warns] of nestings) {
+      const run = await start({ store: label.startsWith('the same store') ? outerStore : memoryStore() }, (ctx) => {
+        ctx.session.set('k', 1);
+        ctx.body = 'ok';
+      }, { before });
+      const warnings = await warningsDuring('KOA_LOCKED_SESSION_COOKIE_SHARED', async () => {
+        await call(run, new Jar(), 'post');
+        await call(run, new Jar(), 'post');
+      });
+      expect(warnings.length, label).to.equal(warns ? 1 : 0);
+      if (warns) expect(warnings[0]).to.match(/same cookie \(session_id\) but another store.*same store object, or give one another cookieName/);
+    }
+  });
 });
