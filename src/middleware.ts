@@ -15,6 +15,7 @@ import { SessionLocks, lockTableOf } from './lock';
 import { resolveOptions } from './options';
 import { Session, newState, stateAfterRemoval } from './session';
 import { Storage } from './storage';
+import { MemoryStore } from './stores/memory';
 
 declare module 'koa' {
   interface ExtendableContext {
@@ -50,19 +51,21 @@ export function session(opts?: SessionOptions): Middleware {
    * A session not found goes through a promise (see notFound).
    */
   function open(ctx: Context, id: string): Eventually<Opened> {
+    // When this request asked for the session: see notFound. Only a store that remembers removals needs it.
+    const askedAt = storage.remembersRemovals ? Date.now() : 0;
     // Lock before load: a request must not read what a writer ahead of it is about to change.
     const granted = locks.acquire(id, lockModeOf(ctx));
-    return granted instanceof Promise ? loadWhenLocked(ctx, id, granted) : load(ctx, id, granted);
+    return granted instanceof Promise ? loadWhenLocked(ctx, id, granted, askedAt) : load(ctx, id, granted, askedAt);
   }
 
-  async function loadWhenLocked(ctx: Context, id: string, granted: Promise<HeldLock>): Promise<Opened> {
+  async function loadWhenLocked(ctx: Context, id: string, granted: Promise<HeldLock>, askedAt: number): Promise<Opened> {
     let lock: HeldLock;
     try {
       lock = await granted;
     } catch (error) {
       throw reportIfTimedOut(ctx, id, error);
     }
-    return load(ctx, id, lock);
+    return load(ctx, id, lock, askedAt);
   }
 
   /**
@@ -80,7 +83,7 @@ export function session(opts?: SessionOptions): Middleware {
     return error;
   }
 
-  function load(ctx: Context, id: string, lock: HeldLock): Eventually<Opened> {
+  function load(ctx: Context, id: string, lock: HeldLock, askedAt: number): Eventually<Opened> {
     trace('locked', id, lock.mode);
     let read: Eventually<StoredSession | undefined>;
     try {
@@ -88,9 +91,9 @@ export function session(opts?: SessionOptions): Middleware {
     } catch (error) {
       return releaseAndThrow(lock, error);
     }
-    if (!(read instanceof Promise)) return opened(ctx, id, lock, read); // a MemoryStore answers at once
+    if (!(read instanceof Promise)) return opened(ctx, id, lock, read, askedAt); // a MemoryStore answers at once
     return read.then(
-      (session) => opened(ctx, id, lock, session),
+      (session) => opened(ctx, id, lock, session, askedAt),
       (error: unknown) => releaseAndThrow(lock, error),
     );
   }
@@ -105,23 +108,24 @@ export function session(opts?: SessionOptions): Middleware {
     throw error;
   }
 
-  function opened(ctx: Context, id: string, lock: HeldLock, session: StoredSession | undefined): Eventually<Opened> {
-    if (session === undefined) return notFound(ctx, id, lock);
+  function opened(ctx: Context, id: string, lock: HeldLock, session: StoredSession | undefined, askedAt: number): Eventually<Opened> {
+    if (session === undefined) return notFound(ctx, id, lock, askedAt);
     trace('loaded', id);
     return { state: newState(id, session), lock };
   }
 
   /**
-   * Gone. Removed by a request ahead of this one (a logout, a login):
-   * starting a session here would send a cookie that replaces the one that
-   * request sent, so this one commits nothing. Otherwise (expired,
-   * unknown): start afresh under a new ID, never the client's.
+   * Gone. Removed by a request ahead of this one (a logout, a login) after
+   * this one asked for it (at `askedAt`): starting a session here would send
+   * a cookie that replaces the one that request sent, so this one commits
+   * nothing. Otherwise (expired, unknown, removed before this request came):
+   * start afresh under a new ID, never the client's.
    */
-  async function notFound(ctx: Context, id: string, lock: HeldLock): Promise<Opened> {
+  async function notFound(ctx: Context, id: string, lock: HeldLock, askedAt: number): Promise<Opened> {
     let removedAhead: boolean;
     try {
-      // In this process the lock saw the removal; a RedisStore remembers one made in another process.
-      removedAhead = lock.removedAfterAsking || (await storage.wasRemoved(id));
+      // In this process the lock saw the removal; a RedisStore remembers when one was made, in any process.
+      removedAhead = lock.removedAfterAsking || (await storage.removedSince(id, askedAt));
     } catch (error) {
       return releaseAndThrow(lock, error);
     }
@@ -253,7 +257,7 @@ export function session(opts?: SessionOptions): Middleware {
   function warnAboutSharedCookie(): void {
     warnOnce(
       'KOA_LOCKED_SESSION_COOKIE_SHARED',
-      `this session() runs inside another session middleware with the same cookie (${options.cookie.name}) but another store, ` +
+      `this session() runs inside another session middleware with the same cookie (${options.cookie.name}) but another store or hashIds setting, ` +
         'so each one replaces the other\'s session and cookie; pass both the same store object, or give one another cookieName',
     );
   }
@@ -275,7 +279,8 @@ export function session(opts?: SessionOptions): Middleware {
     if (around !== undefined) {
       const outer = findServing(around, (other) => other.mark === serving);
       if (outer !== undefined) return outer.session === ctx.session ? next() : passThrough(ctx, next, outer.session);
-      if (findServing(around, (other) => other.cookieName === options.cookie.name) !== undefined) warnAboutSharedCookie();
+      const rival = findServing(around, (other) => other.cookieName === options.cookie.name && keptApart(other, options.store, options.hashIds));
+      if (rival !== undefined) warnAboutSharedCookie();
     }
     // What a session middleware of another cookie or store around this one serves: put back once this one is done.
     const entered: unknown = ctx.session;
@@ -318,7 +323,7 @@ export function session(opts?: SessionOptions): Middleware {
       changedTooLate,
     });
     (ctx as { session: Session }).session = session;
-    served[SERVED_BY] = { mark: serving, cookieName: options.cookie.name, session, outer: around }; // only while the handler runs
+    served[SERVED_BY] = { mark: serving, cookieName: options.cookie.name, store: options.store, hashIds: options.hashIds, session, outer: around }; // only while the handler runs
     let failure: Failure | undefined;
     try {
       await next();
@@ -397,6 +402,8 @@ const SERVED_BY = Symbol('koa-locked-session: served by');
 interface Serving {
   readonly mark: object;
   readonly cookieName: string;
+  readonly store: Store;
+  readonly hashIds: boolean;
   readonly session: Session;
   readonly outer: Serving | undefined;
 }
@@ -411,6 +418,17 @@ function findServing(innermost: Serving, matches: (serving: Serving) => boolean)
     if (matches(serving)) return serving;
   }
   return undefined;
+}
+
+/**
+ * Whether `other` certainly keeps its sessions apart from those of a
+ * middleware on `store` with `hashIds` (not the same store and setting):
+ * under another key, or in another MemoryStore. Two objects of another
+ * store may share one backend (two RedisStores on one Redis and prefix).
+ */
+function keptApart(other: Serving, store: Store, hashIds: boolean): boolean {
+  if (other.hashIds !== hashIds) return true;
+  return other.store !== store && (other.store instanceof MemoryStore || store instanceof MemoryStore);
 }
 
 /** What a handler threw, kept until the session is committed. */

@@ -46,6 +46,11 @@ export class Storage {
     this.redis = ownRedisStore(store, 'destroy');
   }
 
+  /** True when the store remembers when sessions were removed (see removedSince). */
+  get remembersRemovals(): boolean {
+    return this.redis !== undefined;
+  }
+
   /** True when applyAndRead may be used. */
   get readsBack(): boolean {
     return this.readingBack !== undefined;
@@ -85,13 +90,14 @@ export class Storage {
   }
 
   /**
-   * True when a RedisStore remembers removing `id` lately, in any process
-   * (see RedisStore.wasRemoved); false at once for any other store.
+   * True when a RedisStore remembers removing `id` after `since` (ms since
+   * the epoch), in any process (see RedisStore.removedSince); false for
+   * any other store.
    */
-  wasRemoved(id: string): Eventually<boolean> {
+  async removedSince(id: string, since: number): Promise<boolean> {
     const redis = this.redis;
     if (redis === undefined) return false;
-    return this.attempt('load', () => redis.wasRemoved(this.key(id)));
+    return this.attempt('load', () => redis.removedSince(this.key(id), since));
   }
 
   /**

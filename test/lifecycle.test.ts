@@ -8,7 +8,7 @@ import { PassThrough } from 'node:stream';
 import { inspect } from 'node:util';
 import type { Context, Middleware, Next } from 'koa';
 import { MemoryStore, Session, session } from '../src';
-import type { SessionData } from '../src';
+import type { SessionData, Store } from '../src';
 import {
   HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, memoryStore, setCookies, start, warningsDuring,
 } from './support/app';
@@ -876,14 +876,22 @@ describe('Request lifecycle: session() twice on one request path', () => {
 
   it('a session() inside another of the same cookie but another store warns once: each would replace the other\'s session and cookie', async () => {
     const outerStore = memoryStore();
-    const nestings: Array<[string, Middleware[], boolean]> = [
-      ['another store', [session({ store: outerStore })], true],
-      ['the same store, other hashIds', [session({ store: outerStore, hashIds: true })], true],
-      ['the same store (left to the outer one)', [session({ store: outerStore })], false],
-      ['another cookie', [session({ store: outerStore, cookieName: 'other_sid' })], false],
+    // Two objects on one backend, as two RedisStores on one Redis and prefix are: they share the sessions.
+    const backend = new Map<string, SessionData>();
+    const onBackend = (): Store => ({
+      get: async (id) => backend.get(id),
+      set: async (id, data) => void backend.set(id, data),
+      destroy: async (id) => void backend.delete(id),
+    });
+    const nestings: Array<[string, Middleware[], Store, boolean]> = [
+      ['another MemoryStore', [session({ store: outerStore })], memoryStore(), true],
+      ['the same store, other hashIds', [session({ store: outerStore, hashIds: true })], outerStore, true],
+      ['the same store (left to the outer one)', [session({ store: outerStore })], outerStore, false],
+      ['another cookie', [session({ store: outerStore, cookieName: 'other_sid' })], memoryStore(), false],
+      ['another object on the same backend', [session({ store: onBackend() })], onBackend(), false],
     ];
-    for (const [label, before, warns] of nestings) {
-      const run = await start({ store: label.startsWith('the same store') ? outerStore : memoryStore() }, (ctx) => {
+    for (const [label, before, store, warns] of nestings) {
+      const run = await start({ store }, (ctx) => {
         ctx.session.set('k', 1);
         ctx.body = 'ok';
       }, { before });
@@ -892,7 +900,7 @@ describe('Request lifecycle: session() twice on one request path', () => {
         await call(run, new Jar(), 'post');
       });
       expect(warnings.length, label).to.equal(warns ? 1 : 0);
-      if (warns) expect(warnings[0]).to.match(/same cookie \(session_id\) but another store.*same store object, or give one another cookieName/);
+      if (warns) expect(warnings[0]).to.match(/same cookie \(session_id\) but another store or hashIds setting.*same store object, or give one another cookieName/);
     }
   });
 });

@@ -592,6 +592,24 @@ describe('RedisStore', function () {
     });
   }
 
+  it('with lock: true, a write-mode request that changed nothing still answers 200 and pushes the expiry after its lock expired: a push spoils nothing', async () => {
+    const a = await instance({ lock: true }, { maxAge: 2000 });
+    const jar = new CookieJar();
+    const id = await login(jar, a.url);
+    const savedAt = Number(await a.client.hget(a.store.key(id), 'm:t'));
+    await sleep(300); // past a tenth of maxAge: a push is due
+
+    const idle = send(jar, a.url, 'POST', '/hold'); // changes nothing
+    await a.app.held();
+    await a.client.del(a.store.lockKey(id)); // as if it had expired while the process stalled
+    a.app.release();
+    const reply = await idle;
+
+    assert.equal(reply.status, 200);
+    assert.equal(reply.setCookies.filter((line) => line.startsWith('session_id=')).length, 1, 'the pushed expiry goes out');
+    assert.ok(Number(await a.client.hget(a.store.key(id), 'm:t')) > savedAt, 'the push is stored');
+  });
+
   it('a lifetime beyond Number.MAX_SAFE_INTEGER is refused before anything is written: the stored session and its expiry stay', async () => {
     const a = await instance();
     await a.store.set('kept', { data: { v: 1 }, createdAt: 1, touchedAt: 1 }, 60_000);
@@ -655,14 +673,16 @@ describe('RedisStore', function () {
     await send(jar, a.url, 'POST', '/regenerate');
     const second = jar.sessionId as string;
     assert.notEqual(second, first);
-    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${first}}:removed`, `${prefix}{${second}}`]);
+    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${first}}:removed`, `${prefix}{${second}}`].sort());
     assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 });
 
     const reply = await send(jar, a.url, 'POST', '/destroy');
     assert.equal(reply.status, 204);
     assert.equal(jar.sessionId, undefined);
-    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${first}}:removed`, `${prefix}{${second}}:removed`]);
+    assert.deepEqual(await ourKeys(a.client), [`${prefix}{${first}}:removed`, `${prefix}{${second}}:removed`].sort());
     for (const id of [first, second]) {
+      const removedAt = Number(await a.client.get(a.store.removedKey(id)));
+      assert.ok(removedAt > Date.now() - 10_000 && removedAt <= Date.now(), 'the mark holds the time of the removal');
       const pttl = await a.client.pttl(a.store.removedKey(id));
       assert.ok(pttl > 55_000 && pttl <= 60_000, `PTTL ${pttl}: the mark stays for a minute`);
     }
@@ -731,39 +751,52 @@ describe('RedisStore', function () {
       });
     }
 
-    it('without lock: true, a write that arrives after the login', async () => {
+    it('without lock: true, a write that asked for the session in another process before the login', async () => {
       const a = await instance();
       const b = await instance();
       const jar = new CookieJar();
       const oldId = await login(jar, a.url);
       const tab = tabOf(jar);
+
+      const holding = send(tab, b.url, 'POST', '/hold?key=early&value=1'); // loaded before the login: its commit is interrupted
+      await b.app.held();
+      const late = lateWrite(b.app, tab, send(tab, b.url, 'POST', '/set?key=cart&value=1')); // in b's line behind it
+      await sleep(100);
       await send(jar, a.url, 'POST', '/regenerate');
+      b.app.release();
+      assert.deepEqual((await holding).setCookies, []);
+      const { reply, interrupted, missed } = await late;
 
-      const { reply, interrupted, missed } = await lateWrite(b.app, tab, send(tab, b.url, 'POST', '/set?key=cart&value=1'));
       assert.equal(reply.status, 200);
-      assert.deepEqual(reply.setCookies, []);
-      assert.equal(interrupted, 1);
+      assert.deepEqual(reply.setCookies, [], 'no cookie to replace the one the login sent');
+      assert.equal(interrupted, 2, 'the held request and the one behind it');
       assert.equal(missed, 0);
-      assert.deepEqual(await sessionKeys(a.client), [`${prefix}{${jar.sessionId}}`]);
+      assert.equal(tab.sessionId, oldId);
+      assert.deepEqual(await sessionKeys(a.client), [`${prefix}{${jar.sessionId}}`], 'no session was started');
       assert.deepEqual((await send(jar, b.url, 'GET', '/')).body, { seed: 1 }, 'the login goes on');
-
-      // Once the removal is forgotten, the old ID is an unknown one like any other: a new session starts.
-      await a.client.del(a.store.removedKey(oldId));
-      const afterwards = await send(tab, b.url, 'POST', '/set?key=cart&value=1');
-      assert.equal(afterwards.status, 200);
-      assert.notEqual(tab.sessionId, oldId);
-      assert.notEqual(tab.sessionId, jar.sessionId);
     });
 
-    it('a session destroyed through the store itself (a "log out everywhere" tool) is remembered too', async () => {
+    it('a request that comes after the removal (a logout response that was lost, an admin\'s revoke) is one with an unknown ID: a new session starts', async () => {
       const a = await instance();
-      const jar = new CookieJar();
-      const id = await login(jar, a.url);
-      await a.store.destroy(id);
-      const { reply, interrupted } = await lateWrite(a.app, jar, send(jar, a.url, 'POST', '/set?key=k&value=1'));
-      assert.deepEqual(reply.setCookies, []);
-      assert.equal(interrupted, 1);
-      assert.deepEqual(await sessionKeys(a.client), []);
+      const b = await instance();
+      const loggedIn = new CookieJar();
+      await login(loggedIn, a.url);
+      const keptOldCookie = tabOf(loggedIn);
+      await send(loggedIn, a.url, 'POST', '/regenerate');
+      const revoked = new CookieJar();
+      const revokedId = await login(revoked, a.url);
+      await a.store.destroy(revokedId); // a "log out everywhere" tool
+
+      await sleep(600); // past the removals, by more than the clocks' margin
+      for (const [label, tab] of [['lost login response', keptOldCookie], ['revoked', revoked]] as const) {
+        const oldId = tab.sessionId;
+        const { reply, interrupted, missed } = await lateWrite(b.app, tab, send(tab, b.url, 'POST', '/set?key=cart&value=1'));
+        assert.equal(reply.status, 200, label);
+        assert.equal(interrupted, 0, label);
+        assert.equal(missed, 1, label);
+        assert.ok(tab.sessionId !== undefined && tab.sessionId !== oldId, `${label}: a new session and its cookie`);
+        assert.deepEqual((await send(tab, a.url, 'GET', '/')).body, { cart: 1 }, label);
+      }
     });
   });
 

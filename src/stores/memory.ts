@@ -111,7 +111,7 @@ class FieldMap implements ChangeTarget {
 }
 
 /**
- * Above this many key lookups (changes × fields), a commit is replayed
+ * Above this many key lookups along the list, a commit is replayed
  * through a FieldMap: through a FieldList, a handler that sets thousands
  * of keys (from a request body, say) would take time growing with their
  * square, blocking the event loop for seconds.
@@ -120,7 +120,8 @@ const LIST_LOOKUPS = 4096;
 
 /** `changes` replayed onto `entry`'s fields. */
 function replayOnto(entry: RecordEntry, changes: readonly Change[]): void {
-  if (changes.length * entry.fields.length <= LIST_LOOKUPS) {
+  // At most: each change looks along the keys stored and the ones the changes before it added.
+  if (changes.length * (entry.fields.length / 2 + changes.length) <= LIST_LOOKUPS) {
     replayChanges(changes, new FieldList(entry.fields));
     return;
   }

@@ -91,11 +91,20 @@ class Script {
 }
 
 /**
- * How long a removed session's ID is remembered (see wasRemoved): longer
- * than any request sent with the old cookie before the client heard of the
- * logout or login should still be on its way.
+ * How long a removal is remembered (see removedSince): longer than a
+ * request that asked for the session before it was removed should take to
+ * load it (it may wait for the lock up to lockTimeout).
  */
 const REMOVED_MEMORY_MS = 60_000;
+
+/**
+ * The removal time is the removing process's clock as it sent the removal;
+ * a request is dated by its own process's clock. A request dated up to
+ * this long after a removal still counts as one that came before it: that
+ * covers the removal's round trip to Redis, and clocks of different hosts
+ * a little apart.
+ */
+const CLOCK_MARGIN_MS = 500;
 
 /** KEYS[1] the session hash; ARGV[1] expiry ms; ARGV[2..] field, value pairs. Replaces the whole record. */
 const REPLACE = new Script(`
@@ -174,38 +183,42 @@ const APPLY = new Script(applySource('1'), 2);
 /** Answers the session's fields as they are once applied (HGETALL's flat list), 0 when it is gone. */
 const APPLY_AND_READ = new Script(applySource("redis.call('HGETALL', KEYS[1])"), 2);
 
-/** KEYS[1] a session hash, KEYS[2] its removal mark; ARGV[1] how long the mark stays, in ms. Removes the session. */
+/**
+ * KEYS[1] a session hash, KEYS[2] its removal mark; ARGV[1] how long the
+ * mark stays, in ms; ARGV[2] the removal time. Removes the session.
+ */
 const DESTROY = new Script(`
 redis.call('DEL', KEYS[1])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
 return 1
 `, 2);
 
 /**
  * KEYS[1] a session hash, KEYS[2] its removal mark, KEYS[3] its lock;
- * ARGV[1] how long the mark stays, in ms; ARGV[2] the token of the lock the
- * caller holds, or ''; ARGV[3..] the session's fields and values as they
- * were read (HGETALL's pairs, in any order). Removes the session only if it
- * is still exactly that: answers 1 once removed, 0 when it is gone, -1 when
- * it changed, LOCK_LOST when the caller's lock expired.
+ * ARGV[1] how long the mark stays, in ms; ARGV[2] the removal time; ARGV[3]
+ * the token of the lock the caller holds, or ''; ARGV[4..] the session's
+ * fields and values as they were read (HGETALL's pairs, in any order).
+ * Removes the session only if it is still exactly that: answers 1 once
+ * removed, 0 when it is gone, -1 when it changed, LOCK_LOST when the
+ * caller's lock expired.
  */
 const RETIRE = new Script(`
-${lockCheck('KEYS[3]', 'ARGV[2]')}
+${lockCheck('KEYS[3]', 'ARGV[3]')}
 local current = redis.call('HGETALL', KEYS[1])
 if #current == 0 then return 0 end
-if #current ~= #ARGV - 2 then return -1 end
+if #current ~= #ARGV - 3 then return -1 end
 local expected = {}
-for i = 3, #ARGV, 2 do expected[ARGV[i]] = ARGV[i + 1] end
+for i = 4, #ARGV, 2 do expected[ARGV[i]] = ARGV[i + 1] end
 for i = 1, #current, 2 do
   if expected[current[i]] ~= current[i + 1] then return -1 end
 end
 redis.call('DEL', KEYS[1])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
 return 1
 `, 3);
 
-/** KEYS[1] a removal mark: 1 while it is there, else 0. */
-const REMOVED = new Script(`return redis.call('EXISTS', KEYS[1])`);
+/** KEYS[1] a removal mark: the removal time it holds, or false (nil) when there is none. */
+const REMOVED_AT = new Script(`return redis.call('GET', KEYS[1])`);
 
 /** A regenerate whose old session other processes keep changing gives up after this many copies. */
 const MOVE_ATTEMPTS = 10;
@@ -369,7 +382,7 @@ export class RedisStore implements AtomicStore, LockingStore {
     return `${this.key(id)}:lock`;
   }
 
-  /** The Redis key that remembers for REMOVED_MEMORY_MS that session `id` was removed. */
+  /** The Redis key that remembers for REMOVED_MEMORY_MS when session `id` was removed. */
   removedKey(id: string): string {
     return `${this.key(id)}:removed`;
   }
@@ -411,23 +424,26 @@ export class RedisStore implements AtomicStore, LockingStore {
   }
 
   /**
-   * Removes `id`, and remembers for REMOVED_MEMORY_MS that it did (see
-   * wasRemoved). Its lock, if held, stays with its holder, who removes it.
+   * Removes `id`, and remembers for REMOVED_MEMORY_MS when it did (see
+   * removedSince). Its lock, if held, stays with its holder, who removes it.
    */
   async destroy(id: string): Promise<void> {
-    await this.run(DESTROY, [this.key(id), this.removedKey(id)], [REMOVED_MEMORY_MS]);
+    await this.run(DESTROY, [this.key(id), this.removedKey(id)], [REMOVED_MEMORY_MS, Date.now()]);
   }
 
   /**
-   * @internal True when `id` was removed (destroyed or regenerated away) in
-   * the last REMOVED_MEMORY_MS, by any process: a request that still carries
-   * the old ID, sent before its client heard of the logout or the login,
-   * must not start a new session, whose cookie would replace the login's.
-   * In one process, the lock table knows this of the requests that waited
-   * (see LockTable.removalStarted); this is how other processes know it.
+   * @internal True when `id` was removed (destroyed or regenerated away),
+   * by any process, after a request that asked for it at `since` (its own
+   * clock, ms since the epoch; see CLOCK_MARGIN_MS). Such a request, sent
+   * before its client heard of the logout or the login, must not start a
+   * new session, whose cookie would replace the login's. In one process
+   * the lock table knows this of the requests that waited (see
+   * LockTable.removalStarted); this is how other processes know it. A
+   * request that came after the removal is one with an unknown ID.
    */
-  async wasRemoved(id: string): Promise<boolean> {
-    return (await this.run(REMOVED, [this.removedKey(id)], [])) === 1;
+  async removedSince(id: string, since: number): Promise<boolean> {
+    const removedAt = await this.run(REMOVED_AT, [this.removedKey(id)], []);
+    return typeof removedAt === 'string' && Number(removedAt) + CLOCK_MARGIN_MS >= since;
   }
 
   /** Pushes the expiry of `id` out to `maxAgeMs` from now; never creates a session. */
@@ -457,10 +473,17 @@ export class RedisStore implements AtomicStore, LockingStore {
     return sessionOfFields(fields, touchedAt);
   }
 
-  /** Runs APPLY or APPLY_AND_READ on `id`, under the write lock this process holds on it, if any. */
+  /**
+   * Runs APPLY or APPLY_AND_READ on `id`, checked against the write lock
+   * this process holds on it, if any. An expiry push alone (no changes) is
+   * not: it never moves the push time or the expiry back, so it can spoil
+   * nothing another process wrote, and a request that changed nothing does
+   * not fail over a lock that expired.
+   */
   private runApply(script: Script, id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<unknown> {
     const lock = this.heldLockOf(id);
-    return this.run(script, [this.key(id), lock.key], applyArgs(changes, touchedAt, maxAgeMs, lock.token));
+    const token = changes.length === 0 ? '' : lock.token;
+    return this.run(script, [this.key(id), lock.key], applyArgs(changes, touchedAt, maxAgeMs, token));
   }
 
   /** The key of `id`'s lock, and the token this process holds it with ('' for none). */
@@ -497,7 +520,7 @@ export class RedisStore implements AtomicStore, LockingStore {
       await this.writeSession(newId, { values: session.values, createdAt: now, touchedAt: now }, maxAgeMs);
       const lock = this.heldLockOf(oldId);
       const keys = [this.key(oldId), this.removedKey(oldId), lock.key];
-      const retired = await this.run(RETIRE, keys, [REMOVED_MEMORY_MS, lock.token, ...Object.entries(fields).flat()]);
+      const retired = await this.run(RETIRE, keys, [REMOVED_MEMORY_MS, Date.now(), lock.token, ...Object.entries(fields).flat()]);
       if (retired === 1) return true;
       await this.guard(this.client.del(this.key(newId)), this.timeout); // a copy no client ever heard of
       this.checked(retired);

@@ -85,7 +85,7 @@ const json = (value: unknown) => JSON.parse(String(value)) as unknown;
  *   GET  /                  the session's data
  *   POST /set?key=&value=   set key to the JSON value (keyJson= instead of key=: the key as JSON, for keys a URL cannot carry)
  *   POST /incr?delay=ms     n = n + 1, with an await of `delay` ms in between
- *   POST /hold?key=&value=  set, then wait for release() before committing
+ *   POST /hold?key=&value=  set (without key=: change nothing), then wait for release() before committing
  *   POST /regenerate        new ID, same data (?hold: then wait for release(), before the commit)
  *   POST /destroy           log out (?hold: then wait for release())
  */
@@ -115,7 +115,7 @@ export async function startApp(store: Store, options: SessionOptions = {}): Prom
         return;
       }
       case 'POST /hold':
-        session.set(String(query.key), json(query.value));
+        if (query.key !== undefined) session.set(String(query.key), json(query.value));
         await hold();
         ctx.body = session.toJSON();
         return;
