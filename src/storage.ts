@@ -18,6 +18,8 @@ import { cloneChecked, dataOfValues } from './values';
 export class Storage {
   /** True when the store applies change logs atomically on its side. */
   readonly atomic: boolean;
+  /** True when the store remembers when sessions were removed (see removedSince). */
+  readonly remembersRemovals: boolean;
   readonly writeLock: DistributedLock | undefined;
   private readonly key: (id: string) => string;
   /** A MemoryStore or RedisStore, reached directly (see DirectStore); undefined for any other store. */
@@ -44,11 +46,7 @@ export class Storage {
     // Under a cross-process write lock another process may write between two of ours: no hand-over then.
     this.readingBack = this.writeLock === undefined ? ownRedisStore(store, 'applyChanges') : undefined;
     this.redis = ownRedisStore(store, 'destroy');
-  }
-
-  /** True when the store remembers when sessions were removed (see removedSince). */
-  get remembersRemovals(): boolean {
-    return this.redis !== undefined;
+    this.remembersRemovals = this.redis !== undefined;
   }
 
   /** True when applyAndRead may be used. */
