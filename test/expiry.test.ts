@@ -154,12 +154,12 @@ describe('Expiry', function () {
 
     it('reads that come within a tenth of maxAge of the last push send no Set-Cookie and write nothing', async () => {
       const spy = new SpyStore(memoryStore());
-      const t = await start({ store: spy, maxAge: 10_000 });
+      const t = await start({ store: spy, maxAge: 8_000 });
       const { id } = await login(t);
       const writes = spy.writes;
 
       for (let i = 0; i < 5; i++) {
-        await sleep(60);
+        await sleep(110); // the last read comes about 7 % of maxAge after the save; a tenth is 800 ms
         const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
         expect(res.body.isNew).to.equal(false);
         expect(res.headers['set-cookie'], `Set-Cookie on read ${i + 1}`).to.equal(undefined);
@@ -169,11 +169,11 @@ describe('Expiry', function () {
 
     it('a read more than a tenth of maxAge after the last push sends Set-Cookie with a later Expires and one store write', async () => {
       const spy = new SpyStore(memoryStore());
-      const t = await start({ store: spy, maxAge: 3_000 });
+      const t = await start({ store: spy, maxAge: 8_000 });
       const { id, expires } = await login(t);
       const writes = spy.writes;
 
-      await sleep(1_100); // a tenth is 300 ms; 1.1 s also moves Expires (whole seconds) on
+      await sleep(1_200); // 15 % of maxAge (a tenth is 800 ms); 1.2 s also moves Expires (whole seconds) on
       const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
 
       const cookie = sessionCookie(res);
