@@ -235,11 +235,24 @@ describe('Expiry', function () {
       const t = await start({ store: memoryStore(), maxAge: 3_600_000, absoluteTimeout: 60_000 });
       const before = Date.now();
       const { id, expires } = await login(t);
-      await sleep(50);
+      await sleep(1_100); // long enough for any later end to show in Expires (whole seconds)
       const bump = await t.client.post('/bump').set('Cookie', cookieFor(id));
 
       expect(expires.getTime()).to.be.within(before + 60_000 - 1_000, before + 60_000 + 1_000);
-      expect(sessionCookie(bump)!.expires!.getTime(), 'Expires after an update').to.be.at.most(expires.getTime());
+      expect(sessionCookie(bump)?.value, 'an update re-sends the cookie').to.equal(id);
+      expect(sessionCookie(bump)!.expires!.getTime(), 'Expires after an update: still the absolute end').to.equal(expires.getTime());
+    });
+
+    it('an update does not keep the stored session past the absolute end', async () => {
+      const store = memoryStore();
+      const t = await start({ store, maxAge: 600_000, absoluteTimeout: 1_500 });
+      const { id, savedBy } = await login(t);
+
+      await sleep(700);
+      expect((await t.client.post('/bump').set('Cookie', cookieFor(id))).status).to.equal(200);
+      await sleepUntil(savedBy + 1_500 + 300);
+
+      expect(await store.get(id), 'what the store still holds past the absolute end').to.equal(undefined);
     });
 
     it('an expired session past its absoluteTimeout is not returned by a store that never expires anything', async () => {
