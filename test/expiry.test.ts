@@ -309,6 +309,17 @@ describe('Expiry', function () {
       expect(sessionCookie(noop)?.value, 'Set-Cookie on a write-mode request that changed nothing').to.equal(id);
     });
 
+    it('with rolling, a re-sent cookie expires when the stored session does (maxAge after the last push), not maxAge after this read', async () => {
+      const t = await start({ store: memoryStore(), rolling: true, maxAge: 60_000 });
+      const { id, expires } = await login(t);
+
+      await sleep(1_100); // well within a tenth of maxAge, so no push; long enough for a later end to show in Expires
+      const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+
+      expect(sessionCookie(res)?.value, 'the re-sent cookie').to.equal(id);
+      expect(sessionCookie(res)!.expires!.getTime(), 'its Expires: the one the login sent').to.equal(expires.getTime());
+    });
+
     it('with rolling, a new session that was never changed still gets no cookie', async () => {
       const t = await start({ store: memoryStore(), rolling: true });
 
