@@ -6,11 +6,12 @@
 import { createHash } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { inspect } from 'node:util';
+import { runInNewContext } from 'node:vm';
 import type { Context, Middleware, Next } from 'koa';
 import { MemoryStore, Session, session } from '../src';
-import type { SessionData, Store } from '../src';
+import type { SessionData, SessionOptions, Store } from '../src';
 import {
-  HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, memoryStore, setCookies, start, warningsDuring,
+  HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, isExpired, memoryStore, setCookies, sleep, start, warningsDuring,
 } from './support/app';
 
 afterEach(closeAll);
@@ -308,16 +309,20 @@ describe('Request lifecycle: the session cookie on error responses', () => {
     expect(Object.keys(shared), "the error's own properties after both").to.deep.equal(['status', 'expose']);
   });
 
-  const THROWN: Array<[string, () => never]> = [
+  /** What a handler throws, and the status Koa answers it with. */
+  const THROWN: Array<[string, () => never, number]> = [
     ['a string', () => {
       throw 'backend down';
-    }],
+    }, 500],
     ['an error with headers of its own', () => {
       throw Object.assign(new Error('who are you'), { status: 401, headers: { 'WWW-Authenticate': 'Basic' } });
-    }],
+    }, 401],
+    ['an Error from another realm (a vm context) with a status', () => {
+      throw Object.assign(runInNewContext('new Error("teapot")') as Error, { status: 418 });
+    }, 418],
   ];
-  for (const [label, fail] of THROWN) {
-    it(`${label} thrown after regenerate(): the new ID's cookie still reaches the client, and the session with it`, async () => {
+  for (const [label, fail, status] of THROWN) {
+    it(`${label} thrown after regenerate(): the response keeps its status, the new ID's cookie still reaches the client, and the session with it`, async () => {
       const run = await start({ store: memoryStore() }, async (ctx) => {
         if (ctx.path === '/relogin') {
           await ctx.session.regenerate();
@@ -330,7 +335,7 @@ describe('Request lifecycle: the session cookie on error responses', () => {
       const jar = new Jar();
       const before = (await call(run, jar, 'post', '/login')).body.id as string;
       const failed = await call(run, jar, 'post', '/relogin');
-      expect(failed.status).to.be.at.least(400);
+      expect(failed.status, 'the status of what was thrown').to.equal(status);
       const renewed = cookieNamed(failed)?.value;
       expect(renewed, 'the new ID in Set-Cookie').to.match(HEX64).and.not.equal(before);
 
