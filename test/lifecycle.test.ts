@@ -419,9 +419,9 @@ function streamEvents(ctx: Context, text: string): void {
 
 describe('Request lifecycle: a response whose headers went out before the commit', () => {
   /** An app with a stored session (POST /login) and routes that send their headers before the commit. */
-  async function streaming(maxAge?: number) {
+  async function streaming(options: SessionOptions = {}) {
     const store = memoryStore();
-    const run = await start({ store, maxAge }, async (ctx) => {
+    const run = await start({ store, ...options }, async (ctx) => {
       if (ctx.path === '/login') ctx.session.set('user', 'ann');
       if (ctx.path === '/events') {
         streamEvents(ctx, `data: hello ${String(ctx.session.get('user'))}\n\n`);
@@ -445,7 +445,7 @@ describe('Request lifecycle: a response whose headers went out before the commit
   }
 
   it('a streamed response whose session is due for an expiry push still streams to the end', async () => {
-    const { run } = await streaming(1000);
+    const { run } = await streaming({ maxAge: 1000 });
     const jar = new Jar();
     await call(run, jar, 'post', '/login');
     await new Promise((resolve) => setTimeout(resolve, 150)); // past a tenth of maxAge: the push is due
@@ -524,7 +524,7 @@ describe('Request lifecycle: a response whose headers went out before the commit
   });
 
   it('with ctx.respond = false, a change leaves the expiry as it was, so the next request pushes store and cookie together', async () => {
-    const { run, store } = await streaming(1000);
+    const { run, store } = await streaming({ maxAge: 1000 });
     const jar = new Jar();
     await call(run, jar, 'post', '/login');
     const id = jar.get() as string;
@@ -537,6 +537,33 @@ describe('Request lifecycle: a response whose headers went out before the commit
     expect(stored.touchedAt, 'push time after a change no cookie could follow').to.equal(pushedAt);
     const next = await call(run, jar, 'get', '/');
     expect(cookieNamed(next)?.value, 'the next response pushes the expiry, cookie and all').to.equal(id);
+  });
+
+  it('with ctx.respond = false, a change does not keep the stored session past the end its last push gave it', async () => {
+    const { run, store } = await streaming({ maxAge: 1000 });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const savedBy = Date.now();
+    const id = jar.get() as string;
+    await sleep(400); // a push would be due, but no cookie could follow it
+
+    expect((await call(run, jar, 'get', '/raw/set')).status).to.equal(302);
+    await sleep(savedBy + 1_200 - Date.now()); // past the end the login gave it, before the end a push at the change would give
+
+    expect(await store.get(id), 'what the store still holds').to.equal(undefined);
+  });
+
+  it('with rolling and ctx.respond = false, a read re-sends no cookie and the process is not warned about one', async () => {
+    const { run } = await streaming({ rolling: true });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const warnings = await warningsDuring('KOA_LOCKED_SESSION_HEADERS_SENT_IN_COMMIT', async () => {
+      const res = await call(run, jar, 'get', '/raw');
+      expect([res.status, setCookies(res)]).to.deep.equal([302, []]);
+      await sleep(50); // the commit ends after the response
+    });
+    expect(warnings).to.deep.equal([]);
+    expect(run.errors).to.deep.equal([]);
   });
 
   it('headers sent during the commit, by a task the handler did not await, fail nothing, and the process is warned', async () => {
