@@ -736,6 +736,7 @@ describe('Request lifecycle: signed cookies', () => {
     ['[] (an empty array)', [], 'app.keys is an empty array', undefined],
     ['[] with signed: false (Koa cannot read any cookie with it)', [], 'app.keys is an empty array', false],
     ["'secret' (a bare string)", 'secret', 'app.keys must be an array', undefined],
+    ['{ sign } (an object with no index(), so not a whole Keygrip)', { sign: () => 'signature' }, 'app.keys must be an array', undefined],
   ];
   for (const [label, keys, message, signed] of BAD_KEYS) {
     it(`app.keys = ${label} fails the request with a SessionConfigError naming it, before the handler runs, storing nothing`, async () => {
