@@ -858,21 +858,26 @@ describe('Request lifecycle: session() twice on one request path', () => {
     expect(seenAfter.every((id) => id !== jar.get('admin_sid')), 'after the inner session() returned: the outer session').to.equal(true);
   });
 
+  /** session({ store }), a middleware that sets ctx.session = null on /logout, then a nested session({ store }) and `handler`. */
+  async function loggedOutAboveNested(store: Store, handler: Middleware) {
+    return start({ store }, handler, {
+      before: [session({ store }), async (ctx: Context, next: Next) => {
+        if (ctx.path === '/logout') (ctx as { session: unknown }).session = null;
+        await next();
+      }],
+    });
+  }
+
   it('ctx.session = null in a middleware before a nested session() of the same store logs out first: the handler sees the logged-out session, and what it sets starts a new one', async () => {
     const store = memoryStore();
     const seen: unknown[] = [];
-    const run = await start({ store }, (ctx) => {
+    const run = await loggedOutAboveNested(store, (ctx) => {
       if (ctx.path === '/login') ctx.session.set('user', 'ada');
       else {
         seen.push(ctx.session.get('user') ?? null);
         ctx.session.set('flash', 'logged out');
       }
       ctx.body = 'ok';
-    }, {
-      before: [session({ store }), async (ctx: Context, next: Next) => {
-        if (ctx.path === '/logout') (ctx as { session: unknown }).session = null;
-        await next();
-      }],
     });
     const jar = new Jar();
     await call(run, jar, 'post', '/login');
@@ -883,6 +888,48 @@ describe('Request lifecycle: session() twice on one request path', () => {
     expect(fresh, 'a new session for what the handler set').to.match(HEX64).and.not.equal(loggedIn);
     expect(await store.get(loggedIn), 'the logged-out session').to.equal(undefined);
     expect(await store.get(fresh as string)).to.deep.include({ data: { flash: 'logged out' } });
+  });
+
+  it('ctx.session = null before a nested session() fails the request with 503 when the store cannot remove the session: the handler does not run, and the session stays', async () => {
+    const store = new RecordingStore();
+    let handlerRuns = 0;
+    const run = await loggedOutAboveNested(store, (ctx) => {
+      if (ctx.path === '/login') ctx.session.set('user', 'ada');
+      else handlerRuns++;
+      ctx.body = 'ok';
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const id = jar.get('session_id') as string;
+
+    store.fail.add('destroy');
+    const res = await call(run, jar, 'post', '/logout');
+
+    expect(res.status, 'a logout the store could not carry out').to.equal(503);
+    expect(handlerRuns, 'handler runs after the failed logout').to.equal(0);
+    expect(cookieNamed(res), 'Set-Cookie').to.equal(undefined);
+    expect(store.map.get(id)).to.deep.include({ data: { user: 'ada' } });
+  });
+
+  it('ctx.session = null in a handler, inside a session() of another cookie that is inside a session() of its store, logs out: the cookie is expired and the session gone', async () => {
+    const store = memoryStore();
+    const admin = session({ store: memoryStore(), cookieName: 'admin_sid' });
+    const run = await start({ store }, (ctx) => {
+      if (ctx.path === '/login') ctx.session.set('user', 'ada');
+      if (ctx.path === '/logout') (ctx as { session: unknown }).session = null;
+      ctx.body = 'ok';
+    }, { before: [session({ store }), admin] });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const id = jar.get('session_id') as string;
+
+    const res = await call(run, jar, 'post', '/logout');
+
+    expect(res.status).to.equal(200);
+    const cookie = cookieNamed(res);
+    expect(cookie !== undefined && isExpired(cookie), 'the session cookie is expired').to.equal(true);
+    expect(await store.get(id), 'the logged-out session').to.equal(undefined);
+    expect(cookieNamed(res, 'admin_sid'), 'the session in between set no cookie').to.equal(undefined);
   });
 
   it('after a session() of another cookie returns, ctx.session is the outer one again: a change made there is stored, and nothing warns', async () => {
