@@ -447,6 +447,12 @@ describe('session:invalid', () => {
     expect(invalid).to.have.length(1);
     expect(invalid[0].payload).to.not.have.property('idHash');
   });
+
+  it('an empty cookie value (session_id=) is no cookie at all: it emits no session:invalid', async () => {
+    const run = start();
+    await request(run.server).get('/read').set('Cookie', 'session_id=').expect(200, 'nobody');
+    expect(run.heard.map((e) => e.name)).to.deep.equal([]);
+  });
 });
 
 describe('session:interrupted', () => {
