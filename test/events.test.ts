@@ -142,11 +142,15 @@ function start(options: SessionOptions = {}, extraRoutes: Record<string, Handler
       await ctx.session.destroy();
       ctx.session.set('user', 'grace');
     },
-    // A read that changes the session once a concurrent /logout is queued behind it.
+    // A read that changes the session once a concurrent /logout is queued behind it (?streamed: then answers on ctx.res itself).
     '/slow-set': async (ctx) => {
       await run.asked('/logout').promise;
       await delay(50);
       ctx.session.set('late', true);
+      if (ctx.query.streamed !== undefined) {
+        ctx.respond = false;
+        ctx.res.writeHead(200).end('streamed');
+      }
     },
     // A read that regenerates once a concurrent /hold is queued behind it.
     '/slow-regenerate': async (ctx) => {
@@ -200,9 +204,9 @@ function send(test: request.Test): Promise<Res> {
   return test.then((res) => res);
 }
 
-/** A stored session's read races a logout: the read commits after the session is gone. */
-async function interruptRead(run: Running, cookie: string): Promise<{ read: Res; logout: Res }> {
-  const pending = send(request(run.server).get('/slow-set').set('Cookie', cookie));
+/** A stored session's read races a logout: the read commits after the session is gone (`streamed`: its response went out before). */
+async function interruptRead(run: Running, cookie: string, streamed = false): Promise<{ read: Res; logout: Res }> {
+  const pending = send(request(run.server).get(streamed ? '/slow-set?streamed' : '/slow-set').set('Cookie', cookie));
   // /slow-set holds its shared lock until /logout is queued for the exclusive one.
   await run.reached('/slow-set').promise;
   const logout = await request(run.server).post('/logout').set('Cookie', cookie);
@@ -477,6 +481,37 @@ describe('session:interrupted', () => {
       'session:destroyed /logout',
       'session:interrupted /slow-set',
     ]);
+  });
+
+  it('a read whose response went out before it commits, after a concurrent logout, emits session:interrupted and stores nothing', async () => {
+    const run = start();
+    const saved = await request(run.server).post('/save').expect(200);
+    const id = sessionIdOf(saved) as string;
+    const { read } = await interruptRead(run, cookieHeader(saved), true);
+    expect(read.text).to.equal('streamed');
+    await delay(50); // the read commits after its response
+    expect(await run.store.get(id), 'the logged-out session').to.equal(undefined);
+    const interrupted = named(run, 'session:interrupted');
+    expect(interrupted.map((e) => [e.path, e.payload.idHash])).to.deep.equal([['/slow-set', idHash(id)]]);
+  });
+
+  it('a request queued behind a logout of its session, that then changes it, emits session:interrupted with the idHash of that session', async () => {
+    const run: Running = start({}, {
+      '/slow-logout': async (ctx) => {
+        await ctx.session.destroy();
+        await run.asked('/update').promise; // the update is in line behind this logout
+      },
+    });
+    const saved = await request(run.server).post('/save').expect(200);
+    const cookie = cookieHeader(saved);
+    const logout = send(request(run.server).post('/slow-logout').set('Cookie', cookie));
+    await run.reached('/slow-logout').promise;
+    const queued = await request(run.server).post('/update').set('Cookie', cookie);
+    expect((await logout).status).to.equal(200);
+    expect(queued.status).to.equal(200);
+    expect(sessionIdOf(queued), 'Set-Cookie of the queued request').to.equal(undefined);
+    const interrupted = named(run, 'session:interrupted');
+    expect(interrupted.map((e) => [e.path, e.payload.idHash])).to.deep.equal([['/update', idHash(sessionIdOf(saved) as string)]]);
   });
 });
 
