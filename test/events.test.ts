@@ -600,6 +600,40 @@ describe('a listener that throws after the store changed', () => {
     expect(sessionIdOf(logout), 'the cookie expired on the error response').to.equal('');
   });
 
+  it("session:destroyed in a handler that then fails: the request fails with the handler's error, expires the cookie, and the app hears both errors", async () => {
+    const handlerError = Object.assign(new Error('handler failed'), { status: 400, expose: true });
+    const run = start({}, {
+      '/logout-then-fail': async (ctx) => {
+        await ctx.session.destroy();
+        throw handlerError;
+      },
+    });
+    const saved = await request(run.server).post('/save').expect(200);
+    const error = failing(run, 'session:destroyed');
+
+    const res = await request(run.server).post('/logout-then-fail').set('Cookie', cookieHeader(saved)).expect(400);
+    expect(sessionIdOf(res), 'the cookie expired on the error response').to.equal('');
+    expect(run.errors).to.have.members([error, handlerError]);
+  });
+
+  it('session:destroyed on a response whose headers were already sent: the body still goes out whole, and the app hears the error', async () => {
+    const run = start({}, {
+      '/logout-flushed': async (ctx) => {
+        await ctx.session.destroy();
+        ctx.status = 200;
+        ctx.flushHeaders();
+        ctx.body = 'bye';
+      },
+    });
+    const saved = await request(run.server).post('/save').expect(200);
+    const error = failing(run, 'session:destroyed');
+
+    const res = await request(run.server).post('/logout-flushed').set('Cookie', cookieHeader(saved)).timeout(3_000);
+    expect([res.status, res.text]).to.deep.equal([200, 'bye']);
+    expect(await run.store.get(sessionIdOf(saved) as string), 'the destroyed session').to.equal(undefined);
+    expect(run.errors).to.deep.equal([error]);
+  });
+
   it('when two listeners throw in one request, the request fails with the first error and the app hears the second', async () => {
     const run = start();
     const saved = await request(run.server).post('/save').expect(200);
