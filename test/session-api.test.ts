@@ -587,6 +587,7 @@ describe('Session: replacing ctx.session', () => {
       const replaced = ctx as unknown as { session: unknown };
       if (ctx.path === '/login') ctx.session.set('user', 'ann');
       if (ctx.path === '/logout-koa-session-style') replaced.session = null;
+      if (ctx.path === '/logout-undefined') replaced.session = undefined;
       if (ctx.path === '/replace') replaced.session = { views: 1 };
       if (ctx.path === '/property') (ctx.session as unknown as Record<string, unknown>).views = 1; // koa-session's way to set
       ctx.body = ctx.path === '/me' ? ctx.session.toJSON() : 'ok';
@@ -596,17 +597,19 @@ describe('Session: replacing ctx.session', () => {
     return { run, jar, store };
   }
 
-  it("ctx.session = null (koa-session's way to log out) logs out as destroy() does: the session is gone and its cookie expired", async () => {
-    const { run, jar, store } = await app();
-    const id = jar.get('session_id');
-    const res = await call(run, jar, 'post', '/logout-koa-session-style');
-    expect(res.status).to.equal(200);
-    const cookie = cookieNamed(res, 'session_id');
-    expect(cookie !== undefined && isExpired(cookie), 'the cookie is expired').to.equal(true);
-    expect(store.size).to.equal(0);
-    const me = await call(run, new Jar().set('session_id', id as string), 'get', '/me');
-    expect(me.body).to.deep.equal({});
-  });
+  for (const [assigned, path] of [["null (koa-session's way to log out)", '/logout-koa-session-style'], ['undefined', '/logout-undefined']]) {
+    it(`ctx.session = ${assigned} logs out as destroy() does: the session is gone and its cookie expired`, async () => {
+      const { run, jar, store } = await app();
+      const id = jar.get('session_id');
+      const res = await call(run, jar, 'post', path);
+      expect(res.status).to.equal(200);
+      const cookie = cookieNamed(res, 'session_id');
+      expect(cookie !== undefined && isExpired(cookie), 'the cookie is expired').to.equal(true);
+      expect(store.size).to.equal(0);
+      const me = await call(run, new Jar().set('session_id', id as string), 'get', '/me');
+      expect(me.body).to.deep.equal({});
+    });
+  }
 
   it('any other value put in ctx.session is not stored: the session stays as it was, and the process is warned once', async () => {
     const { run, jar } = await app();
