@@ -203,11 +203,13 @@ describe('Options: defaults', () => {
     expect((await call(run, jar, 'get')).body).to.deep.equal({ a: 'kept' });
   });
 
-  it('by default two GETs of one session run at the same time (read lock)', async () => {
-    const { run, jar, maxActive } = await overlapApp(undefined);
-    await Promise.all([call(run, jar, 'get', '/wait'), call(run, jar, 'get', '/wait')]);
-    expect(maxActive()).to.equal(2);
-  });
+  for (const method of ['get', 'head', 'options'] as const) {
+    it(`by default two ${method.toUpperCase()} requests of one session run at the same time (read lock)`, async () => {
+      const { run, jar, maxActive } = await overlapApp(undefined);
+      await Promise.all([call(run, jar, method, '/wait'), call(run, jar, method, '/wait')]);
+      expect(maxActive()).to.equal(2);
+    });
+  }
 
   it('by default two POSTs of one session run one after the other (write lock)', async () => {
     const { run, jar, maxActive } = await overlapApp(undefined);
