@@ -343,6 +343,24 @@ describe('Options: each option takes effect', () => {
     expect(maxActive()).to.equal(1);
   });
 
+  it("a lockMode answering neither 'read' nor 'write' fails the request with a TypeError naming lockMode, before the handler runs", async () => {
+    const upperCase: string = 'READ'; // as a plain JavaScript lockMode might answer
+    let runs = 0;
+    const run = await start({ store: memoryStore(), lockMode: () => upperCase as 'read' }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('a', 1); // no cookie yet: no lock, lockMode is not asked
+      else runs++;
+      ctx.body = 'ok';
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post');
+    const res = await call(run, jar, 'get');
+    expect(res.status).to.equal(500);
+    expect(runs, 'handler runs').to.equal(0);
+    expect(run.errors).to.have.length(1);
+    expect(run.errors[0]).to.be.an.instanceOf(TypeError);
+    expect((run.errors[0] as Error).message).to.include('lockMode');
+  });
+
   /** An app on `lockTimeout` where, once this resolves, POST /hold holds its session's lock until `release()`. */
   async function heldLock(lockTimeout: number) {
     let release: () => void = () => {};
