@@ -8,7 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Context, Middleware } from 'koa';
 import type { Response } from 'supertest';
-import { MemoryStore, SessionLockTimeoutError } from '../src';
+import { MemoryStore, SessionLockTimeoutError, SessionStoreError } from '../src';
 import type { Session, SessionOptions, Store } from '../src';
 import { LockTable, SessionLocks } from '../src/lock';
 import type { HeldLock, LockMode, Release, WhenGranted } from '../src/lock';
@@ -1006,6 +1006,36 @@ describe('Locking', function () {
       expect(timeouts).to.deep.equal([]);
       expect(sRes.status).to.equal(200);
       expect(sessionCookie(sRes)?.value, 'the slow read pushes the expiry once it can').to.equal(id);
+    });
+
+    it("a read whose expiry push cannot get the exclusive lock because the store's lock service is down gets 503: only a timeout leaves the push to a later request", async () => {
+      let lockServiceDown = false;
+      // A get/set/destroy store whose write lock lives in another system.
+      const store = Object.assign(new ForgetfulStore(), {
+        writeLock: {
+          async acquire() {
+            if (lockServiceDown) throw new Error('lock service is down');
+            return async () => {};
+          },
+        },
+      });
+      const t = await start({ store, maxAge: 1_000 }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+          'GET /me': (ctx) => ({ user: ctx.session.get('user') }),
+        },
+      });
+      const errors: unknown[] = [];
+      t.app.on('error', (error: unknown) => errors.push(error));
+      const id = await login(t);
+      await sleep(250); // more than a tenth of maxAge: this read pushes the expiry out
+
+      lockServiceDown = true;
+      const res = await t.client.get('/me').set('Cookie', cookieFor(id));
+
+      expect(res.status).to.equal(503);
+      expect(errors).to.have.length(1);
+      expect(errors[0]).to.be.an.instanceOf(SessionStoreError);
     });
   });
 
