@@ -459,13 +459,14 @@ describe("a failed request and the store's cross-process lock", () => {
   /**
    * A MemoryStore with a write lock that takes `unlockMs` to hand back, as a
    * store that stopped answering would (RedisStore's UNLOCK waits out its
-   * `timeout`), and whose reads or commits can be made to fail.
+   * `timeout`), and whose reads, commits or unlocks can be made to fail.
    */
   class StalledStore extends MemoryStore {
-    failing: 'nothing' | 'get' | 'applyChanges' = 'nothing';
+    failing: 'nothing' | 'get' | 'applyChanges' | 'unlock' = 'nothing';
     readonly writeLock = {
       acquire: async () => async () => {
         await delay(this.unlockMs);
+        if (this.failing === 'unlock') throw new Error('lock service hiccup');
       },
     };
 
@@ -501,4 +502,18 @@ describe("a failed request and the store's cross-process lock", () => {
       store.close();
     });
   }
+
+  it('a request whose cross-process unlock fails still succeeds, and lets the next request of the session in', async () => {
+    const store = new StalledStore(0);
+    const server = serve({ store, lockTimeout: 500 }, { '/save': save, '/update': (ctx) => ctx.session.set('n', 1), '/read': read });
+    const saved = await request(server).post('/save').expect(200);
+
+    store.failing = 'unlock';
+    await request(server).post('/update').set('Cookie', cookieHeader(saved)).expect(200);
+    store.failing = 'nothing';
+
+    await request(server).post('/update').set('Cookie', cookieHeader(saved)).expect(200);
+    await request(server).get('/read').set('Cookie', cookieHeader(saved)).expect(200, 'ada');
+    store.close();
+  });
 });
