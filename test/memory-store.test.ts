@@ -265,14 +265,20 @@ describe('MemoryStore', function () {
       expect(await store.get('s')).to.deep.equal({ data: { a: 1, b: 2 }, createdAt: 1000, touchedAt: 5000 });
     });
 
-    it('touch pushes the expiry out without changing the data', async () => {
+    it('touch pushes the expiry out without changing the data, and records the push time of a record in the middleware\'s shape', async () => {
       const store = memoryStore();
       await store.set('a', { v: 1 }, 150);
+      await store.set('s', { data: { user: 'ann' }, createdAt: 1000, touchedAt: 1000 }, 150);
       await sleep(100);
+      const touchedFrom = Date.now();
       await store.touch('a', 300);
+      await store.touch('s', 300);
       await sleep(120);
 
       expect(await store.get('a')).to.deep.equal({ v: 1 });
+      const record = await store.get('s');
+      expect(record).to.deep.include({ data: { user: 'ann' }, createdAt: 1000 });
+      expect(record?.touchedAt, 'the push time').to.be.within(touchedFrom, Date.now());
     });
 
     it('touch never creates a session that is not stored', async () => {
