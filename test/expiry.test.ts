@@ -154,12 +154,12 @@ describe('Expiry', function () {
 
     it('reads that come within a tenth of maxAge of the last push send no Set-Cookie and write nothing', async () => {
       const spy = new SpyStore(memoryStore());
-      const t = await start({ store: spy, maxAge: 8_000 });
+      const t = await start({ store: spy, maxAge: 20_000 });
       const { id } = await login(t);
       const writes = spy.writes;
 
       for (let i = 0; i < 5; i++) {
-        await sleep(110); // the last read comes about 7 % of maxAge after the save; a tenth is 800 ms
+        await sleep(300); // the last read comes about 8 % of maxAge after the save, a tenth being 2 s: hundreds of ms either side
         const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
         expect(res.body.isNew).to.equal(false);
         expect(res.headers['set-cookie'], `Set-Cookie on read ${i + 1}`).to.equal(undefined);
