@@ -408,7 +408,7 @@ export class HeldLock {
 
   constructor(
     private readonly locks: SessionLocks,
-    private readonly id: string,
+    readonly id: string,
     private readonly ticket: number,
   ) {}
 
@@ -436,6 +436,11 @@ export class HeldLock {
     if (this.removedSession || this.releasers === undefined) return;
     this.removedSession = true;
     this.locks.table.removalStarted(this.id);
+  }
+
+  /** True when this request removed its session and still holds the lock (see markRemoved). */
+  get removedTheSession(): boolean {
+    return this.removedSession;
   }
 
   /** See LockTable.claimDestroyReport. */

@@ -8,6 +8,7 @@ import { directMemoryStore } from './stores/memory';
 import type { RedisStore } from './stores/redis';
 import { directRedisStore, ownRedisStore } from './stores/redis';
 import { cloneChecked, dataOfValues } from './values';
+import { trace } from './events';
 
 /**
  * The middleware's view of the user's store: IDs hashed when `hashIds` is
@@ -85,6 +86,16 @@ export class Storage {
 
   async remove(id: string): Promise<void> {
     await this.attempt('destroy', () => this.store.destroy(this.key(id)));
+  }
+
+  /**
+   * Tells a RedisStore that the request which removed `id` is letting go of
+   * it now (see RedisStore.removalDone). Not awaited: sent ahead of the
+   * lock's release on the same connection, it lands before any request
+   * that waited for that lock reads it. A failure only costs that.
+   */
+  removalDone(id: string): void {
+    this.redis?.removalDone(this.key(id)).catch(() => trace('removal-mark-failed', id));
   }
 
   /**

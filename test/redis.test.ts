@@ -726,7 +726,13 @@ describe('RedisStore', function () {
       return { reply, interrupted: interrupted.length, missed: missed.length };
     }
 
-    for (const [removal, path] of [['a login (regenerate)', '/regenerate'], ['a logout (destroy)', '/destroy']] as const) {
+    const removals = [
+      ['a login (regenerate)', '/regenerate', 0],
+      ['a logout (destroy)', '/destroy', 0],
+      // A login by destroy() then set(): its handler runs on (a password check) well after the removal.
+      ['a destroy() whose handler runs on for 700 ms', '/destroy', 700],
+    ] as const;
+    for (const [removal, path, runsOn] of removals) {
       it(`with lock: true, a write queued for the Redis lock behind ${removal}`, async () => {
         const a = await instance({ lock: true });
         const b = await instance({ lock: true });
@@ -736,6 +742,7 @@ describe('RedisStore', function () {
 
         const removing = send(jar, a.url, 'POST', `${path}?hold`);
         await a.app.held(); // holds the session's Redis lock; a regenerate moves the session at its commit
+        await sleep(runsOn);
         const late = lateWrite(b.app, tab, send(tab, b.url, 'POST', '/incr'));
         await sleep(200); // b polls for the Redis lock meanwhile
         a.app.release();

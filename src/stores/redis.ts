@@ -217,6 +217,9 @@ redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
 return 1
 `, 3);
 
+/** KEYS[1] a removal mark; ARGV[1] how long it stays, in ms; ARGV[2] the time. Moves the mark's time on, if there is one. */
+const RESTAMP = new Script(`return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])`);
+
 /** KEYS[1] a removal mark: the removal time it holds, or false (nil) when there is none. */
 const REMOVED_AT = new Script(`return redis.call('GET', KEYS[1])`);
 
@@ -443,7 +446,18 @@ export class RedisStore implements AtomicStore, LockingStore {
    */
   async removedSince(id: string, since: number): Promise<boolean> {
     const removedAt = await this.run(REMOVED_AT, [this.removedKey(id)], []);
-    return typeof removedAt === 'string' && Number(removedAt) + CLOCK_MARGIN_MS >= since;
+    return removedAt !== null && removedAt !== undefined && Number(String(removedAt)) + CLOCK_MARGIN_MS >= since;
+  }
+
+  /**
+   * @internal The request that removed `id` is done with it: its mark's
+   * time moves on to now. A request in another process that asked for the
+   * session while the remover still ran (after a destroy(), a login's
+   * handler may run on for a while before its set()) then counts as one
+   * in line behind the removal, as it does in the remover's own process.
+   */
+  async removalDone(id: string): Promise<void> {
+    await this.run(RESTAMP, [this.removedKey(id)], [REMOVED_MEMORY_MS, Date.now()]);
   }
 
   /** Pushes the expiry of `id` out to `maxAgeMs` from now; never creates a session. */
