@@ -16,6 +16,7 @@ import { resolveOptions } from './options';
 import { Session, newState, stateAfterRemoval } from './session';
 import { Storage } from './storage';
 import { MemoryStore } from './stores/memory';
+import { RedisStore } from './stores/redis';
 
 declare module 'koa' {
   interface ExtendableContext {
@@ -248,17 +249,14 @@ export function session(opts?: SessionOptions): Middleware {
     if (failure !== undefined) throw failure.error;
   }
 
-  /**
-   * Nested in a session middleware of the same cookie but another store (or
-   * hashIds setting): each looks the cookie's ID up in its own records and
-   * misses the other's, so every request that goes through both starts a
-   * new session and its cookie replaces the other's.
-   */
+  /** Nested in a session middleware of the same cookie that cannot serve the same session (see cannotShare). */
   function warnAboutSharedCookie(): void {
     warnOnce(
       'KOA_LOCKED_SESSION_COOKIE_SHARED',
-      `this session() runs inside another session middleware with the same cookie (${options.cookie.name}) but another store or hashIds setting, ` +
-        'so each one replaces the other\'s session and cookie; pass both the same store object, or give one another cookieName',
+      `this session() runs inside another session middleware with the same cookie (${options.cookie.name}) but another store object ` +
+        'or hashIds setting, and the two cannot serve one session: they miss each other\'s sessions and replace each other\'s cookie ' +
+        '(two MemoryStores, RedisStores of different prefixes, one store with and without hashIds), or wait for each other\'s ' +
+        'Redis lock (two RedisStores with lock: true); pass both the same store object, or give one another cookieName',
     );
   }
 
@@ -279,7 +277,7 @@ export function session(opts?: SessionOptions): Middleware {
     if (around !== undefined) {
       const outer = findServing(around, (other) => other.mark === serving);
       if (outer !== undefined) return outer.session === ctx.session ? next() : passThrough(ctx, next, outer.session);
-      const rival = findServing(around, (other) => other.cookieName === options.cookie.name && keptApart(other, options.store, options.hashIds));
+      const rival = findServing(around, (other) => other.cookieName === options.cookie.name && cannotShare(other, options.store, options.hashIds));
       if (rival !== undefined) warnAboutSharedCookie();
     }
     // What a session middleware of another cookie or store around this one serves: put back once this one is done.
@@ -424,14 +422,20 @@ function findServing(innermost: Serving, matches: (serving: Serving) => boolean)
 }
 
 /**
- * Whether `other` certainly keeps its sessions apart from those of a
- * middleware on `store` with `hashIds` (not the same store and setting):
- * under another key, or in another MemoryStore. Two objects of another
- * store may share one backend (two RedisStores on one Redis and prefix).
+ * Whether `other` (not of the same store and setting) certainly cannot
+ * serve the same session as a middleware on `store` with `hashIds`: it
+ * keeps its sessions apart (under other keys, in another MemoryStore, under
+ * another RedisStore prefix), or holds their Redis lock apart (two
+ * RedisStores, one with lock: true, each take it for themselves: the inner
+ * one waits out lockTimeout). Two objects of another store may share one
+ * backend, and may work together.
  */
-function keptApart(other: Serving, store: Store, hashIds: boolean): boolean {
+function cannotShare(other: Serving, store: Store, hashIds: boolean): boolean {
   if (other.hashIds !== hashIds) return true;
-  return other.store !== store && (other.store instanceof MemoryStore || store instanceof MemoryStore);
+  if (other.store === store) return false;
+  if (other.store instanceof MemoryStore || store instanceof MemoryStore) return true;
+  if (!(other.store instanceof RedisStore && store instanceof RedisStore)) return false;
+  return other.store.prefix !== store.prefix || other.store.writeLock !== undefined || store.writeLock !== undefined;
 }
 
 /** What a handler threw, kept until the session is committed. */

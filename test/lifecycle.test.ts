@@ -980,7 +980,7 @@ describe('Request lifecycle: session() twice on one request path', () => {
         await call(run, new Jar(), 'post');
       });
       expect(warnings.length, label).to.equal(warns ? 1 : 0);
-      if (warns) expect(warnings[0]).to.match(/same cookie \(session_id\) but another store or hashIds setting.*same store object, or give one another cookieName/);
+      if (warns) expect(warnings[0]).to.match(/same cookie \(session_id\) but another store object or hashIds setting.*same store object, or give one another cookieName/);
     }
   });
 });

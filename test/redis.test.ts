@@ -11,8 +11,11 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import Redis from 'ioredis';
 import type { RedisOptions } from 'ioredis';
-import { RedisStore, SessionLockTimeoutError } from '../src';
+import Koa from 'koa';
+import supertest from 'supertest';
+import { RedisStore, SessionLockTimeoutError, session } from '../src';
 import type { SessionOptions, Store } from '../src';
+import { warningsDuring } from './support/app';
 import { PROPERTY_RUNS, propertyParams } from './support/hardening-harness';
 import { skipOrFail, startRedis, testRedis, type RedisServer } from './support/redis-server';
 import { CookieJar, send, sleep, startApp, type Reply, type TestApp } from './support/redis-apps';
@@ -1000,6 +1003,30 @@ describe('RedisStore', function () {
       }
     } finally {
       await own.stop();
+    }
+  });
+
+  it('a session() nested in another of the same cookie on another RedisStore object warns only when the two cannot serve one session', async () => {
+    const cases: Array<[string, { prefix?: string; lock?: boolean }, boolean]> = [
+      ['the same prefix, no Redis lock: one backend, shared', {}, false],
+      ['the same prefix, lock: true: each takes the Redis lock for itself', { lock: true }, true],
+      ['another prefix: sessions kept apart', { prefix: `${prefix}other:` }, true],
+    ];
+    for (const [label, inner, warns] of cases) {
+      const client = connect();
+      const app = new Koa();
+      app.keys = ['redis-suite-secret'];
+      app.silent = true;
+      app.use(session({ store: new RedisStore({ client, prefix, lock: inner.lock }), lockTimeout: 200 }));
+      app.use(session({ store: new RedisStore({ client, prefix, ...inner }), lockTimeout: 200 }));
+      app.use((ctx) => {
+        ctx.session.set('k', 1);
+        ctx.body = 'ok';
+      });
+      const warnings = await warningsDuring('KOA_LOCKED_SESSION_COOKIE_SHARED', async () => {
+        await supertest(app.callback()).post('/');
+      });
+      assert.equal(warnings.length, warns ? 1 : 0, label);
     }
   });
 
