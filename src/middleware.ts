@@ -36,7 +36,13 @@ export function session(opts?: SessionOptions): Middleware {
   const storage = new Storage(options.store, expiry, options.hashIds);
   const table = lockTableOf(options.store, options.hashIds);
   const locks = new SessionLocks(options.lockTimeout, storage.writeLock, table);
-  const serving = table.servingMark(options.cookie.name);
+  // What this middleware is, for the nested ones to recognise (see Serving).
+  const self: SessionMiddleware = {
+    mark: table.servingMark(options.cookie.name),
+    cookieName: options.cookie.name,
+    store: options.store,
+    hashIds: options.hashIds,
+  };
   const sessionCookie = new SessionCookie(options.cookie, options.idPattern);
 
   interface Opened {
@@ -275,9 +281,9 @@ export function session(opts?: SessionOptions): Middleware {
     const served = ctx as Served;
     const around = served[SERVED_BY];
     if (around !== undefined) {
-      const outer = findServing(around, (other) => other.mark === serving);
+      const outer = findServing(around, (other) => other.mark === self.mark);
       if (outer !== undefined) return outer.session === ctx.session ? next() : passThrough(ctx, next, outer.session);
-      const rival = findServing(around, (other) => other.cookieName === options.cookie.name && cannotShare(other, options.store, options.hashIds));
+      const rival = findServing(around, (other) => other.cookieName === self.cookieName && cannotShare(other, self));
       if (rival !== undefined) warnAboutSharedCookie();
     }
     // What a session middleware of another cookie or store around this one serves: put back once this one is done.
@@ -321,7 +327,7 @@ export function session(opts?: SessionOptions): Middleware {
       changedTooLate,
     });
     (ctx as { session: Session }).session = session;
-    served[SERVED_BY] = { mark: serving, cookieName: options.cookie.name, store: options.store, hashIds: options.hashIds, session, outer: around }; // only while the handler runs
+    served[SERVED_BY] = { by: self, session, outer: around }; // only while the handler runs
     let failure: Failure | undefined;
     try {
       await next();
@@ -399,12 +405,18 @@ export function session(opts?: SessionOptions): Middleware {
 /** The session middlewares a request is in, while their handlers run: see LockTable.servingMark. */
 const SERVED_BY = Symbol('koa-locked-session: served by');
 
-/** One of them, with the session it serves, and the one around it (of another cookie or store). */
-interface Serving {
+/** A session middleware, as the ones nested in it see it. */
+interface SessionMiddleware {
+  /** Shared by the middlewares of one lock table and cookie: see LockTable.servingMark. */
   readonly mark: object;
   readonly cookieName: string;
   readonly store: Store;
   readonly hashIds: boolean;
+}
+
+/** One of them, with the session it serves, and the one around it (of another cookie or store). */
+interface Serving {
+  readonly by: SessionMiddleware;
   readonly session: Session;
   readonly outer: Serving | undefined;
 }
@@ -414,23 +426,24 @@ interface Served {
 }
 
 /** The first middleware, from the innermost out, among those the request is in, that `matches`. */
-function findServing(innermost: Serving, matches: (serving: Serving) => boolean): Serving | undefined {
+function findServing(innermost: Serving, matches: (middleware: SessionMiddleware) => boolean): Serving | undefined {
   for (let serving: Serving | undefined = innermost; serving !== undefined; serving = serving.outer) {
-    if (matches(serving)) return serving;
+    if (matches(serving.by)) return serving;
   }
   return undefined;
 }
 
 /**
  * Whether `other` (not of the same store and setting) certainly cannot
- * serve the same session as a middleware on `store` with `hashIds`: it
+ * serve the same session as `self`: it
  * keeps its sessions apart (under other keys, in another MemoryStore, under
  * another RedisStore prefix), or holds their Redis lock apart (two
  * RedisStores, one with lock: true, each take it for themselves: the inner
  * one waits out lockTimeout). Two objects of another store may share one
  * backend, and may work together.
  */
-function cannotShare(other: Serving, store: Store, hashIds: boolean): boolean {
+function cannotShare(other: SessionMiddleware, self: SessionMiddleware): boolean {
+  const { store, hashIds } = self;
   if (other.hashIds !== hashIds) return true;
   if (other.store === store) return false;
   if (other.store instanceof MemoryStore || store instanceof MemoryStore) return true;

@@ -29,8 +29,8 @@ export class Storage {
   private readonly readingBack: RedisStore | undefined;
   /**
    * A RedisStore whose destroy is its own: it regenerates with a check
-   * against other processes (see move), and remembers what was removed
-   * (see wasRemoved).
+   * against other processes (see move), and remembers when sessions were
+   * removed (see removedSince).
    */
   private readonly redis: RedisStore | undefined;
 
