@@ -13,6 +13,7 @@ import type { SessionData, SessionOptions, Store } from '../src';
 import {
   HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, isExpired, memoryStore, setCookies, sleep, start, warningsDuring,
 } from './support/app';
+import type { Running } from './support/app';
 
 afterEach(closeAll);
 
@@ -444,10 +445,22 @@ describe('Request lifecycle: a response whose headers went out before the commit
     return { run, store };
   }
 
+  /**
+   * POST /login, keeping its cookie in `jar` even when its `expires` has
+   * already passed: with a one-second maxAge, that date (in whole seconds,
+   * cut down) can fall before the response is read.
+   */
+  async function login(run: Running, jar: Jar): Promise<string> {
+    const id = cookieNamed(await call(run, jar, 'post', '/login'))?.value;
+    expect(id, 'the login cookie').to.match(HEX64);
+    jar.set('session_id', id as string);
+    return id as string;
+  }
+
   it('a streamed response whose session is due for an expiry push still streams to the end', async () => {
     const { run } = await streaming({ maxAge: 1000 });
     const jar = new Jar();
-    await call(run, jar, 'post', '/login');
+    await login(run, jar);
     await new Promise((resolve) => setTimeout(resolve, 150)); // past a tenth of maxAge: the push is due
 
     const res = await run.http.get('/events').set('Cookie', jar.header()).timeout(5000);
@@ -526,8 +539,7 @@ describe('Request lifecycle: a response whose headers went out before the commit
   it('with ctx.respond = false, a change leaves the expiry as it was, so the next request pushes store and cookie together', async () => {
     const { run, store } = await streaming({ maxAge: 1000 });
     const jar = new Jar();
-    await call(run, jar, 'post', '/login');
-    const id = jar.get() as string;
+    const id = await login(run, jar);
     const pushedAt = ((await store.get(id)) as { touchedAt: number }).touchedAt;
     await new Promise((resolve) => setTimeout(resolve, 150)); // past a tenth of maxAge: a push is due
 
@@ -542,9 +554,8 @@ describe('Request lifecycle: a response whose headers went out before the commit
   it('with ctx.respond = false, a change does not keep the stored session past the end its last push gave it', async () => {
     const { run, store } = await streaming({ maxAge: 1000 });
     const jar = new Jar();
-    await call(run, jar, 'post', '/login');
+    const id = await login(run, jar);
     const savedBy = Date.now();
-    const id = jar.get() as string;
     await sleep(400); // a push would be due, but no cookie could follow it
 
     expect((await call(run, jar, 'get', '/raw/set')).status).to.equal(302);
