@@ -218,6 +218,30 @@ describe('Options: defaults', () => {
     expect(maxActive()).to.equal(1);
   });
 
+  it('by default a request waits 5 seconds for a held lock, then gets 503 without running its handler', async function () {
+    this.timeout(20_000);
+    let release: (() => void) | undefined;
+    let handled = 0;
+    const run = await start(undefined, async (ctx) => {
+      if (ctx.path === '/hold') await new Promise<void>((resolve) => (release = resolve));
+      else if (ctx.path === '/late') handled++;
+      ctx.session.set('a', 1);
+      ctx.body = 'ok';
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post');
+    const holding = call(run, jar, 'post', '/hold');
+    while (release === undefined) await sleep(5);
+    const before = Date.now();
+    const late = await call(run, jar, 'post', '/late');
+    const waited = Date.now() - before;
+    release();
+    expect((await holding).status).to.equal(200);
+    expect(late.status).to.equal(503);
+    expect(handled).to.equal(0);
+    expect(waited, 'ms waited: 5 s, not another default such as 10 s').to.be.within(4_800, 9_000);
+  });
+
   it('by default a plain read of a live session sends no cookie (rolling is off)', async () => {
     const run = await start(undefined, (ctx) => {
       if (ctx.method === 'POST') ctx.session.set('a', 1);
