@@ -1006,6 +1006,37 @@ describe('RedisStore', function () {
     }
   });
 
+  it('with lock: true, a lock taken by a command ioredis resends after a dropped connection is still the request\'s own', async function () {
+    if (server === undefined) {
+      skipOrFail(this, 'stalling Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
+    }
+    const own = await startRedis();
+    try {
+      const a = await instance({ lock: true }, { lockTimeout: 2000 }, connect(RECOMMENDED, own.url));
+      const jar = new CookieJar();
+      const id = await login(jar, a.url);
+      assert.equal((await send(jar, a.url, 'POST', '/set?key=warm&value=1')).status, 200); // Redis has the lock script now
+      process.kill(own.pid, 'SIGSTOP');
+      let pending: Promise<Reply>;
+      try {
+        pending = send(jar, a.url, 'POST', '/set?key=b&value=2');
+        await sleep(200); // its SET NX waits in Redis's socket
+        // The connection drops before the reply: Redis still runs the SET, and ioredis sends it again on the next connection.
+        (a.client as unknown as { stream: { destroy(): void } }).stream.destroy();
+        await sleep(200);
+      } finally {
+        process.kill(own.pid, 'SIGCONT');
+      }
+      const reply = await pending;
+      assert.equal(reply.status, 200, `the write across the dropped connection got ${reply.status} after ${reply.ms} ms`);
+      assert.equal((await send(jar, a.url, 'POST', '/set?key=c&value=3')).status, 200);
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, warm: 1, b: 2, c: 3 });
+      assert.equal(await a.client.exists(a.store.lockKey(id)), 0, 'no lock left behind');
+    } finally {
+      await own.stop();
+    }
+  });
+
   it('a session() nested in another of the same cookie on another RedisStore object warns only when the two cannot serve one session', async () => {
     const cases: Array<[string, { prefix?: string; lock?: boolean }, boolean]> = [
       ['the same prefix, no Redis lock: one backend, shared', {}, false],

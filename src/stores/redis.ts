@@ -226,8 +226,19 @@ const REMOVED_AT = new Script(`return redis.call('GET', KEYS[1])`);
 /** A regenerate whose old session other processes keep changing gives up after this many copies. */
 const MOVE_ATTEMPTS = 10;
 
-/** KEYS[1] the lock; ARGV[1] token; ARGV[2] ttl ms. */
-const LOCK = new Script(`return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])`);
+/**
+ * KEYS[1] the lock; ARGV[1] token; ARGV[2] ttl ms. A lock that already
+ * holds the token is the caller's: ioredis sends a command again on a new
+ * connection when the old one dropped before its reply, so the first SET
+ * may have landed.
+ */
+const LOCK = new Script(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 'OK'
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+`);
 
 /** Only the holder may extend or delete its lock: another token means it expired and someone else has it. */
 const RENEW = new Script(`
