@@ -1037,6 +1037,46 @@ describe('RedisStore', function () {
     }
   });
 
+  it('a regenerate whose removal of the old ID ioredis resends after a dropped connection keeps the session under its new ID', async function () {
+    if (server === undefined) {
+      skipOrFail(this, 'stalling Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
+    }
+    const own = await startRedis();
+    try {
+      const a = await instance({}, {}, connect(RECOMMENDED, own.url));
+      const jar = new CookieJar();
+      const first = await login(jar, a.url);
+      assert.equal((await send(jar, a.url, 'POST', '/regenerate')).status, 200); // Redis has the scripts now
+      const client = a.client as unknown as { evalsha: (...args: unknown[]) => Promise<unknown>; stream: { destroy(): void } };
+      const evalsha = client.evalsha.bind(client);
+      let armed = true;
+      client.evalsha = (sha, numkeys, keysAndArgs) => {
+        // The script that removes the old ID (the only one with three keys) waits in Redis's socket,
+        // and the connection drops before its reply: Redis still runs it, and ioredis sends it again.
+        if (!armed || numkeys !== 3) return evalsha(sha, numkeys, keysAndArgs);
+        armed = false;
+        process.kill(own.pid, 'SIGSTOP');
+        const answer = evalsha(sha, numkeys, keysAndArgs);
+        setTimeout(() => {
+          client.stream.destroy();
+          setTimeout(() => process.kill(own.pid, 'SIGCONT'), 200);
+        }, 200);
+        return answer;
+      };
+      const before = jar.sessionId;
+      const reply = await send(jar, a.url, 'POST', '/regenerate');
+      assert.equal(armed, false, 'the removal went through the dropped connection');
+      assert.equal(reply.status, 200);
+      assert.notEqual(jar.sessionId, before, 'the new ID went out');
+      assert.notEqual(jar.sessionId, first);
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 }, 'the session is kept');
+      assert.deepEqual(await sessionKeys(a.client), [a.store.key(jar.sessionId as string)]);
+    } finally {
+      process.kill(own.pid, 'SIGCONT');
+      await own.stop();
+    }
+  });
+
   it('a session() nested in another of the same cookie on another RedisStore object warns only when the two cannot serve one session', async () => {
     const cases: Array<[string, { prefix?: string; lock?: boolean }, boolean]> = [
       ['the same prefix, no Redis lock: one backend, shared', {}, false],

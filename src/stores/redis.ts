@@ -195,17 +195,23 @@ return 1
 
 /**
  * KEYS[1] a session hash, KEYS[2] its removal mark, KEYS[3] its lock;
- * ARGV[1] how long the mark stays, in ms; ARGV[2] the removal time; ARGV[3]
- * the token of the lock the caller holds, or ''; ARGV[4..] the session's
+ * ARGV[1] how long the mark stays, in ms; ARGV[2] the removal time, made
+ * this call's own by a random fraction (see retireStamp); ARGV[3] the
+ * token of the lock the caller holds, or ''; ARGV[4..] the session's
  * fields and values as they were read (HGETALL's pairs, in any order).
  * Removes the session only if it is still exactly that: answers 1 once
- * removed, 0 when it is gone, -1 when it changed, LOCK_LOST when the
+ * removed (also when this very call removed it before: ioredis sends a
+ * command again on a new connection when the old one dropped before its
+ * reply), 0 when it is gone, -1 when it changed, LOCK_LOST when the
  * caller's lock expired.
  */
 const RETIRE = new Script(`
 ${lockCheck('KEYS[3]', 'ARGV[3]')}
 local current = redis.call('HGETALL', KEYS[1])
-if #current == 0 then return 0 end
+if #current == 0 then
+  if redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
+  return 0
+end
 if #current ~= #ARGV - 3 then return -1 end
 local expected = {}
 for i = 4, #ARGV, 2 do expected[ARGV[i]] = ARGV[i + 1] end
@@ -222,6 +228,15 @@ const RESTAMP = new Script(`return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX
 
 /** KEYS[1] a removal mark: the removal time it holds, or false (nil) when there is none. */
 const REMOVED_AT = new Script(`return redis.call('GET', KEYS[1])`);
+
+/**
+ * RETIRE's removal time: now, with a random fraction of a millisecond that
+ * no other removal's mark holds, so that RETIRE can tell its own mark.
+ * Still a time to removedSince, in any version.
+ */
+function retireStamp(): string {
+  return `${Date.now()}.${randomBytes(4).readUInt32BE()}`;
+}
 
 /** A regenerate whose old session other processes keep changing gives up after this many copies. */
 const MOVE_ATTEMPTS = 10;
@@ -545,7 +560,7 @@ export class RedisStore implements AtomicStore, LockingStore {
       await this.writeSession(newId, { values: session.values, createdAt: now, touchedAt: now }, maxAgeMs);
       const lock = this.heldLockOf(oldId);
       const keys = [this.key(oldId), this.removedKey(oldId), lock.key];
-      const retired = await this.run(RETIRE, keys, [REMOVED_MEMORY_MS, Date.now(), lock.token, ...Object.entries(fields).flat()]);
+      const retired = await this.run(RETIRE, keys, [REMOVED_MEMORY_MS, retireStamp(), lock.token, ...Object.entries(fields).flat()]);
       if (retired === 1) return true;
       await this.guard(this.client.del(this.key(newId)), this.timeout); // a copy no client ever heard of
       this.checked(retired);
