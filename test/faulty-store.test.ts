@@ -349,8 +349,19 @@ describe('security: no session ID in errors or debug output', function () {
     app.on('error', (error: unknown) => errors.push(error));
     app.use(requestNamer());
     app.use(session({ store: inner, lockTimeout: 30 }));
+    // /slow holds its session's lock from `entered` until `release()` (or 5 s, should the late request never give up).
+    let entered!: () => void;
+    const slowHolds = new Promise<void>((resolve) => (entered = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+      setTimeout(resolve, 5_000).unref();
+    });
     app.use(async (ctx) => {
-      if (ctx.path === '/slow') await new Promise((resolve) => setTimeout(resolve, 300));
+      if (ctx.path === '/slow') {
+        entered();
+        await released;
+      }
       ctx.session.set('x', 1);
       ctx.body = 'ok';
     });
@@ -359,8 +370,9 @@ describe('security: no session ID in errors or debug output', function () {
       const first = await request(s.port, { method: 'POST' });
       const id = sessionCookie(first)?.value as string;
       const slow = request(s.port, { method: 'POST', path: '/slow', headers: { cookie: `session_id=${id}` } });
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await slowHolds; // /slow has the lock: sent first is not there first on a loaded machine
       const waiting = await request(s.port, { method: 'POST', headers: { cookie: `session_id=${id}` } });
+      release();
       await slow;
       assert.equal(waiting.status, 503);
       assert.ok(!waiting.body.includes(id), 'the 503 body does not name the ID');
