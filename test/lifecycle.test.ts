@@ -502,10 +502,19 @@ describe('Request lifecycle: a response whose headers went out before the commit
 
   it("a session:lock-timeout listener that throws, on a streamed response's commit, still lets the response end; the app hears of the listener's error", async () => {
     const store = memoryStore();
-    const run = await start({ store, lockTimeout: 150 }, async (ctx) => {
+    let eventsEntered!: () => void;
+    const eventsHolds = new Promise<void>((resolve) => (eventsEntered = resolve));
+    let slowAsked!: () => void;
+    const slowQueued = new Promise<void>((resolve) => (slowAsked = resolve));
+    const lockMode = (ctx: Context) => {
+      if (ctx.path === '/slow') slowAsked(); // it queues for its lock right after this answer
+      return ctx.method === 'GET' ? 'read' : 'write';
+    };
+    const run = await start({ store, lockTimeout: 150, lockMode }, async (ctx) => {
       if (ctx.path === '/login') ctx.session.set('user', 'ann');
       if (ctx.path === '/events') {
-        await new Promise((resolve) => setTimeout(resolve, 50)); // the write below queues meanwhile
+        eventsEntered();
+        await slowQueued; // the write below is in line behind this read
         ctx.session.set('seen', true); // a read-mode change: the commit waits for the write lock, and times out
         streamEvents(ctx, 'data: hello\n\n');
       }
@@ -520,7 +529,7 @@ describe('Request lifecycle: a response whose headers went out before the commit
     const jar = new Jar();
     await call(run, jar, 'post', '/login');
     const streaming = run.http.get('/events').set('Cookie', jar.header()).timeout(5000).then((res) => res); // sent now
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await eventsHolds; // /events holds the shared lock: sent first is not there first on a loaded machine
     const [res, slow] = await Promise.all([streaming, call(run, jar, 'post', '/slow')]);
     expect([res.status, res.text]).to.deep.equal([200, 'data: hello\n\n']);
     expect(slow.status).to.equal(200);
