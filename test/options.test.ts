@@ -4,7 +4,7 @@
  * cookie.test.ts, custom stores in custom-store.test.ts.
  */
 import Koa from 'koa';
-import type { Context } from 'koa';
+import type { Context, Middleware } from 'koa';
 import { session, withStore } from '../src';
 import type { SessionOptions, Store } from '../src';
 import {
@@ -255,13 +255,23 @@ describe('Options: defaults', () => {
 
 /**
  * An app where /wait holds the request until a second request of the same
- * session is inside a handler too (or 600 ms pass), recording how many ran
- * at once. POST / and GET / (no wait) create and read the session.
+ * session is inside a handler too (or 600 ms pass after that second request
+ * reached the server: a lock keeps it out), recording how many ran at once.
+ * POST / and GET / (no wait) create and read the session.
  */
 async function overlapApp(opts: SessionOptions | undefined) {
   let active = 0;
   let max = 0;
   let wake: (() => void) | undefined;
+  // Counted ahead of the session middleware: the 600 ms start only once the second /wait is in the server,
+  // not when the first is (two requests sent together can reach it far apart on a loaded machine).
+  let arrived = 0;
+  let secondArrived!: () => void;
+  const bothArrived = new Promise<void>((resolve) => (secondArrived = resolve));
+  const countArrivals: Middleware = (ctx, next) => {
+    if (ctx.path === '/wait' && ++arrived === 2) secondArrived();
+    return next();
+  };
   const run = await start({ store: memoryStore(), ...opts }, async (ctx) => {
     if (ctx.path === '/wait') {
       active++;
@@ -271,7 +281,7 @@ async function overlapApp(opts: SessionOptions | undefined) {
       } else {
         await new Promise<void>((resolve) => {
           wake = resolve;
-          setTimeout(resolve, 600);
+          void bothArrived.then(() => setTimeout(resolve, 600).unref());
         });
       }
       active--;
@@ -280,7 +290,7 @@ async function overlapApp(opts: SessionOptions | undefined) {
     }
     ctx.session.set('a', 1);
     ctx.body = 'ok';
-  });
+  }, { before: [countArrivals] });
   const jar = new Jar();
   await call(run, jar, 'put', '/');
   return { run, jar, maxActive: () => max };
