@@ -96,17 +96,18 @@ describe('Expiry', function () {
     for (const [method, path] of [['GET', '/whoami'], ['POST', '/noop']] as const) {
       it(`a ${method} that only loads the session, once a tenth of maxAge has passed, pushes its store expiry out`, async () => {
         const store = memoryStore();
-        const t = await start({ store, maxAge: 1_000 });
+        // The last checks run between the two ends, half the sleep (600 ms) before the pushed one: room for a loaded machine.
+        const t = await start({ store, maxAge: 3_000 });
         const { id, savedBy } = await login(t);
 
-        await sleep(400);
+        await sleep(1_200);
         const pushedFrom = Date.now();
         const push = await (method === 'GET' ? t.client.get(path) : t.client.post(path)).set('Cookie', cookieFor(id));
         expect(push.status).to.equal(200);
 
         // Past the end the login gave it, before the end the push gave it.
-        await sleepUntil(Math.max(savedBy + 1_000 + 50, (savedBy + 1_000 + pushedFrom + 1_000) / 2));
-        expect(Date.now(), 'still before the pushed end').to.be.below(pushedFrom + 1_000);
+        await sleepUntil(Math.max(savedBy + 3_000 + 50, (savedBy + 3_000 + pushedFrom + 3_000) / 2));
+        expect(Date.now(), 'still before the pushed end').to.be.below(pushedFrom + 3_000);
         expect(await store.get(id), 'store still holds the session').to.not.equal(undefined);
         const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
         expect(res.body).to.deep.include({ id, isNew: false });
