@@ -267,13 +267,14 @@ describe('MemoryStore', function () {
 
     it('touch pushes the expiry out without changing the data, and records the push time of a record in the middleware\'s shape', async () => {
       const store = memoryStore();
-      await store.set('a', { v: 1 }, 150);
-      await store.set('s', { data: { user: 'ann' }, createdAt: 1000, touchedAt: 1000 }, 150);
-      await sleep(100);
+      await store.set('a', { v: 1 }, 600);
+      await store.set('s', { data: { user: 'ann' }, createdAt: 1000, touchedAt: 1000 }, 600);
+      const setBy = Date.now();
+      await sleep(200); // the touches come 400 ms before the set's end: room for a loaded machine
       const touchedFrom = Date.now();
-      await store.touch('a', 300);
-      await store.touch('s', 300);
-      await sleep(120);
+      await store.touch('a', 1_500);
+      await store.touch('s', 1_500);
+      await sleep(Math.max(0, setBy + 600 + 50 - Date.now())); // past the end the set gave them
 
       expect(await store.get('a')).to.deep.equal({ v: 1 });
       const record = await store.get('s');
