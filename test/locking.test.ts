@@ -925,6 +925,7 @@ describe('Locking', function () {
       const holder = a.t.client.post('/hold').set('Cookie', cookieFor(id)).then((r) => r);
       await a.log.waitFor('enter hold');
       const late = a.t.client.post('/late').set('Cookie', cookieFor(id)).then((r) => r);
+      await a.log.waitFor('queue /late'); // in line: sent is not there yet on a loaded machine
       await sleep(150); // half of lockTimeout in line behind the holder
       a.hold.open();
       expect((await holder).status).to.equal(200);
