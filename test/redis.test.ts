@@ -738,7 +738,14 @@ describe('RedisStore', function () {
     for (const [removal, path, runsOn] of removals) {
       it(`with lock: true, a write queued for the Redis lock behind ${removal}`, async () => {
         const a = await instance({ lock: true });
-        const b = await instance({ lock: true });
+        let lateAsked!: () => void;
+        const lateInLine = new Promise<void>((resolve) => (lateAsked = resolve));
+        const b = await instance({ lock: true }, {
+          lockMode: (ctx) => {
+            if (ctx.path === '/incr') lateAsked(); // b has noted when it asked, and asks for the lock right after this answer
+            return ctx.method === 'GET' ? 'read' : 'write';
+          },
+        });
         const jar = new CookieJar();
         const oldId = await login(jar, a.url);
         const tab = tabOf(jar);
@@ -747,6 +754,7 @@ describe('RedisStore', function () {
         await a.app.held(); // holds the session's Redis lock; a regenerate moves the session at its commit
         await sleep(runsOn);
         const late = lateWrite(b.app, tab, send(tab, b.url, 'POST', '/incr'));
+        await lateInLine; // sent is not there yet on a loaded machine
         await sleep(200); // b polls for the Redis lock meanwhile
         a.app.release();
         assert.ok([200, 204].includes((await removing).status));
