@@ -156,12 +156,14 @@ describe('Expiry', function () {
 
     it('reads that come within a tenth of maxAge of the last push send no Set-Cookie and write nothing', async () => {
       const spy = new SpyStore(memoryStore());
-      const t = await start({ store: spy, maxAge: 20_000 });
-      const { id } = await login(t);
+      const t = await start({ store: spy, maxAge: 25_000 });
+      const { id, savedBy } = await login(t);
       const writes = spy.writes;
 
       for (let i = 0; i < 5; i++) {
-        await sleep(300); // the last read comes about 8 % of maxAge after the save, a tenth being 2 s: hundreds of ms either side
+        // Read i + 1 comes 300 ms × (i + 1) after the save, however late the one before came back: delays do not add up.
+        // The last comes 1.5 s after it: 6 % of maxAge, a tenth being 2.5 s, a twentieth 1.25 s; hundreds of ms either side.
+        await sleepUntil(savedBy + 300 * (i + 1));
         const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
         expect(res.body.isNew).to.equal(false);
         expect(res.headers['set-cookie'], `Set-Cookie on read ${i + 1}`).to.equal(undefined);
