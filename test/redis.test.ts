@@ -1085,6 +1085,52 @@ describe('RedisStore', function () {
     }
   });
 
+  it('with lock: true, a regenerate whose removal of the old ID ioredis resends after its Redis lock expired keeps the session under its new ID', async function () {
+    if (server === undefined) {
+      skipOrFail(this, 'stalling Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
+    }
+    const own = await startRedis();
+    try {
+      // The client reconnects 4 s after the drop, well past lockTtl: the renewals wait in its queue meanwhile.
+      const lockTtl = 1500;
+      const slowReconnect: RedisOptions = { maxRetriesPerRequest: 1, retryStrategy: () => 4000 };
+      const a = await instance({ lock: true, lockTtl, timeout: 20_000 }, {}, connect(slowReconnect, own.url));
+      const jar = new CookieJar();
+      const first = await login(jar, a.url);
+      assert.equal((await send(jar, a.url, 'POST', '/regenerate')).status, 200); // Redis has the scripts now
+      const client = a.client as unknown as { evalsha: (...args: unknown[]) => Promise<unknown>; stream: { destroy(): void } };
+      const evalsha = client.evalsha.bind(client);
+      let armed = true;
+      client.evalsha = (sha, numkeys, keysAndArgs) => {
+        // The script that removes the old ID (the only one with three keys) is written to Redis, and the
+        // connection drops at once, before its reply: Redis runs it under the lock, which is still held.
+        if (!armed || numkeys !== 3) return evalsha(sha, numkeys, keysAndArgs);
+        armed = false;
+        process.kill(own.pid, 'SIGSTOP');
+        const answer = evalsha(sha, numkeys, keysAndArgs);
+        setImmediate(() => {
+          client.stream.destroy();
+          process.kill(own.pid, 'SIGCONT');
+        });
+        return answer;
+      };
+      const before = jar.sessionId as string;
+      const errors: unknown[] = [];
+      a.app.app.on('error', (error) => errors.push(error));
+      const reply = await send(jar, a.url, 'POST', '/regenerate');
+      assert.equal(armed, false, 'the removal went through the dropped connection');
+      assert.equal(await a.client.exists(a.store.key(before)), 0, 'the first run removed the old ID');
+      assert.equal(reply.status, 200, `the regenerate got ${reply.status}: ${errors.map((error) => String((error as Error).cause ?? error)).join(', ')}`);
+      assert.notEqual(jar.sessionId, before, 'the new ID went out');
+      assert.notEqual(jar.sessionId, first);
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 }, 'the session is kept');
+      assert.deepEqual(await sessionKeys(a.client), [a.store.key(jar.sessionId as string)]);
+    } finally {
+      process.kill(own.pid, 'SIGCONT');
+      await own.stop();
+    }
+  });
+
   it('a session() nested in another of the same cookie on another RedisStore object warns only when the two cannot serve one session', async () => {
     const cases: Array<[string, { prefix?: string; lock?: boolean }, boolean]> = [
       ['the same prefix, no Redis lock: one backend, shared', {}, false],

@@ -206,12 +206,11 @@ return 1
  * caller's lock expired.
  */
 const RETIRE = new Script(`
-${lockCheck('KEYS[3]', 'ARGV[3]')}
 local current = redis.call('HGETALL', KEYS[1])
-if #current == 0 then
-  if redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
-  return 0
-end
+-- Before the lock check: the first run removed it under the lock, which may have expired since.
+if #current == 0 and redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
+${lockCheck('KEYS[3]', 'ARGV[3]')}
+if #current == 0 then return 0 end
 if #current ~= #ARGV - 3 then return -1 end
 local expected = {}
 for i = 4, #ARGV, 2 do expected[ARGV[i]] = ARGV[i + 1] end
