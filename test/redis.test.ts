@@ -1131,6 +1131,49 @@ describe('RedisStore', function () {
     }
   });
 
+  it('a regenerate that gets a 503 because the reply of its removal of the old ID is lost with the connection keeps the session under its old ID, even when ioredis sends the removal again later', async function () {
+    if (server === undefined) {
+      skipOrFail(this, 'stalling Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
+    }
+    const own = await startRedis();
+    try {
+      // The recommended settings: commandTimeout (2 s) gives up on the removal, but ioredis keeps it to send again.
+      const a = await instance({}, {}, connect(RECOMMENDED, own.url));
+      const jar = new CookieJar();
+      await login(jar, a.url);
+      assert.equal((await send(jar, a.url, 'POST', '/regenerate')).status, 200); // Redis has the scripts now
+      const client = a.client as unknown as { evalsha: (...args: unknown[]) => Promise<unknown>; stream: { destroy(): void } };
+      const evalsha = client.evalsha.bind(client);
+      let armed = true;
+      client.evalsha = (sha, numkeys, keysAndArgs) => {
+        // The script that removes the old ID (the only one with three keys) waits in Redis's socket, and the
+        // connection drops: Redis runs it once it goes on, and ioredis sends it again once reconnected.
+        if (!armed || numkeys !== 3) return evalsha(sha, numkeys, keysAndArgs);
+        armed = false;
+        process.kill(own.pid, 'SIGSTOP');
+        const answer = evalsha(sha, numkeys, keysAndArgs);
+        setTimeout(() => client.stream.destroy(), 100);
+        return answer;
+      };
+      const before = jar.sessionId as string;
+      let reply: Reply;
+      try {
+        reply = await send(jar, a.url, 'POST', '/regenerate');
+      } finally {
+        process.kill(own.pid, 'SIGCONT');
+      }
+      assert.equal(armed, false, 'the removal went through the dropped connection');
+      assert.equal(reply.status, 503);
+      assert.equal(jar.sessionId, before, 'no new ID went out');
+      await a.client.ping(); // behind whatever the client sends again, and anything queued behind that
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 }, 'the session is kept under the ID the client has');
+      assert.deepEqual(await sessionKeys(a.client), [a.store.key(before)], 'and no copy is left');
+    } finally {
+      process.kill(own.pid, 'SIGCONT');
+      await own.stop();
+    }
+  });
+
   it('a session() nested in another of the same cookie on another RedisStore object warns only when the two cannot serve one session', async () => {
     const cases: Array<[string, { prefix?: string; lock?: boolean }, boolean]> = [
       ['the same prefix, no Redis lock: one backend, shared', {}, false],

@@ -222,6 +222,27 @@ redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
 return 1
 `, 3);
 
+/**
+ * KEYS[1] a session hash, KEYS[2] its removal mark; ARGV[1] expiry ms;
+ * ARGV[2] the removal time a RETIRE was sent with; ARGV[3..] the fields and
+ * values it was sent with. Puts back the session that RETIRE removed, if it
+ * did (the mark still holds its time): its caller gave up waiting for the
+ * answer, but ioredis may send it again once reconnected.
+ */
+const UNRETIRE = new Script(`
+if redis.call('GET', KEYS[2]) ~= ARGV[2] or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2])
+local n = #ARGV
+local i = 3
+while i <= n do
+  local last = math.min(i + 199, n)
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, last))
+  i = last + 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+`, 2);
+
 /** KEYS[1] a removal mark; ARGV[1] how long it stays, in ms; ARGV[2] the time. Moves the mark's time on, if there is one. */
 const RESTAMP = new Script(`return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])`);
 
@@ -559,7 +580,18 @@ export class RedisStore implements AtomicStore, LockingStore {
       await this.writeSession(newId, { values: session.values, createdAt: now, touchedAt: now }, maxAgeMs);
       const lock = this.heldLockOf(oldId);
       const keys = [this.key(oldId), this.removedKey(oldId), lock.key];
-      const retired = await this.run(RETIRE, keys, [REMOVED_MEMORY_MS, retireStamp(), lock.token, ...Object.entries(fields).flat()]);
+      const stamp = retireStamp();
+      const copied = Object.entries(fields).flat();
+      let retired: unknown;
+      try {
+        retired = await this.run(RETIRE, keys, [REMOVED_MEMORY_MS, stamp, lock.token, ...copied]);
+      } catch (error) {
+        // The request fails, but RETIRE may still run: queue its undoing behind it (the expiry
+        // of a fresh lifetime, as a push would give), and drop the copy no client heard of.
+        this.run(UNRETIRE, keys.slice(0, 2), [expiryMs(maxAgeMs), stamp, ...copied]).catch(() => undefined);
+        this.client.del(this.key(newId)).catch(() => undefined);
+        throw error;
+      }
       if (retired === 1) return true;
       await this.guard(this.client.del(this.key(newId)), this.timeout); // a copy no client ever heard of
       this.checked(retired);
