@@ -104,6 +104,41 @@ describe('RedisStore', function () {
   }
 
   /** One "process": its own ioredis client, RedisStore and Koa app. */
+  /**
+   * Runs `body` against a redis-server of its own, which it may stall with
+   * SIGSTOP (REDIS_URL's is not ours to): left running again, then shut down.
+   */
+  async function withStalledRedis(test: Mocha.Context, body: (own: RedisServer) => Promise<void>): Promise<void> {
+    if (server === undefined) skipOrFail(test, 'stalling Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
+    const own = await startRedis();
+    try {
+      await body(own);
+    } finally {
+      process.kill(own.pid, 'SIGCONT');
+      await own.stop();
+    }
+  }
+
+  /**
+   * Stalls `own` just as the next script with three keys (RETIRE, a
+   * regenerate's removal of the old ID) is sent, then calls `then` with the
+   * client's socket (to drop it, say). Answers whether that has happened.
+   */
+  function stallRetire(a: { client: Redis }, own: RedisServer, then: (stream: { destroy(): void }) => void): () => boolean {
+    const client = a.client as unknown as { evalsha: (...args: unknown[]) => Promise<unknown>; stream: { destroy(): void } };
+    const evalsha = client.evalsha.bind(client);
+    let armed = true;
+    client.evalsha = (sha, numkeys, keysAndArgs) => {
+      if (!armed || numkeys !== 3) return evalsha(sha, numkeys, keysAndArgs);
+      armed = false;
+      process.kill(own.pid, 'SIGSTOP');
+      const answer = evalsha(sha, numkeys, keysAndArgs);
+      then(client.stream);
+      return answer;
+    };
+    return () => !armed;
+  }
+
   async function instance(storeOptions: { lock?: boolean; lockTtl?: number; timeout?: number } = {}, sessionOptions: SessionOptions = {}, client = connect()) {
     const store = new RedisStore({ client, prefix, ...storeOptions });
     const app = await startApp(store, sessionOptions);
@@ -986,11 +1021,7 @@ describe('RedisStore', function () {
   });
 
   it('with lock: true and Redis stalled during the handler, the request fails within the store timeout, not after a second wait to unlock', async function () {
-    if (server === undefined) {
-      skipOrFail(this, 'stalling Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
-    }
-    const own = await startRedis();
-    try {
+    await withStalledRedis(this, async (own) => {
       const timeout = 1000;
       // ioredis defaults: commands wait in the client for a server that stopped answering.
       const a = await instance({ lock: true, timeout }, { lockTimeout: 10_000 }, connect({}, own.url));
@@ -1009,17 +1040,11 @@ describe('RedisStore', function () {
       } finally {
         process.kill(own.pid, 'SIGCONT');
       }
-    } finally {
-      await own.stop();
-    }
+    });
   });
 
   it('with lock: true, a lock taken by a command ioredis resends after a dropped connection is still the request\'s own', async function () {
-    if (server === undefined) {
-      skipOrFail(this, 'stalling Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
-    }
-    const own = await startRedis();
-    try {
+    await withStalledRedis(this, async (own) => {
       const a = await instance({ lock: true }, { lockTimeout: 2000 }, connect(RECOMMENDED, own.url));
       const jar = new CookieJar();
       const id = await login(jar, a.url);
@@ -1040,57 +1065,34 @@ describe('RedisStore', function () {
       assert.equal((await send(jar, a.url, 'POST', '/set?key=c&value=3')).status, 200);
       assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, warm: 1, b: 2, c: 3 });
       assert.equal(await a.client.exists(a.store.lockKey(id)), 0, 'no lock left behind');
-    } finally {
-      await own.stop();
-    }
+    });
   });
 
   it('a regenerate whose removal of the old ID ioredis resends after a dropped connection keeps the session under its new ID', async function () {
-    if (server === undefined) {
-      skipOrFail(this, 'stalling Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
-    }
-    const own = await startRedis();
-    try {
+    await withStalledRedis(this, async (own) => {
       const a = await instance({}, {}, connect(RECOMMENDED, own.url));
       const jar = new CookieJar();
       const first = await login(jar, a.url);
       assert.equal((await send(jar, a.url, 'POST', '/regenerate')).status, 200); // Redis has the scripts now
-      const client = a.client as unknown as { evalsha: (...args: unknown[]) => Promise<unknown>; stream: { destroy(): void } };
-      const evalsha = client.evalsha.bind(client);
-      let armed = true;
-      client.evalsha = (sha, numkeys, keysAndArgs) => {
-        // The script that removes the old ID (the only one with three keys) waits in Redis's socket,
-        // and the connection drops before its reply: Redis still runs it, and ioredis sends it again.
-        if (!armed || numkeys !== 3) return evalsha(sha, numkeys, keysAndArgs);
-        armed = false;
-        process.kill(own.pid, 'SIGSTOP');
-        const answer = evalsha(sha, numkeys, keysAndArgs);
-        setTimeout(() => {
-          client.stream.destroy();
-          setTimeout(() => process.kill(own.pid, 'SIGCONT'), 200);
-        }, 200);
-        return answer;
-      };
+      // The script that removes the old ID (the only one with three keys) waits in Redis's socket,
+      // and the connection drops before its reply: Redis still runs it, and ioredis sends it again.
+      const stalled = stallRetire(a, own, (stream) => setTimeout(() => {
+        stream.destroy();
+        setTimeout(() => process.kill(own.pid, 'SIGCONT'), 200);
+      }, 200));
       const before = jar.sessionId;
       const reply = await send(jar, a.url, 'POST', '/regenerate');
-      assert.equal(armed, false, 'the removal went through the dropped connection');
+      assert.ok(stalled(), 'the removal went through the dropped connection');
       assert.equal(reply.status, 200);
       assert.notEqual(jar.sessionId, before, 'the new ID went out');
       assert.notEqual(jar.sessionId, first);
       assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 }, 'the session is kept');
       assert.deepEqual(await sessionKeys(a.client), [a.store.key(jar.sessionId as string)]);
-    } finally {
-      process.kill(own.pid, 'SIGCONT');
-      await own.stop();
-    }
+    });
   });
 
   it('with lock: true, a regenerate whose removal of the old ID ioredis resends after its Redis lock expired keeps the session under its new ID', async function () {
-    if (server === undefined) {
-      skipOrFail(this, 'stalling Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
-    }
-    const own = await startRedis();
-    try {
+    await withStalledRedis(this, async (own) => {
       // The client reconnects 4 s after the drop, well past lockTtl: the renewals wait in its queue meanwhile.
       const lockTtl = 1500;
       const slowReconnect: RedisOptions = { maxRetriesPerRequest: 1, retryStrategy: () => 4000 };
@@ -1098,63 +1100,36 @@ describe('RedisStore', function () {
       const jar = new CookieJar();
       const first = await login(jar, a.url);
       assert.equal((await send(jar, a.url, 'POST', '/regenerate')).status, 200); // Redis has the scripts now
-      const client = a.client as unknown as { evalsha: (...args: unknown[]) => Promise<unknown>; stream: { destroy(): void } };
-      const evalsha = client.evalsha.bind(client);
-      let armed = true;
-      client.evalsha = (sha, numkeys, keysAndArgs) => {
-        // The script that removes the old ID (the only one with three keys) is written to Redis, and the
-        // connection drops at once, before its reply: Redis runs it under the lock, which is still held.
-        if (!armed || numkeys !== 3) return evalsha(sha, numkeys, keysAndArgs);
-        armed = false;
-        process.kill(own.pid, 'SIGSTOP');
-        const answer = evalsha(sha, numkeys, keysAndArgs);
-        setImmediate(() => {
-          client.stream.destroy();
-          process.kill(own.pid, 'SIGCONT');
-        });
-        return answer;
-      };
+      // The script that removes the old ID (the only one with three keys) is written to Redis, and the
+      // connection drops at once, before its reply: Redis runs it under the lock, which is still held.
+      const stalled = stallRetire(a, own, (stream) => setImmediate(() => {
+        stream.destroy();
+        process.kill(own.pid, 'SIGCONT');
+      }));
       const before = jar.sessionId as string;
       const errors: unknown[] = [];
       a.app.app.on('error', (error) => errors.push(error));
       const reply = await send(jar, a.url, 'POST', '/regenerate');
-      assert.equal(armed, false, 'the removal went through the dropped connection');
+      assert.ok(stalled(), 'the removal went through the dropped connection');
       assert.equal(await a.client.exists(a.store.key(before)), 0, 'the first run removed the old ID');
       assert.equal(reply.status, 200, `the regenerate got ${reply.status}: ${errors.map((error) => String((error as Error).cause ?? error)).join(', ')}`);
       assert.notEqual(jar.sessionId, before, 'the new ID went out');
       assert.notEqual(jar.sessionId, first);
       assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 }, 'the session is kept');
       assert.deepEqual(await sessionKeys(a.client), [a.store.key(jar.sessionId as string)]);
-    } finally {
-      process.kill(own.pid, 'SIGCONT');
-      await own.stop();
-    }
+    });
   });
 
   it('a regenerate that gets a 503 because the reply of its removal of the old ID is lost with the connection keeps the session under its old ID, even when ioredis sends the removal again later', async function () {
-    if (server === undefined) {
-      skipOrFail(this, 'stalling Redis needs a redis-server binary (REDIS_URL is not ours to stop)');
-    }
-    const own = await startRedis();
-    try {
+    await withStalledRedis(this, async (own) => {
       // The recommended settings: commandTimeout (2 s) gives up on the removal, but ioredis keeps it to send again.
       const a = await instance({}, {}, connect(RECOMMENDED, own.url));
       const jar = new CookieJar();
       await login(jar, a.url);
       assert.equal((await send(jar, a.url, 'POST', '/regenerate')).status, 200); // Redis has the scripts now
-      const client = a.client as unknown as { evalsha: (...args: unknown[]) => Promise<unknown>; stream: { destroy(): void } };
-      const evalsha = client.evalsha.bind(client);
-      let armed = true;
-      client.evalsha = (sha, numkeys, keysAndArgs) => {
-        // The script that removes the old ID (the only one with three keys) waits in Redis's socket, and the
-        // connection drops: Redis runs it once it goes on, and ioredis sends it again once reconnected.
-        if (!armed || numkeys !== 3) return evalsha(sha, numkeys, keysAndArgs);
-        armed = false;
-        process.kill(own.pid, 'SIGSTOP');
-        const answer = evalsha(sha, numkeys, keysAndArgs);
-        setTimeout(() => client.stream.destroy(), 100);
-        return answer;
-      };
+      // The script that removes the old ID (the only one with three keys) waits in Redis's socket, and the
+      // connection drops: Redis runs it once it goes on, and ioredis sends it again once reconnected.
+      const stalled = stallRetire(a, own, (stream) => setTimeout(() => stream.destroy(), 100));
       const before = jar.sessionId as string;
       let reply: Reply;
       try {
@@ -1162,16 +1137,13 @@ describe('RedisStore', function () {
       } finally {
         process.kill(own.pid, 'SIGCONT');
       }
-      assert.equal(armed, false, 'the removal went through the dropped connection');
+      assert.ok(stalled(), 'the removal went through the dropped connection');
       assert.equal(reply.status, 503);
       assert.equal(jar.sessionId, before, 'no new ID went out');
       await a.client.ping(); // behind whatever the client sends again, and anything queued behind that
       assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 }, 'the session is kept under the ID the client has');
       assert.deepEqual(await sessionKeys(a.client), [a.store.key(before)], 'and no copy is left');
-    } finally {
-      process.kill(own.pid, 'SIGCONT');
-      await own.stop();
-    }
+    });
   });
 
   it('a session() nested in another of the same cookie on another RedisStore object warns only when the two cannot serve one session', async () => {
