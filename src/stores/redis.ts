@@ -106,16 +106,21 @@ const REMOVED_MEMORY_MS = 60_000;
  */
 const CLOCK_MARGIN_MS = 500;
 
-/** KEYS[1] the session hash; ARGV[1] expiry ms; ARGV[2..] field, value pairs. Replaces the whole record. */
-const REPLACE = new Script(`
-redis.call('DEL', KEYS[1])
-local n = #ARGV
-local i = 2
+/** Lua: HSET of the field, value pairs ARGV[first..] into KEYS[1], 100 pairs a call (unpack's stack is limited). */
+function hsetArgsFrom(first: number): string {
+  return `local n = #ARGV
+local i = ${first}
 while i <= n do
   local last = math.min(i + 199, n)
   redis.call('HSET', KEYS[1], unpack(ARGV, i, last))
   i = last + 1
-end
+end`;
+}
+
+/** KEYS[1] the session hash; ARGV[1] expiry ms; ARGV[2..] field, value pairs. Replaces the whole record. */
+const REPLACE = new Script(`
+redis.call('DEL', KEYS[1])
+${hsetArgsFrom(2)}
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `);
@@ -232,13 +237,7 @@ return 1
 const UNRETIRE = new Script(`
 if redis.call('GET', KEYS[2]) ~= ARGV[2] or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2])
-local n = #ARGV
-local i = 3
-while i <= n do
-  local last = math.min(i + 199, n)
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, last))
-  i = last + 1
-end
+${hsetArgsFrom(3)}
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `, 2);
