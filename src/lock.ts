@@ -142,6 +142,13 @@ class ReadWriteLock {
 }
 
 /**
+ * How long after a session's remover let go of it a request that comes
+ * with its ID still counts as one sent before the removal (see
+ * LockTable.removedLately): as RedisStore's CLOCK_MARGIN_MS.
+ */
+const RECENT_REMOVAL_MS = 500;
+
+/**
  * One read/write lock per session ID, alive only while some request holds
  * or waits for it: the entry is deleted when its last user leaves, so memory
  * does not grow with the number of distinct sessions ever seen.
@@ -150,6 +157,8 @@ export class LockTable {
   private readonly entries = new Map<string, ReadWriteLock>();
   /** Requests that have asked for a lock so far: each one's number is its ticket (see removalStarted). */
   private tickets = 0;
+  /** When the removers of sessions removed lately let go of them (ms), oldest first: see removedLately. */
+  private readonly removals = new Map<string, number>();
 
   /** See servingMark. */
   private readonly servingMarks = new Map<string, object>();
@@ -217,6 +226,7 @@ export class LockTable {
    * when they get their turn.
    */
   removalDone(id: string): void {
+    this.rememberRemoval(id, Date.now());
     const lock = this.entries.get(id);
     if (lock === undefined) return;
     lock.removersHolding--;
@@ -237,10 +247,39 @@ export class LockTable {
     return true;
   }
 
-  /** Whether the request with `ticket` asked for `id`'s lock, or finds the session gone, while a holder that removed it held the lock. */
+  /**
+   * Whether the request with `ticket` asked for `id`'s lock, or finds the
+   * session gone, while a holder that removed it held the lock, or just
+   * after (see removedLately).
+   */
   removedAfterAsking(id: string, ticket: number): boolean {
     const lock = this.entries.get(id);
-    return lock !== undefined && (lock.removersHolding > 0 || ticket <= lock.removedBefore);
+    if (lock !== undefined && (lock.removersHolding > 0 || ticket <= lock.removedBefore)) return true;
+    return this.removedLately(id, Date.now());
+  }
+
+  /**
+   * Whether `id`'s remover let go of it less than RECENT_REMOVAL_MS ago.
+   * A request that comes with the removed ID then was sent before its
+   * client heard of the logout or the login (another tab's request still
+   * on its way): it is behind the removal as much as one that waited in
+   * line, and a session it started would send a cookie that replaces the
+   * one the login just sent. RedisStore.removedSince gives other processes
+   * the same margin.
+   */
+  private removedLately(id: string, now: number): boolean {
+    const at = this.removals.get(id);
+    return at !== undefined && now - at <= RECENT_REMOVAL_MS;
+  }
+
+  /** Notes that `id`'s remover let go of it at `now`, forgetting removals older than RECENT_REMOVAL_MS. */
+  private rememberRemoval(id: string, now: number): void {
+    this.removals.delete(id); // re-added last, keeping the map in time order
+    this.removals.set(id, now);
+    for (const [old, at] of this.removals) {
+      if (now - at <= RECENT_REMOVAL_MS) break;
+      this.removals.delete(old);
+    }
   }
 
   /**

@@ -5,7 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import type { Middleware } from 'koa';
 import type { Browser, BrowserContext, Cookie, Locator, Page } from 'playwright-core';
+import type { Running } from './support/app';
+import { closeAll, start } from './support/app';
 import type { RunningExample } from './support/browser';
 import { chromiumAvailable, keepToOrigin, launchChromium, screenshot, startExample } from './support/browser';
 
@@ -274,5 +277,125 @@ describe('the example app in a real browser', function () {
     await screenshot(page, 'csrf-refused');
     await go('/cart');
     assert.match(await page.locator('#cart').innerText(), /Tea × 1/);
+  });
+});
+
+/**
+ * Journeys through small apps written as the README shows, in tabs of one
+ * browser: what a user of a site built on the library would see.
+ */
+describe('journeys through small apps in a real browser', function () {
+  this.timeout(120_000);
+
+  let browser: Browser | undefined;
+  let context: BrowserContext;
+
+  before(async function () {
+    if (!chromiumAvailable()) return this.skip();
+    browser = await launchChromium();
+  });
+
+  after(async () => {
+    await browser?.close();
+  });
+
+  beforeEach(async () => {
+    context = await browser!.newContext();
+    context.setDefaultTimeout(30_000);
+  });
+
+  afterEach(async () => {
+    await context?.close();
+    await closeAll();
+  });
+
+  /** A promise and the function that resolves it. */
+  function signal(): { done: Promise<void>; fire: () => void } {
+    let fire!: () => void;
+    const done = new Promise<void>((resolve) => (fire = resolve));
+    return { done, fire };
+  }
+
+  /**
+   * An app whose /ping (another tab's background request: a "last seen"
+   * stamp) reaches the server while /login or /logout is under way, and
+   * the session middleware only once that response is out: a request the
+   * browser sent with the old cookie, still on its way when the login or
+   * logout happened.
+   */
+  async function appWithPingInFlight(): Promise<{ run: Running; pingHeld: Promise<void>; loggedInAs: () => string | undefined }> {
+    const pingArrived = signal();
+    let switched: { done: Promise<void>; fire: () => void } | undefined;
+    let loginId: string | undefined;
+    const gate: Middleware = async (ctx, next) => {
+      if (ctx.path === '/ping') {
+        switched = signal();
+        pingArrived.fire();
+        await switched.done;
+      }
+      // The ping goes on once the login or logout that came after it has sent its response.
+      if ((ctx.path === '/login' || ctx.path === '/logout') && switched !== undefined) ctx.res.once('finish', switched.fire);
+      await next();
+    };
+    const run = await start(
+      undefined,
+      async (ctx) => {
+        if (ctx.path === '/login') {
+          await ctx.session.regenerate();
+          ctx.session.set('user', 'alice');
+          loginId = ctx.session.id;
+        } else if (ctx.path === '/logout') {
+          await ctx.session.destroy();
+        } else if (ctx.path === '/ping') {
+          ctx.session.set('lastSeen', Date.now());
+        } else if (ctx.path === '/start') {
+          ctx.session.set('visits', 1);
+        }
+        ctx.body = { user: ctx.session.get('user') ?? null };
+      },
+      { keys: ['journey-key'], before: [gate] },
+    );
+    return { run, pingHeld: pingArrived.done, loggedInAs: () => loginId };
+  }
+
+  async function sessionCookies(origin: string): Promise<Cookie[]> {
+    return (await context.cookies(origin)).filter((cookie) => cookie.name === 'session_id');
+  }
+
+  it('a login in one tab survives a request another tab sent just before it with the old cookie', async () => {
+    const { run, pingHeld, loggedInAs } = await appWithPingInFlight();
+    const tabA = await context.newPage();
+    const tabB = await context.newPage();
+    await tabA.goto(`${run.url}/start`); // an anonymous session, as a site's first page makes one
+    await tabB.goto(`${run.url}/`);
+    const ping = tabB.evaluate(async () => (await fetch('/ping', { method: 'POST' })).status);
+    await pingHeld;
+    const login = await tabA.evaluate(async () => (await fetch('/login', { method: 'POST' })).json());
+    assert.deepEqual(login, { user: 'alice' });
+    assert.equal(await ping, 200);
+
+    const cookies = await sessionCookies(run.url);
+    assert.equal(cookies.length, 1);
+    assert.equal(cookies[0].value, loggedInAs(), "the login's cookie is the one the browser keeps");
+    await tabB.reload();
+    assert.deepEqual(JSON.parse(await tabB.locator('body').innerText()), { user: 'alice' }, 'still signed in, in every tab');
+  });
+
+  it('a logout in one tab is not followed by a new session from a request another tab sent just before it', async () => {
+    const { run, pingHeld } = await appWithPingInFlight();
+    const tabA = await context.newPage();
+    const tabB = await context.newPage();
+    await tabA.goto(`${run.url}/start`);
+    await tabA.evaluate(async () => (await fetch('/login', { method: 'POST' })).status);
+    await tabB.goto(`${run.url}/`);
+    assert.deepEqual(JSON.parse(await tabB.locator('body').innerText()), { user: 'alice' });
+    const ping = tabB.evaluate(async () => (await fetch('/ping', { method: 'POST' })).status);
+    await pingHeld;
+    await tabA.evaluate(async () => (await fetch('/logout', { method: 'POST' })).status);
+    assert.equal(await ping, 200);
+
+    assert.deepEqual(await sessionCookies(run.url), [], 'the cookie is gone, and no new one came after it');
+    await tabB.reload();
+    assert.deepEqual(JSON.parse(await tabB.locator('body').innerText()), { user: null });
   });
 });

@@ -107,6 +107,8 @@ export interface StoreEvent {
   readonly rid: string | undefined;
   /** A store call; or 'queue', 'done': the request asked for the lock on `id`, or left the session middleware (see LoggedStore.note). */
   readonly op: StoreOp | 'queue' | 'done';
+  /** When it happened (Date.now()). */
+  readonly at: number;
   readonly id: string;
   /** get: the record returned; set: the record written. */
   readonly record?: SessionData;
@@ -167,11 +169,11 @@ export class LoggedStore implements Store {
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     const fault = this.faults.fault(op);
     if (fault === 'before') {
-      this.log.push({ seq: this.log.length, rid, op, id, fault });
+      this.log.push({ seq: this.log.length, rid, op, id, at: Date.now(), fault });
       throw new InjectedStoreError(op, 'before');
     }
     const pending = run(); // the inner MemoryStore changes here, synchronously
-    const event: StoreEvent = { seq: this.log.length, rid, op, id, ...(fault === undefined ? {} : { fault }) };
+    const event: StoreEvent = { seq: this.log.length, rid, op, id, at: Date.now(), ...(fault === undefined ? {} : { fault }) };
     this.log.push(event);
     const result = await pending;
     Object.assign(event, describe(result));
@@ -181,7 +183,7 @@ export class LoggedStore implements Store {
 
   /** Logs, among the store calls, that request `rid` asks for the lock on session `id` now, or is done with its lock. */
   note(rid: string, op: 'queue' | 'done', id: string): void {
-    this.log.push({ seq: this.log.length, rid, op, id });
+    this.log.push({ seq: this.log.length, rid, op, id, at: Date.now() });
   }
 
   get(id: string): Promise<SessionData | undefined> {

@@ -22,11 +22,16 @@
  *   one that joined after the removal) and loads the session only after
  *   the removal finds it gone as "removed ahead of it": it runs on an empty
  *   session and commits nothing (interrupted, when it had anything to
- *   commit).
+ *   commit). So does one that finds it gone less than half a second after
+ *   the remover was done: a request its client sent before it heard of the
+ *   removal.
  *
  * Nothing here imports the library: the model is written from the SPEC.
  */
 import { isDeepStrictEqual } from 'node:util';
+
+/** How long after its remover was done a removed session still counts as removed ahead of a request that finds it gone. */
+const RECENT_REMOVAL_MS = 500;
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -230,6 +235,8 @@ export interface LoggedCall {
   readonly rid: string | undefined;
   readonly op: string;
   readonly id: string;
+  /** When it happened (Date.now()). */
+  readonly at: number;
   /** get: the record the store returned ({ data, createdAt, touchedAt }). */
   readonly record?: unknown;
 }
@@ -299,6 +306,8 @@ export function judge(requests: readonly Observed[], log: readonly LoggedCall[],
   const eventsOf = new Map<string, LoggedCall[]>();
   const queuedAt = new Map<string, number>();
   const doneAt = new Map<string, number>();
+  /** When each request left the session middleware (Date.now()). */
+  const doneTime = new Map<string, number>();
   /** Per session ID, when a request removed it. */
   const removals = new Map<string, Array<{ seq: number; rid: string | undefined }>>();
   for (const event of log) {
@@ -308,6 +317,7 @@ export function judge(requests: readonly Observed[], log: readonly LoggedCall[],
     if (event.rid === undefined || !byRid.has(event.rid)) continue;
     if (event.op === 'queue' || event.op === 'done') {
       (event.op === 'queue' ? queuedAt : doneAt).set(event.rid, event.seq);
+      if (event.op === 'done') doneTime.set(event.rid, event.at);
       continue;
     }
     const list = eventsOf.get(event.rid) ?? [];
@@ -432,10 +442,12 @@ export function judge(requests: readonly Observed[], log: readonly LoggedCall[],
       }
       p.loaded = stored !== undefined;
       const queued = queuedAt.get(p.obs.rid);
-      // Removed by another request before this load, which asked for the lock before the remover was done.
+      // Removed by another request before this load, which asked for the lock before the remover was done,
+      // or finds the session gone less than RECENT_REMOVAL_MS after it was.
       p.removedAhead = stored === undefined && queued !== undefined &&
         (removals.get(event.id) ?? []).some((removal) => removal.rid !== p.obs.rid && removal.seq < event.seq &&
-          queued < (doneAt.get(removal.rid as string) ?? Infinity));
+          (queued < (doneAt.get(removal.rid as string) ?? Infinity) ||
+            event.at - (doneTime.get(removal.rid as string) ?? -Infinity) <= RECENT_REMOVAL_MS));
       // Read mode, or a session that is gone: what it read is fixed now.
       if (p.obs.spec.mode === 'read' || stored === undefined) p.run = interpret(p.obs.spec.ops, stored === undefined ? undefined : new Map(stored));
     }
