@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { createServer, connect as netConnect, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import Redis from 'ioredis';
@@ -1144,6 +1145,95 @@ describe('RedisStore', function () {
       await a.client.ping(); // behind whatever the client sends again, and anything queued behind that
       assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 }, 'the session is kept under the ID the client has');
       assert.deepEqual(await sessionKeys(a.client), [a.store.key(before)], 'and no copy is left');
+    });
+  });
+
+  /**
+   * A TCP proxy on 127.0.0.1 in front of `own`, standing for the network or
+   * a load balancer: `down()` drops every connection and from then on
+   * accepts connections only to close them at once (a backend that is
+   * gone), swallowing what the client writes; `up()` forwards again.
+   */
+  async function proxyTo(own: RedisServer) {
+    const sockets = new Set<Socket>();
+    let isDown = false;
+    let refused = 0;
+    const server = createServer((client) => {
+      sockets.add(client);
+      client.on('close', () => sockets.delete(client));
+      client.on('error', () => undefined);
+      if (isDown) {
+        refused++;
+        client.destroy();
+        return;
+      }
+      const upstream = netConnect(own.port, '127.0.0.1');
+      sockets.add(upstream);
+      upstream.on('close', () => { sockets.delete(upstream); client.destroy(); });
+      upstream.on('error', () => undefined);
+      client.on('close', () => upstream.destroy());
+      client.on('data', (chunk) => { if (!isDown) upstream.write(chunk); });
+      upstream.on('data', (chunk) => { if (!isDown) client.write(chunk); });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `redis://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      /** Connections refused since the proxy went down. */
+      refused: () => refused,
+      down() {
+        isDown = true;
+        refused = 0;
+        for (const socket of sockets) socket.destroy();
+      },
+      up() {
+        isDown = false;
+      },
+      close: () => new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+    };
+  }
+
+  it('a regenerate that gets a 503 because Redis went away as its removal of the old ID was sent keeps the session under its old ID, even when ioredis drops the queued undoing at a failed reconnection and sends the removal again later', async function () {
+    await withStalledRedis(this, async (own) => {
+      const proxy = await proxyTo(own);
+      try {
+        // The recommended settings: maxRetriesPerRequest: 1 drops queued commands at every second failed reconnection,
+        // but not the removal, which was written to the connection that dropped: ioredis sends it again once back.
+        const a = await instance({}, {}, connect(RECOMMENDED, proxy.url));
+        const jar = new CookieJar();
+        await login(jar, a.url);
+        assert.equal((await send(jar, a.url, 'POST', '/regenerate')).status, 200); // Redis has the scripts now
+        const client = a.client as unknown as { evalsha: (...args: unknown[]) => Promise<unknown> };
+        const evalsha = client.evalsha.bind(client);
+        let armed = true;
+        client.evalsha = (sha, numkeys, keysAndArgs) => {
+          if (!armed || numkeys !== 3) return evalsha(sha, numkeys, keysAndArgs);
+          armed = false;
+          const answer = evalsha(sha, numkeys, keysAndArgs);
+          setImmediate(() => proxy.down()); // once written: the removal never reaches Redis this time
+          return answer;
+        };
+        const before = jar.sessionId as string;
+        const reply = await send(jar, a.url, 'POST', '/regenerate');
+        assert.ok(!armed, 'the removal was sent');
+        assert.equal(reply.status, 503);
+        assert.equal(jar.sessionId, before, 'no new ID went out');
+        // Two more failed reconnections: ioredis has dropped what was queued meanwhile (every second one drops).
+        const refusedAt503 = proxy.refused();
+        const deadline = Date.now() + 20_000;
+        while (proxy.refused() < refusedAt503 + 2 && Date.now() < deadline) await sleep(20);
+        proxy.up();
+        await a.client.ping(); // reconnected: the removal has been sent again, and has run
+        const check = connect(RECOMMENDED, own.url);
+        const kept = Date.now() + 5000;
+        while ((await check.exists(a.store.key(before))) === 0 && Date.now() < kept) await sleep(20);
+        assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 }, 'the session is kept under the ID the client has');
+        assert.deepEqual(await sessionKeys(check), [a.store.key(before)], 'and no copy is left');
+      } finally {
+        await proxy.close();
+      }
     });
   });
 

@@ -288,6 +288,9 @@ return 0
 const FIRST_RETRY_MS = 3;
 const MAX_RETRY_MS = 50;
 
+/** The longest pause between two tries to undo a removal (see undoRetire): ioredis reconnects about that often. */
+const MAX_UNDO_RETRY_MS = 1000;
+
 const KNOWN = new Set(['client', 'prefix', 'lock', 'lockTtl', 'timeout']);
 
 function invalid(option: string, expected: string): TypeError {
@@ -587,8 +590,7 @@ export class RedisStore implements AtomicStore, LockingStore {
       } catch (error) {
         // The request fails, but RETIRE may still run: queue its undoing behind it (the expiry
         // of a fresh lifetime, as a push would give), and drop the copy no client heard of.
-        this.run(UNRETIRE, keys.slice(0, 2), [expiryMs(maxAgeMs), stamp, ...copied]).catch(() => undefined);
-        this.client.del(this.key(newId)).catch(() => undefined);
+        void this.undoRetire(keys.slice(0, 2), [expiryMs(maxAgeMs), stamp, ...copied], this.key(newId));
         throw error;
       }
       if (retired === 1) return true;
@@ -597,6 +599,30 @@ export class RedisStore implements AtomicStore, LockingStore {
       if (retired === 0) return false;
       if (attempt === MOVE_ATTEMPTS) {
         throw new Error(`the session changed in another process during each of ${MOVE_ATTEMPTS} attempts to regenerate it`);
+      }
+    }
+  }
+
+  /**
+   * UNRETIRE with `args` (see moveSession), then the delete of the copy
+   * under `newKey`, each sent again until Redis answers it. ioredis drops
+   * queued commands at a failed reconnection (maxRetriesPerRequest), yet
+   * sends again a RETIRE that was written to the connection that dropped:
+   * an undoing dropped once must follow it. Sent again, it still comes
+   * after that RETIRE (ioredis sends those first once reconnected).
+   */
+  private async undoRetire(keys: string[], args: (string | number)[], newKey: string): Promise<void> {
+    const steps = [() => this.run(UNRETIRE, keys, args, Infinity), () => this.client.del(newKey)];
+    for (const step of steps) {
+      for (let pause = FIRST_RETRY_MS; ; pause = Math.min(pause * 2, MAX_UNDO_RETRY_MS)) {
+        try {
+          await step();
+          break;
+        } catch (error) {
+          // An error reply is an answer too; a client closed for good sends nothing again.
+          if ((error as Error | undefined)?.name === 'ReplyError' || (this.client as { status?: unknown }).status === 'end') break;
+          await new Promise<void>((resolve) => setTimeout(resolve, pause).unref());
+        }
       }
     }
   }
