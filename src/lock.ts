@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { Semaphore } from 'async-mutex';
 import { SessionLockTimeoutError, SessionStoreError } from './errors';
 import { trace } from './events';
@@ -157,7 +158,12 @@ export class LockTable {
   private readonly entries = new Map<string, ReadWriteLock>();
   /** Requests that have asked for a lock so far: each one's number is its ticket (see removalStarted). */
   private tickets = 0;
-  /** When the removers of sessions removed lately let go of them (ms), oldest first: see removedLately. */
+  /**
+   * When the removers of sessions removed lately let go of them, oldest
+   * first: see removedLately. On the monotonic clock (performance.now()):
+   * a wall clock set back would keep them "lately" removed, and the map
+   * unpruned, for as long as it was set back.
+   */
   private readonly removals = new Map<string, number>();
 
   /** See servingMark. */
@@ -226,7 +232,7 @@ export class LockTable {
    * when they get their turn.
    */
   removalDone(id: string): void {
-    this.rememberRemoval(id, Date.now());
+    this.rememberRemoval(id, performance.now());
     const lock = this.entries.get(id);
     if (lock === undefined) return;
     lock.removersHolding--;
@@ -255,7 +261,7 @@ export class LockTable {
   removedAfterAsking(id: string, ticket: number): boolean {
     const lock = this.entries.get(id);
     if (lock !== undefined && (lock.removersHolding > 0 || ticket <= lock.removedBefore)) return true;
-    return this.removedLately(id, Date.now());
+    return this.removedLately(id, performance.now());
   }
 
   /**

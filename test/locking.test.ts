@@ -649,6 +649,26 @@ describe('Locking', function () {
       expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['T']);
     });
 
+    it('a request with a logged-out ID more than half a second after the logout starts a session of its own, even when the wall clock was set back meanwhile', async () => {
+      const r = await race();
+      const id = await login(r.t);
+      expect(sessionCookie(await r.t.client.post('/logout').set('Cookie', cookieFor(id)))?.value, 'logged out').to.equal('');
+      const realNow = Date.now;
+      const setBack = realNow() - 3_600_000;
+      const from = realNow();
+      // The host's clock is stepped back an hour (NTP, a VM resumed), half a second passes for real.
+      Date.now = () => setBack + (realNow() - from);
+      try {
+        await sleep(600);
+        const trackRes = await r.t.client.post('/track').set('Cookie', cookieFor(id));
+        expect(trackRes.status).to.equal(200);
+        expect(sessionCookie(trackRes)?.value, 'a new session, as for any unknown ID').to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
+        expect(r.interrupted).to.deep.equal([]);
+      } finally {
+        Date.now = realNow;
+      }
+    });
+
     // The GET case: both requests in read mode, T shares the lock with S, joining after S's destroy(), while S still runs
     // (an OAuth or magic-link callback is a GET).
     for (const [how, path, method] of [
