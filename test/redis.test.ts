@@ -1148,6 +1148,48 @@ describe('RedisStore', function () {
     });
   });
 
+  it('a regenerate that gets a 503 keeps the session under its old ID even when its removal of the old ID reaches Redis only after the undoing (as a Cluster client may send it)', async () => {
+    const a = await instance({ timeout: 300 });
+    const jar = new CookieJar();
+    await login(jar, a.url);
+    assert.equal((await send(jar, a.url, 'POST', '/regenerate')).status, 200); // Redis has the scripts now
+    type Eval = (...args: unknown[]) => Promise<unknown>;
+    const client = a.client as unknown as { evalsha: Eval; eval: Eval };
+    const [evalsha, evalSource] = [client.evalsha.bind(client), client.eval.bind(client)];
+    let removal: unknown[] | undefined;
+    let lateRemoval: Promise<unknown> | undefined;
+    // The removal of the old ID (the only script with three keys) is held back past the store's timeout;
+    // it goes out once the undoing (two keys, then a stamp: time.fraction) has been answered.
+    const sendsLateRemoval = (send: Eval): Eval => async (...args) => {
+      if (removal === undefined && args[1] === 3) {
+        removal = args;
+        return new Promise(() => {});
+      }
+      const answer = await send(...args);
+      if (removal !== undefined && lateRemoval === undefined && args[1] === 2 && /^\d+\.\d+$/.test(String((args[2] as string[])[3]))) {
+        lateRemoval = evalsha(...removal);
+      }
+      return answer;
+    };
+    client.evalsha = sendsLateRemoval(evalsha);
+    client.eval = sendsLateRemoval(evalSource); // a script Redis does not have yet goes by its source
+    const before = jar.sessionId as string;
+    const reply = await send(jar, a.url, 'POST', '/regenerate');
+    assert.equal(reply.status, 503);
+    assert.equal(jar.sessionId, before, 'no new ID went out');
+    for (let waited = 0; lateRemoval === undefined; waited += 10) {
+      assert.ok(waited < 10_000, 'the undoing was answered');
+      await sleep(10);
+    }
+    await lateRemoval;
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 }, 'the session is kept under the ID the client has');
+    for (let waited = 0; (await sessionKeys(a.client)).length > 1; waited += 10) {
+      assert.ok(waited < 10_000, 'the copy was deleted');
+      await sleep(10);
+    }
+    assert.deepEqual(await sessionKeys(a.client), [a.store.key(before)]);
+  });
+
   /**
    * A TCP proxy on 127.0.0.1 in front of `own`, standing for the network or
    * a load balancer: `down()` drops every connection and from then on

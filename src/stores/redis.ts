@@ -212,8 +212,11 @@ return 1
  */
 const RETIRE = new Script(`
 local current = redis.call('HGETALL', KEYS[1])
+local mark = redis.call('GET', KEYS[2])
+-- Its caller gave up on it, and its undoing ran first (see UNRETIRE): the session stays.
+if mark == 'undone:' .. ARGV[2] then return 0 end
 -- Before the lock check: the first run removed it under the lock, which may have expired since.
-if #current == 0 and redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
+if #current == 0 and mark == ARGV[2] then return 1 end
 ${lockCheck('KEYS[3]', 'ARGV[3]')}
 if #current == 0 then return 0 end
 if #current ~= #ARGV - 3 then return -1 end
@@ -229,15 +232,19 @@ return 1
 
 /**
  * KEYS[1] a session hash, KEYS[2] its removal mark; ARGV[1] expiry ms;
- * ARGV[2] the removal time a RETIRE was sent with; ARGV[3..] the fields and
- * values it was sent with. Puts back the session that RETIRE removed, if it
- * did (the mark still holds its time): its caller gave up waiting for the
- * answer, but ioredis may send it again once reconnected.
+ * ARGV[2] the removal time a RETIRE was sent with; ARGV[3] how long the
+ * mark stays, in ms; ARGV[4..] the fields and values RETIRE was sent with.
+ * Its caller gave up waiting for RETIRE's answer, but ioredis may still
+ * send it, before this or, from a Cluster client, after: marked undone,
+ * RETIRE leaves the session be, and one that ran already is put back
+ * (answers 1). A removal that came after RETIRE (a logout) stands.
  */
 const UNRETIRE = new Script(`
-if redis.call('GET', KEYS[2]) ~= ARGV[2] or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('DEL', KEYS[2])
-${hsetArgsFrom(3)}
+local mark = redis.call('GET', KEYS[2])
+if mark and mark ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[2], 'undone:' .. ARGV[2], 'PX', ARGV[3])
+if mark ~= ARGV[2] or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+${hsetArgsFrom(4)}
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `, 2);
@@ -588,9 +595,9 @@ export class RedisStore implements AtomicStore, LockingStore {
       try {
         retired = await this.run(RETIRE, keys, [REMOVED_MEMORY_MS, stamp, lock.token, ...copied]);
       } catch (error) {
-        // The request fails, but RETIRE may still run: queue its undoing behind it (the expiry
+        // The request fails, but RETIRE may still run: undo it, whenever it runs (the expiry
         // of a fresh lifetime, as a push would give), and drop the copy no client heard of.
-        void this.undoRetire(keys.slice(0, 2), [expiryMs(maxAgeMs), stamp, ...copied], this.key(newId));
+        void this.undoRetire(keys.slice(0, 2), [expiryMs(maxAgeMs), stamp, REMOVED_MEMORY_MS, ...copied], this.key(newId));
         throw error;
       }
       if (retired === 1) return true;
@@ -608,8 +615,8 @@ export class RedisStore implements AtomicStore, LockingStore {
    * under `newKey`, each sent again until Redis answers it. ioredis drops
    * queued commands at a failed reconnection (maxRetriesPerRequest), yet
    * sends again a RETIRE that was written to the connection that dropped:
-   * an undoing dropped once must follow it. Sent again, it still comes
-   * after that RETIRE (ioredis sends those first once reconnected).
+   * an undoing dropped once must still reach Redis, before or after that
+   * RETIRE (see UNRETIRE).
    */
   private async undoRetire(keys: string[], args: (string | number)[], newKey: string): Promise<void> {
     const steps = [() => this.run(UNRETIRE, keys, args, Infinity), () => this.client.del(newKey)];
