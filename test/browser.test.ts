@@ -9,6 +9,7 @@ import type { Middleware } from 'koa';
 import type { Browser, BrowserContext, Cookie, Locator, Page } from 'playwright-core';
 import type { Running } from './support/app';
 import { closeAll, start } from './support/app';
+import { gate, type Gate } from './support/concurrency';
 import type { RunningExample } from './support/browser';
 import { chromiumAvailable, keepToOrigin, launchChromium, screenshot, startExample } from './support/browser';
 
@@ -309,13 +310,6 @@ describe('journeys through small apps in a real browser', function () {
     await closeAll();
   });
 
-  /** A promise and the function that resolves it. */
-  function signal(): { done: Promise<void>; fire: () => void } {
-    let fire!: () => void;
-    const done = new Promise<void>((resolve) => (fire = resolve));
-    return { done, fire };
-  }
-
   /**
    * An app whose /ping (another tab's background request: a "last seen"
    * stamp) reaches the server while /login or /logout is under way, and
@@ -324,17 +318,17 @@ describe('journeys through small apps in a real browser', function () {
    * logout happened.
    */
   async function appWithPingInFlight(): Promise<{ run: Running; pingHeld: Promise<void>; loggedInAs: () => string | undefined }> {
-    const pingArrived = signal();
-    let switched: { done: Promise<void>; fire: () => void } | undefined;
+    const pingArrived = gate();
+    let switched: Gate | undefined;
     let loginId: string | undefined;
-    const gate: Middleware = async (ctx, next) => {
+    const holdPing: Middleware = async (ctx, next) => {
       if (ctx.path === '/ping') {
-        switched = signal();
-        pingArrived.fire();
-        await switched.done;
+        switched = gate();
+        pingArrived.open();
+        await switched.promise;
       }
       // The ping goes on once the login or logout that came after it has sent its response.
-      if ((ctx.path === '/login' || ctx.path === '/logout') && switched !== undefined) ctx.res.once('finish', switched.fire);
+      if ((ctx.path === '/login' || ctx.path === '/logout') && switched !== undefined) ctx.res.once('finish', switched.open);
       await next();
     };
     const run = await start(
@@ -353,9 +347,9 @@ describe('journeys through small apps in a real browser', function () {
         }
         ctx.body = { user: ctx.session.get('user') ?? null };
       },
-      { keys: ['journey-key'], before: [gate] },
+      { keys: ['journey-key'], before: [holdPing] },
     );
-    return { run, pingHeld: pingArrived.done, loggedInAs: () => loginId };
+    return { run, pingHeld: pingArrived.promise, loggedInAs: () => loginId };
   }
 
   async function sessionCookies(origin: string): Promise<Cookie[]> {

@@ -42,6 +42,7 @@ import {
   propertyParams,
 } from './support/hardening-harness';
 import type { Faults, Reply, Served, StoreEvent } from './support/hardening-harness';
+import { gate } from './support/concurrency';
 
 type Mode = 'read' | 'write';
 type Kind = 'own-key' | 'incr' | 'create' | 'regenerate' | 'logout' | 'read';
@@ -350,17 +351,13 @@ describe('security: no session ID in errors or debug output', function () {
     app.use(requestNamer());
     app.use(session({ store: inner, lockTimeout: 30 }));
     // /slow holds its session's lock from `entered` until `release()` (or 5 s, should the late request never give up).
-    let entered!: () => void;
-    const slowHolds = new Promise<void>((resolve) => (entered = resolve));
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-      setTimeout(resolve, 5_000).unref();
-    });
+    const slowHolds = gate();
+    const released = gate();
+    setTimeout(() => released.open(), 5_000).unref();
     app.use(async (ctx) => {
       if (ctx.path === '/slow') {
-        entered();
-        await released;
+        slowHolds.open();
+        await released.promise;
       }
       ctx.session.set('x', 1);
       ctx.body = 'ok';
@@ -370,9 +367,9 @@ describe('security: no session ID in errors or debug output', function () {
       const first = await request(s.port, { method: 'POST' });
       const id = sessionCookie(first)?.value as string;
       const slow = request(s.port, { method: 'POST', path: '/slow', headers: { cookie: `session_id=${id}` } });
-      await slowHolds; // /slow has the lock: sent first is not there first on a loaded machine
+      await slowHolds.promise; // /slow has the lock: sent first is not there first on a loaded machine
       const waiting = await request(s.port, { method: 'POST', headers: { cookie: `session_id=${id}` } });
-      release();
+      released.open();
       await slow;
       assert.equal(waiting.status, 503);
       assert.ok(!waiting.body.includes(id), 'the 503 body does not name the ID');

@@ -14,6 +14,7 @@ import {
   HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, isExpired, memoryStore, setCookies, sleep, start, warningsDuring,
 } from './support/app';
 import type { Running } from './support/app';
+import { gate } from './support/concurrency';
 
 afterEach(closeAll);
 
@@ -502,19 +503,17 @@ describe('Request lifecycle: a response whose headers went out before the commit
 
   it("a session:lock-timeout listener that throws, on a streamed response's commit, still lets the response end; the app hears of the listener's error", async () => {
     const store = memoryStore();
-    let eventsEntered!: () => void;
-    const eventsHolds = new Promise<void>((resolve) => (eventsEntered = resolve));
-    let slowAsked!: () => void;
-    const slowQueued = new Promise<void>((resolve) => (slowAsked = resolve));
+    const eventsHolds = gate();
+    const slowQueued = gate();
     const lockMode = (ctx: Context) => {
-      if (ctx.path === '/slow') slowAsked(); // it queues for its lock right after this answer
+      if (ctx.path === '/slow') slowQueued.open(); // it queues for its lock right after this answer
       return ctx.method === 'GET' ? 'read' : 'write';
     };
     const run = await start({ store, lockTimeout: 150, lockMode }, async (ctx) => {
       if (ctx.path === '/login') ctx.session.set('user', 'ann');
       if (ctx.path === '/events') {
-        eventsEntered();
-        await slowQueued; // the write below is in line behind this read
+        eventsHolds.open();
+        await slowQueued.promise; // the write below is in line behind this read
         ctx.session.set('seen', true); // a read-mode change: the commit waits for the write lock, and times out
         streamEvents(ctx, 'data: hello\n\n');
       }
@@ -529,7 +528,7 @@ describe('Request lifecycle: a response whose headers went out before the commit
     const jar = new Jar();
     await call(run, jar, 'post', '/login');
     const streaming = run.http.get('/events').set('Cookie', jar.header()).timeout(5000).then((res) => res); // sent now
-    await eventsHolds; // /events holds the shared lock: sent first is not there first on a loaded machine
+    await eventsHolds.promise; // /events holds the shared lock: sent first is not there first on a loaded machine
     const [res, slow] = await Promise.all([streaming, call(run, jar, 'post', '/slow')]);
     expect([res.status, res.text]).to.deep.equal([200, 'data: hello\n\n']);
     expect(slow.status).to.equal(200);

@@ -10,6 +10,7 @@ import type { SessionOptions, Store } from '../src';
 import {
   HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, memoryStore, setCookies, sleep, start,
 } from './support/app';
+import { gate } from './support/concurrency';
 
 afterEach(closeAll);
 
@@ -266,10 +267,9 @@ async function overlapApp(opts: SessionOptions | undefined) {
   // Counted ahead of the session middleware: the 600 ms start only once the second /wait is in the server,
   // not when the first is (two requests sent together can reach it far apart on a loaded machine).
   let arrived = 0;
-  let secondArrived!: () => void;
-  const bothArrived = new Promise<void>((resolve) => (secondArrived = resolve));
+  const bothArrived = gate();
   const countArrivals: Middleware = (ctx, next) => {
-    if (ctx.path === '/wait' && ++arrived === 2) secondArrived();
+    if (ctx.path === '/wait' && ++arrived === 2) bothArrived.open();
     return next();
   };
   const run = await start({ store: memoryStore(), ...opts }, async (ctx) => {
@@ -281,7 +281,7 @@ async function overlapApp(opts: SessionOptions | undefined) {
       } else {
         await new Promise<void>((resolve) => {
           wake = resolve;
-          void bothArrived.then(() => setTimeout(resolve, 600).unref());
+          void bothArrived.promise.then(() => setTimeout(resolve, 600).unref());
         });
       }
       active--;

@@ -17,6 +17,7 @@ import supertest from 'supertest';
 import { RedisStore, SessionLockTimeoutError, session } from '../src';
 import type { SessionOptions, Store } from '../src';
 import { warningsDuring } from './support/app';
+import { gate } from './support/concurrency';
 import { PROPERTY_RUNS, propertyParams } from './support/hardening-harness';
 import { skipOrFail, startRedis, testRedis, type RedisServer } from './support/redis-server';
 import { CookieJar, send, sleep, startApp, type Reply, type TestApp } from './support/redis-apps';
@@ -781,11 +782,10 @@ describe('RedisStore', function () {
     for (const [removal, path, runsOn] of removals) {
       it(`with lock: true, a write queued for the Redis lock behind ${removal}`, async () => {
         const a = await instance({ lock: true });
-        let lateAsked!: () => void;
-        const lateInLine = new Promise<void>((resolve) => (lateAsked = resolve));
+        const lateInLine = gate();
         const b = await instance({ lock: true }, {
           lockMode: (ctx) => {
-            if (ctx.path === '/incr') lateAsked(); // b has noted when it asked, and asks for the lock right after this answer
+            if (ctx.path === '/incr') lateInLine.open(); // b has noted when it asked, and asks for the lock right after this answer
             return ctx.method === 'GET' ? 'read' : 'write';
           },
         });
@@ -797,7 +797,7 @@ describe('RedisStore', function () {
         await a.app.held(); // holds the session's Redis lock; a regenerate moves the session at its commit
         await sleep(runsOn);
         const late = lateWrite(b.app, tab, send(tab, b.url, 'POST', '/incr'));
-        await lateInLine; // sent is not there yet on a loaded machine
+        await lateInLine.promise; // sent is not there yet on a loaded machine
         await sleep(200); // b polls for the Redis lock meanwhile
         a.app.release();
         assert.ok([200, 204].includes((await removing).status));
