@@ -397,7 +397,12 @@ class RedisTimeoutError extends Error {
   }
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** `keepsProcess: false` for work behind the response, which must not keep the process from exiting. */
+const sleep = (ms: number, keepsProcess = true) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    if (!keepsProcess) timer.unref();
+  });
 
 /**
  * Sessions in Redis, shared by every process that uses the same server (or
@@ -628,7 +633,7 @@ export class RedisStore implements AtomicStore, LockingStore {
         } catch (error) {
           // An error reply is an answer too; a client closed for good sends nothing again.
           if ((error as Error | undefined)?.name === 'ReplyError' || (this.client as { status?: unknown }).status === 'end') break;
-          await new Promise<void>((resolve) => setTimeout(resolve, pause).unref());
+          await sleep(pause, false);
         }
       }
     }
