@@ -47,6 +47,34 @@ export function planCommit(state: SessionState, expiry: Expiry, now: number, ref
   return refreshCookie ? 'refresh' : 'none';
 }
 
+/**
+ * The plan once the response headers are out (a body streamed after
+ * ctx.flushHeaders(), ctx.respond = false), when no cookie can be sent any
+ * more. Changes to a stored session are still written, its expiry left as
+ * stored (see updateUnpushed). A push or a refresh waits for a later
+ * request. A new session, or a new ID, that the client could never learn
+ * is not stored (`lostCookie` is called): a regenerate() leaves the session
+ * as it was (never its new data under the old ID).
+ */
+export function withoutCookie(plan: CommitPlan, lostCookie: () => void): CommitPlan {
+  switch (plan) {
+    case 'update':
+      return 'update-unpushed';
+    case 'interrupted':
+    case 'update-unpushed': // never planned by planCommit: listed for a complete switch
+      return plan;
+    case 'none':
+    case 'expire':
+    case 'push':
+    case 'refresh':
+      return 'none';
+    case 'create':
+    case 'regenerate':
+      lostCookie();
+      return 'none';
+  }
+}
+
 export interface CommitScope {
   readonly state: SessionState;
   /** The request's lock on `state.loadedId`; undefined for a session loaded from nowhere. */

@@ -1,5 +1,6 @@
 import { debuglog } from 'node:util';
 import type { Context } from 'koa';
+import { SessionLockTimeoutError } from './errors';
 import { idHash } from './ids';
 
 /** Events emitted on `app`, each with `{ ctx, idHash }` (`session:invalid` has no `idHash`). */
@@ -35,6 +36,21 @@ export function report(ctx: Context, event: SessionEventName, id?: string, oldId
   if (oldId !== undefined) payload.oldIdHash = idHash(oldId);
   if (debug.enabled) trace(event.slice('session:'.length), id, oldId === undefined ? '' : `old=${payload.oldIdHash}`);
   if (listening) ctx.app.emit(event, payload);
+}
+
+/**
+ * Tells the app when `error` is the session's lock not coming within
+ * lockTimeout. Returns the error to go on with: a listener's own when it
+ * throws, as Node's emitter would have it.
+ */
+export function reportIfTimedOut(ctx: Context, id: string, error: unknown): unknown {
+  if (!(error instanceof SessionLockTimeoutError)) return error;
+  try {
+    report(ctx, 'session:lock-timeout', id);
+  } catch (listenerError) {
+    return listenerError;
+  }
+  return error;
 }
 
 /** How the commit tells the app what it did (see report); the middleware decides what a throwing listener does. */

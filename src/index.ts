@@ -1,4 +1,5 @@
-export { session, session as default, withStore, getSession, fromContext } from './middleware';
+export { session, session as default, withStore } from './middleware';
+export { getSession, fromContext } from './context';
 export { Session } from './session';
 export { MemoryStore, createMemoryStore } from './stores/memory';
 export type { MemoryStoreOptions } from './stores/memory';

@@ -1,0 +1,54 @@
+import type { Context } from 'koa';
+import { Session } from './session';
+import type { Warnings } from './warnings';
+
+declare module 'koa' {
+  interface ExtendableContext {
+    /** This request's session, set by koa-locked-session's middleware (to log out, call its destroy()). */
+    readonly session: Session;
+  }
+}
+
+/** What a handler threw, kept until the session is committed. */
+export interface Failure {
+  readonly error: unknown;
+}
+
+/** Puts `value` in `ctx.session`, which is read-only to the app. */
+export function setSession(ctx: Context, value: unknown): void {
+  (ctx as { session: unknown }).session = value;
+}
+
+/**
+ * The handler replaced ctx.session. `ctx.session = null` is how
+ * koa-session logs out, so null (or undefined) is a destroy(); any other
+ * value cannot be stored, and the process is warned. Either way
+ * ctx.session is this request's session again.
+ */
+async function takeBack(ctx: Context, session: Session, warnings: Warnings): Promise<void> {
+  const replacement: unknown = ctx.session;
+  setSession(ctx, session);
+  if (replacement === null || replacement === undefined) await session.destroy();
+  else warnings.replaced();
+}
+
+/** takeBack, after the handler failed with `failure` or not: the failure to go on with (the app hears of a second one). */
+export async function takeBackAfter(ctx: Context, session: Session, warnings: Warnings, failure: Failure | undefined): Promise<Failure | undefined> {
+  try {
+    await takeBack(ctx, session, warnings);
+  } catch (error) {
+    if (failure === undefined) return { error };
+    ctx.app.emit('error', error, ctx);
+  }
+  return failure;
+}
+
+/** The session of `ctx`; throws when the session middleware did not run for it. */
+export function getSession(ctx: Context): Session {
+  const current: unknown = (ctx as { session?: unknown }).session;
+  if (current instanceof Session) return current;
+  throw new Error('koa-locked-session: no session on this context; is the session middleware installed (app.use(session())) before this code?');
+}
+
+/** Alias of getSession. */
+export const fromContext = getSession;

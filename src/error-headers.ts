@@ -1,0 +1,56 @@
+import { format } from 'node:util';
+import type { Context } from 'koa';
+import type { SessionCookie } from './cookie';
+
+/**
+ * Koa's error handler drops every response header and sets those of the
+ * error's `headers` instead. When the session cookie changed (a new
+ * session, a regenerated ID, a logout), the client must still hear of it,
+ * whatever fails after this point, so this request's error handler lends
+ * the error the cookie's headers for the length of its call (Koa's handler
+ * is synchronous), as a property that is not enumerable: error loggers
+ * that print an error's properties must not print a session ID. Nothing is
+ * left on the error: an app may throw one error object on many requests,
+ * and one user's cookie must not ride along on another's.
+ */
+export function keepCookieOnError(ctx: Context, sessionCookie: SessionCookie): void {
+  const handleError = ctx.onerror;
+  ctx.onerror = function onerror(this: Context, thrown: unknown): void {
+    const kept = thrown === null || thrown === undefined ? undefined : sessionCookie.errorHeaders(this);
+    if (kept === undefined) return handleError.call(this, thrown as Error);
+    // What Koa makes of a thrown non-Error, made here so that it can carry the headers.
+    const error: Error = isError(thrown) ? thrown : new Error(format('non-error thrown: %j', thrown));
+    const own = Object.getOwnPropertyDescriptor(error, 'headers');
+    // A frozen or sealed error cannot carry them (and Koa's handler fails on one with a status of its own).
+    if (!Object.isExtensible(error) || own?.configurable === false) return handleError.call(this, error);
+    const headers = mergeHeaders((error as { headers?: Record<string, unknown> }).headers, kept);
+    Object.defineProperty(error, 'headers', { value: headers, writable: true, enumerable: false, configurable: true });
+    try {
+      handleError.call(this, error);
+    } finally {
+      if (own === undefined) delete (error as { headers?: unknown }).headers;
+      else Object.defineProperty(error, 'headers', own);
+    }
+  };
+}
+
+/** `added` on top of an error's own `headers`, a header both have holding both values. */
+function mergeHeaders(own: Record<string, unknown> | undefined, added: Record<string, string | string[]>): Record<string, unknown> {
+  const merged: Record<string, unknown> = { ...own };
+  for (const [name, value] of Object.entries(added)) {
+    const same = Object.keys(merged).find((key) => key.toLowerCase() === name.toLowerCase());
+    if (same === undefined) {
+      merged[name] = value;
+      continue;
+    }
+    const before = merged[same];
+    delete merged[same];
+    merged[name] = Array.isArray(value) ? [before, ...value].flat() : `${String(before)}, ${value}`;
+  }
+  return merged;
+}
+
+/** Koa's own test for an Error (errors from another realm fail `instanceof`). */
+function isError(value: unknown): value is Error {
+  return value instanceof Error || Object.prototype.toString.call(value) === '[object Error]';
+}

@@ -1,0 +1,102 @@
+import type { Context, Next } from 'koa';
+import type { Failure } from './context';
+import { setSession, takeBackAfter } from './context';
+import { Session } from './session';
+import type { Store } from './stores/store';
+import { MemoryStore } from './stores/memory';
+import { RedisStore } from './stores/redis';
+import type { Warnings } from './warnings';
+
+/**
+ * Session middlewares nested in one another: one per router or mounted
+ * app on the same store and cookie, or of another cookie or store in
+ * between. While its handler runs, a request carries the chain of session
+ * middlewares it is in, so that a nested one can tell whether an outer one
+ * already serves its session.
+ */
+
+/** A session middleware, as the ones nested in it see it. */
+export interface SessionMiddleware {
+  /** Shared by the middlewares of one lock table and cookie: see LockTable.servingMark. */
+  readonly mark: object;
+  readonly cookieName: string;
+  readonly store: Store;
+  readonly hashIds: boolean;
+}
+
+/** One of them, with the session it serves, and the one around it (of another cookie or store). */
+export interface Serving {
+  readonly by: SessionMiddleware;
+  readonly session: Session;
+  readonly outer: Serving | undefined;
+}
+
+/** The session middlewares a request is in, while their handlers run: see LockTable.servingMark. */
+const SERVED_BY = Symbol('koa-locked-session: served by');
+
+interface Served {
+  [SERVED_BY]?: Serving;
+}
+
+/** The innermost session middleware `ctx` is in, or undefined. */
+export function servingOf(ctx: Context): Serving | undefined {
+  return (ctx as Served)[SERVED_BY];
+}
+
+/** Marks `ctx` as in `serving` (undefined: in none), while its handler runs. */
+export function markServing(ctx: Context, serving: Serving | undefined): void {
+  (ctx as Served)[SERVED_BY] = serving;
+}
+
+/** The first middleware, from the innermost out, among those the request is in, that `matches`. */
+export function findServing(innermost: Serving, matches: (middleware: SessionMiddleware) => boolean): Serving | undefined {
+  for (let serving: Serving | undefined = innermost; serving !== undefined; serving = serving.outer) {
+    if (matches(serving.by)) return serving;
+  }
+  return undefined;
+}
+
+/**
+ * Whether `other` (not of the same store and setting) certainly cannot
+ * serve the same session as `self`: it
+ * keeps its sessions apart (under other keys, in another MemoryStore, under
+ * another RedisStore prefix), or holds their Redis lock apart (two
+ * RedisStores, one with lock: true, each take it for themselves: the inner
+ * one waits out lockTimeout). Two objects of another store may share one
+ * backend, and may work together.
+ */
+export function cannotShare(other: SessionMiddleware, self: SessionMiddleware): boolean {
+  const { store, hashIds } = self;
+  if (other.hashIds !== hashIds) return true;
+  if (other.store === store) return false;
+  if (other.store instanceof MemoryStore || store instanceof MemoryStore) return true;
+  if (!(other.store instanceof RedisStore && store instanceof RedisStore)) return false;
+  return other.store.prefix !== store.prefix || other.store.writeLock !== undefined || store.writeLock !== undefined;
+}
+
+/**
+ * Nested in a middleware that already serves this request's session
+ * (same store, same cookie): the outer one does the work. A session
+ * middleware of another cookie or store in between has put its own
+ * session in ctx.session, so `session` is put there for the handler, and
+ * the one in between back after it.
+ */
+export async function passThrough(ctx: Context, next: Next, session: Session, warnings: Warnings): Promise<void> {
+  let between: unknown = ctx.session;
+  if (!(between instanceof Session)) {
+    // Not another middleware's session but a replacement of this one (ctx.session = null in between): taken back first, in order.
+    const failed = await takeBackAfter(ctx, session, warnings, undefined);
+    if (failed !== undefined) throw failed.error;
+    between = session;
+  }
+  setSession(ctx, session);
+  let failure: Failure | undefined;
+  try {
+    await next();
+  } catch (error) {
+    failure = { error };
+  }
+  if (ctx.session !== session) failure = await takeBackAfter(ctx, session, warnings, failure);
+  setSession(ctx, between);
+  if (failure !== undefined) throw failure.error;
+}
