@@ -1,5 +1,6 @@
 import type { Expiry } from './expiry';
-import type { Eventually, HeldLock } from './lock';
+import type { HeldLock } from './hold';
+import type { Eventually } from './lock';
 import type { SessionState } from './session';
 import type { Storage } from './storage';
 import { SessionLockTimeoutError } from './errors';

@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
 import { reportIfTimedOut, report, trace } from './events';
-import type { Eventually, HeldLock, LockMode, SessionLocks } from './lock';
+import type { HeldLock, SessionLocks } from './hold';
+import type { Eventually, LockMode } from './lock';
 import type { SessionState } from './session';
 import { newState, stateAfterRemoval } from './session';
 import type { Storage } from './storage';

@@ -10,8 +10,10 @@ import type { Context, Middleware } from 'koa';
 import type { Response } from 'supertest';
 import { MemoryStore, SessionLockTimeoutError, SessionStoreError } from '../src';
 import type { Session, SessionOptions, Store } from '../src';
-import { LockTable, SessionLocks } from '../src/lock';
-import type { HeldLock, LockMode, Release, WhenGranted } from '../src/lock';
+import { SessionLocks } from '../src/hold';
+import type { HeldLock } from '../src/hold';
+import { LockTable } from '../src/lock';
+import type { LockMode, Release, WhenGranted } from '../src/lock';
 import {
   EventLog,
   ForgetfulStore,
