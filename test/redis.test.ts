@@ -763,8 +763,8 @@ describe('RedisStore', function () {
       return tab;
     }
 
-    /** What `b` does with a write request from `tab`, whose session `a` removed; `a` and `b` stand for two processes. */
-    async function lateWrite(b: TestApp, tab: CookieJar, write: Promise<Reply>) {
+    /** What `b` does with `write`, a request whose session `a` removed; `a` and `b` stand for two processes. */
+    async function lateWrite(b: TestApp, write: Promise<Reply>) {
       const interrupted: unknown[] = [];
       const missed: unknown[] = [];
       b.app.on('session:interrupted', (event) => interrupted.push(event));
@@ -796,7 +796,7 @@ describe('RedisStore', function () {
         const removing = send(jar, a.url, 'POST', `${path}?hold`);
         await a.app.held(); // holds the session's Redis lock; a regenerate moves the session at its commit
         await sleep(runsOn);
-        const late = lateWrite(b.app, tab, send(tab, b.url, 'POST', '/incr'));
+        const late = lateWrite(b.app, send(tab, b.url, 'POST', '/incr'));
         await lateInLine.promise; // sent is not there yet on a loaded machine
         await sleep(200); // b polls for the Redis lock meanwhile
         a.app.release();
@@ -821,7 +821,7 @@ describe('RedisStore', function () {
 
       const holding = send(tab, b.url, 'POST', '/hold?key=early&value=1'); // loaded before the login: its commit is interrupted
       await b.app.held();
-      const late = lateWrite(b.app, tab, send(tab, b.url, 'POST', '/set?key=cart&value=1')); // in b's line behind it
+      const late = lateWrite(b.app, send(tab, b.url, 'POST', '/set?key=cart&value=1')); // in b's line behind it
       await sleep(100);
       await send(jar, a.url, 'POST', '/regenerate');
       b.app.release();
@@ -851,7 +851,7 @@ describe('RedisStore', function () {
       await sleep(600); // past the removals, by more than the clocks' margin
       for (const [label, tab] of [['lost login response', keptOldCookie], ['revoked', revoked]] as const) {
         const oldId = tab.sessionId;
-        const { reply, interrupted, missed } = await lateWrite(b.app, tab, send(tab, b.url, 'POST', '/set?key=cart&value=1'));
+        const { reply, interrupted, missed } = await lateWrite(b.app, send(tab, b.url, 'POST', '/set?key=cart&value=1'));
         assert.equal(reply.status, 200, label);
         assert.equal(interrupted, 0, label);
         assert.equal(missed, 1, label);

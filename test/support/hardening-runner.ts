@@ -21,7 +21,6 @@ import {
   requestNamer,
   serve,
   sessionCookie,
-  storedData,
 } from './hardening-harness';
 import type { Served } from './hardening-harness';
 import type { Data, Json, Observed, Op, Program, RequestSpec } from './model';
