@@ -651,6 +651,29 @@ describe('Locking', function () {
       expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['T']);
     });
 
+    it('a request queued behind a logout whose store read of the session takes longer than half a second still starts no session of its own', async () => {
+      const memory = memoryStore();
+      const spy = new SpyStore(memory);
+      const r = await race({}, spy);
+      const id = await login(r.t);
+      const s = await slowRequest(r, id, 'post', '/slow-logout');
+      const track = tagged(r.t, 'post', '/track', id, 'T');
+      await r.log.waitFor('queue T');
+      // T's load, once the logout lets it in, answers only after the half second a request just after a logout counts as behind it:
+      // T is behind the logout because it asked while the logout held the lock, however long its load then takes.
+      spy.hooks.before = async (method) => {
+        if (method === 'get') await sleep(800);
+      };
+      r.slow.open();
+      const [sRes, trackRes] = await Promise.all([s.response, track]);
+
+      expect(sessionCookie(sRes)?.value, 'the logout expires the cookie').to.equal('');
+      expect(trackRes.status).to.equal(200);
+      expect(sessionCookie(trackRes), "no Set-Cookie from the queued request: it would undo the logout's").to.equal(undefined);
+      expect(memory.size, 'sessions stored').to.equal(0);
+      expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['T']);
+    });
+
     it('a request with a logged-out ID more than half a second after the logout starts a session of its own, even when the wall clock was set back meanwhile', async () => {
       const r = await race();
       const id = await login(r.t);
