@@ -674,6 +674,21 @@ describe('Locking', function () {
       expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['T']);
     });
 
+    it('a logout queued behind another logout of the same session sends no cookie and reports session:interrupted, not a second session:destroyed', async () => {
+      const r = await race();
+      const destroyed: Context[] = [];
+      r.t.app.on('session:destroyed', (event: { ctx: Context }) => destroyed.push(event.ctx));
+      const id = await login(r.t);
+
+      const [sRes, secondRes] = await queuedBehindSlow(r, id, 'post', '/logout', 'L2', { method: 'post', path: '/slow-logout' });
+
+      expect(sessionCookie(sRes)?.value, 'the first logout expires the cookie').to.equal('');
+      expect(secondRes.status).to.equal(200);
+      expect(sessionCookie(secondRes), 'the second logout finds no session of its own to expire').to.equal(undefined);
+      expect(destroyed.map((ctx) => tagOf(ctx))).to.deep.equal(['S']);
+      expect(r.interrupted.map((event) => tagOf(event.ctx))).to.deep.equal(['L2']);
+    });
+
     it('a request with a logged-out ID more than half a second after the logout starts a session of its own, even when the wall clock was set back meanwhile', async () => {
       const r = await race();
       const id = await login(r.t);
