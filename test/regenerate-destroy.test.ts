@@ -85,6 +85,10 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
       },
       'POST /logout': destroy,
       'GET /logout': destroy,
+      'POST /set-then-logout': async (ctx) => {
+        ctx.session.set('cart', [1]);
+        await ctx.session.destroy();
+      },
       'GET /whoami': (ctx) => describeSession(ctx),
     },
   });
@@ -277,6 +281,20 @@ describe('Session.destroy()', function () {
 
     const next = await t.client.get('/whoami').set('Cookie', cookieFor(res.body.newId));
     expect(next.body).to.deep.equal({ id: res.body.newId, isNew: false, data: { cart: [1] } });
+  });
+
+  it('a value set() before destroy() in the same request goes with the session: the cookie is expired and nothing is stored', async () => {
+    const { t, memory } = await start();
+    const id = await login(t);
+
+    const res = await t.client.post('/set-then-logout').set('Cookie', cookieFor(id));
+
+    expect(res.status).to.equal(200);
+    const cookies = setCookies(res).filter((c) => c.name === 'session_id');
+    expect(cookies.map((c) => c.value), 'session cookies set').to.deep.equal(['']);
+    expect(cookies[0].expires!.getTime(), 'Expires').to.be.at.most(Date.now());
+    expect(await memory.get(id), 'old ID in the store').to.equal(undefined);
+    expect(memory.size, 'sessions stored').to.equal(0);
   });
 
   it('destroy() in a read-mode (GET) request removes the session and expires the cookie too', async () => {
