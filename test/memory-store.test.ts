@@ -179,6 +179,25 @@ describe('MemoryStore', function () {
       expect(await store.get('long')).to.deep.equal({ v: 2 });
     });
 
+    it('a session set for maxAgeMs is there a millisecond before that and gone at that very millisecond', async () => {
+      const store = memoryStore({ cleanupInterval: 3_600_000 });
+      const realNow = Date.now;
+      const start = realNow();
+      let at = start;
+      Date.now = () => at; // the wall clock held, moved only here
+      try {
+        await store.set('s', { v: 1 }, 1_000);
+        at = start + 999;
+        expect(await store.get('s'), 'a millisecond before').to.deep.equal({ v: 1 });
+        expect(store.size, 'size a millisecond before').to.equal(1);
+        at = start + 1_000;
+        expect(await store.get('s'), 'at the end').to.equal(undefined);
+        expect(store.size, 'size at the end').to.equal(0);
+      } finally {
+        Date.now = realNow;
+      }
+    });
+
     it('size counts live sessions only, not expired ones waiting for the sweep', async () => {
       const store = memoryStore({ cleanupInterval: 3_600_000 });
       await store.set('a', {}, 60_000);
