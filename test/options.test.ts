@@ -44,6 +44,7 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     ['a store without set', 'store', { store: { get: async () => undefined, destroy: async () => {} } }],
     ['a store without destroy', 'store', { store: { get: async () => undefined, set: async () => {} } }],
     ['a store whose get is not a function', 'store', { store: { get: 1, set: async () => {}, destroy: async () => {} } }],
+    ['a store whose touch is there but not a function', 'store', { store: { get: async () => undefined, set: async () => {}, destroy: async () => {}, touch: 60 } }],
     ['a null store', 'store', { store: null }],
     ['a negative lockTimeout', 'lockTimeout', { lockTimeout: -1 }],
     ['a NaN lockTimeout', 'lockTimeout', { lockTimeout: NaN }],
