@@ -71,6 +71,7 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     ["a __Host- cookieName on a path other than '/'", 'cookieName', { cookieName: '__Host-sid', cookieSecure: true, cookiePath: '/app' }],
     ['a __Host- cookieName with a cookieDomain', 'cookieName', { cookieName: '__Host-sid', cookieSecure: true, cookieDomain: 'example.com' }],
     ['a __host- cookieName in lower case without cookieSecure (browsers match the prefix in any case)', 'cookieName', { cookieName: '__host-sid' }],
+    ['a __SECURE- cookieName in upper case without cookieSecure (browsers match the prefix in any case)', 'cookieName', { cookieName: '__SECURE-sid' }],
     ['an unknown option (a typo of maxAge)', 'maxage', { maxage: 1000 }],
     ['an unknown option (secret)', 'secret', { secret: 'x' }],
   ];
