@@ -112,6 +112,19 @@ describe('Cookie settings reach the Set-Cookie header', () => {
     expect(session.map((c) => c.value), 'Set-Cookie lines for session_id').to.deep.equal([res.body.id]);
     expect(cookieNamed(res, 'flash')?.value, "the app's other cookie").to.equal('kept');
   });
+
+  it('signed, a response carries exactly one session cookie and one signature cookie, the one signing the ID, even when the app set both itself', async () => {
+    const run = await start({ store: new RecordingStore() }, (ctx) => {
+      ctx.cookies.set('session_id', 'stale-value-from-the-app', { signed: true });
+      ctx.session.set('k', 1);
+      ctx.body = { id: ctx.session.id };
+    }, { keys: ['k1'] });
+    const res = await call(run, new Jar(), 'post');
+    const session = setCookies(res).filter((c) => c.name === 'session_id');
+    const signature = setCookies(res).filter((c) => c.name === 'session_id.sig');
+    expect(session.map((c) => c.value), 'Set-Cookie lines for session_id').to.deep.equal([res.body.id]);
+    expect(signature.map((c) => c.value), 'Set-Cookie lines for session_id.sig').to.deep.equal([new Keygrip(['k1']).sign(`session_id=${res.body.id}`)]);
+  });
 });
 
 describe('cookieSecure', () => {
