@@ -57,6 +57,21 @@ function expectQuiet(res: { headers: Record<string, unknown> }, spy: SpyStore, w
   expect(spy.writes, 'store writes').to.equal(writesBefore);
 }
 
+/**
+ * Runs `body` with the wall clock (Date.now) held at what `clock.at` says,
+ * moved only by the test: to land a request on an exact millisecond.
+ */
+async function withHeldClock(body: (clock: { at: number }) => Promise<void>): Promise<void> {
+  const realNow = Date.now;
+  const clock = { at: realNow() };
+  Date.now = () => clock.at;
+  try {
+    await body(clock);
+  } finally {
+    Date.now = realNow;
+  }
+}
+
 /** Sleeps until the wall clock reaches `at` (ms since epoch). */
 async function sleepUntil(at: number): Promise<void> {
   const left = at - Date.now();
@@ -184,6 +199,23 @@ describe('Expiry', function () {
       expect(cookie?.value, 'Set-Cookie of the push').to.equal(id);
       expect(cookie!.expires!.getTime(), 'pushed Expires').to.be.greaterThan(expires.getTime());
       expect(spy.writes, 'store writes of the push').to.equal(writes + 1);
+    });
+
+    it('a read exactly a tenth of maxAge after the last push does not push yet; one millisecond later it does', async () => {
+      const spy = new SpyStore(memoryStore());
+      const t = await start({ store: spy, maxAge: 10_000 });
+      await withHeldClock(async (clock) => {
+        const { id } = await login(t);
+        const writes = spy.writes;
+
+        clock.at += 1_000;
+        expectQuiet(await t.client.get('/whoami').set('Cookie', cookieFor(id)), spy, writes);
+
+        clock.at += 1;
+        const push = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(sessionCookie(push)?.value, 'Set-Cookie of the push').to.equal(id);
+        expect(spy.writes, 'store writes of the push').to.equal(writes + 1);
+      });
     });
 
     it('the push counts as the last push: a read right after it sends nothing again', async () => {
