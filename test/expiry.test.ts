@@ -306,6 +306,26 @@ describe('Expiry', function () {
   });
 
   describe('an expired session is never returned, even before any sweep', () => {
+    for (const [kind, makeStore] of STORES) {
+      it(`a session is gone at the very millisecond its maxAge runs out, and not a millisecond before, on ${kind}`, async () => {
+        const t = await start({ store: makeStore(), maxAge: 10_000 });
+        await withHeldClock(async (clock) => {
+          const { id } = await login(t);
+
+          clock.at += 9_999;
+          const before = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+          expect(before.body, 'a millisecond before the end').to.deep.include({ id, isNew: false, data: { user: 'ann' } });
+
+          // That read pushed the expiry out (more than a tenth of maxAge had passed): the session now ends maxAge after it.
+          clock.at += 10_000;
+          const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+          expect(res.body.isNew, 'at the end').to.equal(true);
+          expect(res.body.id).to.not.equal(id);
+          expect(res.body.data).to.deep.equal({});
+        });
+      });
+    }
+
     it('an idle-expired session on a store that never expires anything comes back as a new empty session', async () => {
       const store = new ForgetfulStore();
       const t = await start({ store, maxAge: 300 });
