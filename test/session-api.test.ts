@@ -421,6 +421,20 @@ describe('Session: set() stores a copy and get() returns a copy', () => {
     const res = await call(run, new Jar(), 'post');
     expect(res.body).to.deep.equal({ same: false, b: { list: [1] } });
   });
+
+  it('mutating an object inside an array got from get() does not change the session, in this request or the next', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') {
+        ctx.session.set('lines', [{ sku: 'apple', qty: 1 }]);
+        const got = ctx.session.get<Array<{ qty: number }>>('lines') as Array<{ qty: number }>;
+        got[0].qty = 99;
+      }
+      ctx.body = { lines: ctx.session.get('lines') };
+    });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ lines: [{ sku: 'apple', qty: 1 }] });
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ lines: [{ sku: 'apple', qty: 1 }] });
+  });
 });
 
 describe('Session: any string is a key', () => {
