@@ -378,6 +378,23 @@ describe('Expiry', function () {
       expect(sessionCookie(res)!.expires!.getTime(), 'its Expires: the one the login sent').to.equal(expires.getTime());
     });
 
+    it('with rolling, a session that is only read stays alive past maxAge after its last write: the reads push its store expiry out', async () => {
+      const store = memoryStore();
+      const t = await start({ store, maxAge: 10_000, rolling: true });
+      await withHeldClock(async (clock) => {
+        const { id } = await login(t);
+
+        clock.at += 6_000; // more than a tenth of maxAge: this read pushes the expiry to 16 s
+        const push = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(sessionCookie(push)?.value, 'the re-sent cookie').to.equal(id);
+
+        clock.at += 6_000; // 12 s: past the end the login gave it, before the pushed one
+        const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(res.body).to.deep.include({ id, isNew: false, data: { user: 'ann' } });
+        expect(await store.get(id), 'the store still holds it').to.not.equal(undefined);
+      });
+    });
+
     it('with rolling, a new session that was never changed still gets no cookie', async () => {
       const t = await start({ store: memoryStore(), rolling: true });
 
