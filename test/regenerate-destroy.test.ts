@@ -85,6 +85,13 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
       },
       'POST /logout': destroy,
       'GET /logout': destroy,
+      'POST /logout-then-sets': async (ctx) => {
+        await ctx.session.destroy();
+        ctx.session.set('cart', [1]);
+        const afterFirstSet = ctx.session.id;
+        ctx.session.set('theme', 'dark');
+        return { afterFirstSet, afterSecondSet: ctx.session.id };
+      },
       'POST /set-then-logout': async (ctx) => {
         ctx.session.set('cart', [1]);
         await ctx.session.destroy();
@@ -295,6 +302,19 @@ describe('Session.destroy()', function () {
     expect(cookies[0].expires!.getTime(), 'Expires').to.be.at.most(Date.now());
     expect(await memory.get(id), 'old ID in the store').to.equal(undefined);
     expect(memory.size, 'sessions stored').to.equal(0);
+  });
+
+  it('after destroy(), the ID the first set() gives stays the session ID through later set()s, and the cookie carries it', async () => {
+    const { t, memory } = await start();
+    const id = await login(t);
+
+    const res = await t.client.post('/logout-then-sets').set('Cookie', cookieFor(id));
+
+    const { afterFirstSet, afterSecondSet } = res.body;
+    expect(afterFirstSet).to.match(HEX64).and.not.equal(id);
+    expect(afterSecondSet, 'the ID after a second set()').to.equal(afterFirstSet);
+    expect(setCookies(res).filter((c) => c.name === 'session_id').map((c) => c.value)).to.deep.equal([afterFirstSet]);
+    expect(await storedData(memory, afterFirstSet)).to.deep.equal({ cart: [1], theme: 'dark' });
   });
 
   it('destroy() in a read-mode (GET) request removes the session and expires the cookie too', async () => {
