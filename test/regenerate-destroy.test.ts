@@ -92,6 +92,13 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
         ctx.session.set('theme', 'dark');
         return { afterFirstSet, afterSecondSet: ctx.session.id };
       },
+      'POST /logout-regenerate-set': async (ctx) => {
+        await ctx.session.destroy();
+        await ctx.session.regenerate();
+        const regenerated = ctx.session.id;
+        ctx.session.set('cart', [1]);
+        return { regenerated, afterSet: ctx.session.id };
+      },
       'POST /set-then-logout': async (ctx) => {
         ctx.session.set('cart', [1]);
         await ctx.session.destroy();
@@ -315,6 +322,20 @@ describe('Session.destroy()', function () {
     expect(afterSecondSet, 'the ID after a second set()').to.equal(afterFirstSet);
     expect(setCookies(res).filter((c) => c.name === 'session_id').map((c) => c.value)).to.deep.equal([afterFirstSet]);
     expect(await storedData(memory, afterFirstSet)).to.deep.equal({ cart: [1], theme: 'dark' });
+  });
+
+  it('regenerate() after destroy() gives the new session its ID: a set() after it keeps that ID, and the cookie carries it', async () => {
+    const { t, memory } = await start();
+    const id = await login(t);
+
+    const res = await t.client.post('/logout-regenerate-set').set('Cookie', cookieFor(id));
+
+    const { regenerated, afterSet } = res.body;
+    expect(regenerated).to.match(HEX64).and.not.equal(id);
+    expect(afterSet, 'the ID after set()').to.equal(regenerated);
+    expect(setCookies(res).filter((c) => c.name === 'session_id').map((c) => c.value)).to.deep.equal([regenerated]);
+    expect(await storedData(memory, regenerated)).to.deep.equal({ cart: [1] });
+    expect(await memory.get(id), 'old ID in the store').to.equal(undefined);
   });
 
   it('destroy() in a read-mode (GET) request removes the session and expires the cookie too', async () => {
