@@ -559,6 +559,22 @@ describe('Request lifecycle: a response whose headers went out before the commit
     expect(cookieNamed(next)?.value, 'the next response pushes the expiry, cookie and all').to.equal(id);
   });
 
+  it('with ctx.respond = false, a read that is due to push the expiry leaves it as it was, so the next request pushes store and cookie together', async () => {
+    const { run, store } = await streaming({ maxAge: 10_000 });
+    const jar = new Jar();
+    const id = await login(run, jar);
+    const pushedAt = ((await store.get(id)) as { touchedAt: number }).touchedAt;
+    await sleep(1_100); // past a tenth of maxAge: a push is due, but no cookie could follow it
+
+    const raw = await call(run, jar, 'get', '/raw');
+    expect([raw.status, setCookies(raw)]).to.deep.equal([302, []]);
+    await sleep(50); // the commit ends after the response
+    expect(((await store.get(id)) as { touchedAt: number }).touchedAt, 'push time after the read').to.equal(pushedAt);
+    const next = await call(run, jar, 'get', '/');
+    expect(cookieNamed(next)?.value, 'the next response pushes the expiry, cookie and all').to.equal(id);
+    expect(((await store.get(id)) as { touchedAt: number }).touchedAt, 'push time after the next request').to.be.above(pushedAt);
+  });
+
   it('with ctx.respond = false, a change does not keep the stored session past the end its last push gave it', async () => {
     const { run, store } = await streaming({ maxAge: 1000 });
     const jar = new Jar();
