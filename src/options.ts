@@ -150,6 +150,11 @@ const FROM_PEERS: Readonly<Record<string, string>> = {
   resave: 'not needed: only changes are written',
   saveUninitialized: 'not needed: a new session is saved only once something is set',
   cookie: 'the cookie settings are the cookie* options and maxAge',
+  proxy: 'set app.proxy = true, as Koa has it',
+  overwrite: 'not needed: the session cookie always replaces one set before it',
+  // The cookie* family's two members without the prefix:
+  cookieSameSite: 'it is sameSite',
+  cookieMaxAge: 'it is maxAge',
 };
 
 /**

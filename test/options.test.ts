@@ -111,6 +111,10 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     ["express-session's secret", { secret: 's' }, /unknown option secret \(set app\.keys = \[secret\]/],
     ["koa-session's httpOnly", { httpOnly: false }, /unknown option httpOnly \(it is cookieHttpOnly\)/],
     ["koa-session's renew", { renew: true }, /unknown option renew \(not needed/],
+    ["express-session's proxy", { proxy: true }, /unknown option proxy \(set app\.proxy = true/],
+    ["koa-session's overwrite", { overwrite: true }, /unknown option overwrite \(not needed/],
+    ['a cookie-prefixed sameSite', { cookieSameSite: 'strict' }, /unknown option cookieSameSite \(it is sameSite\)/],
+    ['a cookie-prefixed maxAge', { cookieMaxAge: 1000 }, /unknown option cookieMaxAge \(it is maxAge\)/],
   ];
   for (const [label, opts, message] of FROM_PEERS) {
     it(`${label} option is refused with the name it has here`, () => {
