@@ -31,7 +31,7 @@ export function session(opts?: SessionOptions): Middleware {
   const storage = new Storage(options.store, expiry, options.hashIds);
   const table = lockTableOf(options.store, options.hashIds);
   const locks = new SessionLocks(options.lockTimeout, storage.writeLock, table);
-  const opener = new SessionOpener(storage, locks, options.genid, options.lockMode);
+  const opener = new SessionOpener(storage, locks, options);
   const sessionCookie = new SessionCookie(options.cookie, options.idPattern);
   const warnings = new Warnings();
   const changedTooLate = (method: string): void => warnings.lateChange(method);

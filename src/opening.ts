@@ -2,6 +2,7 @@ import type { Context } from 'koa';
 import { reportIfTimedOut, report, trace } from './events';
 import type { HeldLock, SessionLocks } from './hold';
 import type { Eventually, LockMode } from './lock';
+import type { ResolvedOptions } from './options';
 import type { SessionState } from './session';
 import { newState, stateAfterRemoval } from './session';
 import type { Storage } from './storage';
@@ -23,13 +24,13 @@ export class SessionOpener {
   constructor(
     private readonly storage: Storage,
     private readonly locks: SessionLocks,
-    private readonly genid: () => string,
-    private readonly lockMode: (ctx: Context) => LockMode,
+    /** Called as methods of the options, as the app's lockMode has always been (its `this`). */
+    private readonly options: Pick<ResolvedOptions, 'genid' | 'lockMode'>,
   ) {}
 
   /** A new session, under a new ID: nothing stored, nothing to lock. */
   fresh(): Opened {
-    return { state: newState(this.genid()), lock: undefined };
+    return { state: newState(this.options.genid()), lock: undefined };
   }
 
   /** The stored session `id`, locked; a fresh one when it is gone. */
@@ -88,13 +89,13 @@ export class SessionOpener {
       return releaseAndThrow(lock, error);
     }
     await lock.release();
-    if (removedAhead) return { state: stateAfterRemoval(this.genid(), id), lock: undefined };
+    if (removedAhead) return { state: stateAfterRemoval(this.options.genid(), id), lock: undefined };
     report(ctx, 'session:missed', id);
     return this.fresh();
   }
 
   private lockModeOf(ctx: Context): LockMode {
-    const mode = this.lockMode(ctx);
+    const mode = this.options.lockMode(ctx);
     if (mode !== 'read' && mode !== 'write') throw new TypeError("koa-locked-session: lockMode must return 'read' or 'write'");
     return mode;
   }

@@ -377,6 +377,26 @@ describe('Options: each option takes effect', () => {
     expect(asked).to.include('POST /wait');
   });
 
+  it("a custom lockMode is called as a method of the middleware's resolved options, as before the split into opening.ts, never of an internal object", async () => {
+    const seen: unknown[] = [];
+    const lockMode = function (this: unknown): 'read' {
+      seen.push(this);
+      return 'read';
+    };
+    const run = await start({ store: memoryStore(), lockMode, lockTimeout: 1234 }, (ctx) => {
+      if (ctx.method === 'POST') ctx.session.set('a', 1); // no cookie yet: no lock, lockMode is not asked
+      ctx.body = 'ok';
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post');
+    await call(run, jar, 'get');
+    expect(seen).to.have.length(1);
+    const self = seen[0] as Record<string, unknown>;
+    expect(self.lockMode).to.equal(lockMode);
+    expect(self.lockTimeout).to.equal(1234);
+    expect(self).to.not.have.any.keys('storage', 'locks');
+  });
+
   it('a custom lockMode answering write makes GETs of one session run one after the other', async () => {
     const { run, jar, maxActive } = await overlapApp({ lockMode: () => 'write' });
     await Promise.all([call(run, jar, 'get', '/wait'), call(run, jar, 'get', '/wait')]);
