@@ -210,7 +210,7 @@ export const REMOVED_AT = new Script(`return redis.call('GET', KEYS[1])`);
 /**
  * RETIRE's removal time: now, with a random fraction of a millisecond that
  * no other removal's mark holds, so that RETIRE can tell its own mark.
- * Still a time to removedSince, in any version.
+ * Still a time to RedisStore.removedSince (redis.ts), in any version.
  */
 export function retireStamp(): string {
   return `${Date.now()}.${randomBytes(4).readUInt32BE()}`;
