@@ -142,7 +142,7 @@ export function session(opts?: SessionOptions): Middleware {
         ctx.app.emit('error', error, ctx);
       } finally {
         // In this process, whoever asked for the session before this request let go of it was in line
-        // behind its removal (see HeldLock.release); a RedisStore's mark tells other processes the same.
+        // behind its removal (see HeldLock.release in hold.ts); a RedisStore's mark tells other processes the same.
         if (lock?.removedTheSession === true) storage.removalDone(lock.id);
         const releasing = lock?.release();
         // A failed commit is not held up by handing back a cross-process lock either (see releaseAndThrow in opening.ts).
