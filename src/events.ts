@@ -59,5 +59,7 @@ export type Reporter = (event: SessionEventName, id?: string, oldId?: string) =>
 /** A debug line about session `id`, named by its hash. */
 export function trace(what: string, id?: string, detail = ''): void {
   if (!debug.enabled) return;
-  debug('%s %s %s', what, id === undefined ? '-' : idHash(id), detail);
+  const named = id === undefined ? '-' : idHash(id);
+  if (detail === '') debug('%s %s', what, named);
+  else debug('%s %s %s', what, named, detail);
 }

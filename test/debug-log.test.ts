@@ -169,6 +169,10 @@ describe('debug output with NODE_DEBUG=koa-locked-session', function () {
     expect(linesAbout(app, /\bdestroy/i, second), app.debugLines.join('\n')).to.not.be.empty;
   });
 
+  it('no debug line ends with a space', () => {
+    expect(app.debugLines.filter((line) => line !== line.trimEnd())).to.deep.equal([]);
+  });
+
   it('no debug line contains a raw session ID', () => {
     expect(rawIds.size).to.be.greaterThan(3);
     for (const id of rawIds) expect(app.stderr.includes(id), `raw ID ${id} in stderr`).to.equal(false);
