@@ -989,6 +989,40 @@ describe('Request lifecycle: session() twice on one request path', () => {
     expect(await store.get(sessionId)).to.deep.include({ data: { lastPage: '/panel' } });
   });
 
+  it('a session() run again on a request it has already served (a wrapper that retries the stack once) serves the session afresh: what the retry sets is stored', async () => {
+    const store = memoryStore();
+    const sessions = session({ store });
+    let attempts = 0;
+    const handler = async (ctx: Context): Promise<void> => {
+      if (ctx.path === '/login') ctx.session.set('user', 'ada');
+      else {
+        attempts++;
+        ctx.session.set('attempt', attempts);
+        if (attempts === 1) throw new Error('deadlock detected, try again');
+      }
+      ctx.body = { attempt: ctx.session.get('attempt') ?? null };
+    };
+    const stack = (ctx: Context) => sessions(ctx, () => handler(ctx));
+    const retryOnce = async (ctx: Context): Promise<void> => {
+      try {
+        await stack(ctx);
+      } catch {
+        await stack(ctx);
+      }
+    };
+    const run = await start(undefined, () => undefined, { middleware: retryOnce });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const id = jar.get('session_id') as string;
+    let retried: Awaited<ReturnType<typeof call>> | undefined;
+    const late = await warningsDuring('KOA_LOCKED_SESSION_LATE_CHANGE', async () => {
+      retried = await call(run, jar, 'post', '/order');
+    });
+    expect(retried?.status).to.equal(200);
+    expect(late, 'warnings of a change made after the commit').to.deep.equal([]);
+    expect(await store.get(id)).to.deep.include({ data: { user: 'ada', attempt: 2 } });
+  });
+
   it('a session() inside another of the same cookie but another store warns once: each would replace the other\'s session and cookie', async () => {
     const outerStore = memoryStore();
     // Two objects on one backend, as two RedisStores on one Redis and prefix are: they share the sessions.
