@@ -1023,6 +1023,26 @@ describe('Request lifecycle: session() twice on one request path', () => {
     expect(await store.get(id)).to.deep.include({ data: { user: 'ada', attempt: 2 } });
   });
 
+  it('after a nested session() returns inside a session() of another cookie, ctx.session is that other session again: a change made there is stored in it', async () => {
+    const store = memoryStore();
+    const adminStore = memoryStore();
+    const recordAdminPage = async (ctx: Context, next: Next) => {
+      await next();
+      ctx.session.set('lastAdminPage', ctx.path); // after the nested session() is done with the request
+    };
+    const run = await start({ store }, (ctx) => {
+      ctx.session.set('user', 'ada');
+      ctx.body = 'ok';
+    }, { before: [session({ store }), session({ store: adminStore, cookieName: 'admin_sid' }), recordAdminPage] });
+    const jar = new Jar();
+    const res = await call(run, jar, 'post', '/panel');
+    expect(res.status).to.equal(200);
+    const adminId = jar.get('admin_sid');
+    expect(adminId, 'the admin session started by the change').to.match(HEX64);
+    expect(await adminStore.get(adminId as string)).to.deep.include({ data: { lastAdminPage: '/panel' } });
+    expect(await store.get(jar.get('session_id') as string)).to.deep.include({ data: { user: 'ada' } });
+  });
+
   it('a session() inside another of the same cookie but another store warns once: each would replace the other\'s session and cookie', async () => {
     const outerStore = memoryStore();
     // Two objects on one backend, as two RedisStores on one Redis and prefix are: they share the sessions.
