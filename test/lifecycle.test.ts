@@ -364,6 +364,18 @@ describe('Request lifecycle: the session cookie on error responses', () => {
     expect(thrown.headers).to.deep.equal({ 'WWW-Authenticate': 'Basic', 'cache-control': 'no-store' });
   });
 
+  it("a cookie the error sets in its own headers is sent beside the session cookie", async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('tries', 1);
+      throw Object.assign(new Error('slow down'), { status: 429, expose: true, headers: { 'Set-Cookie': 'retry_after=30; path=/' } });
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(res.status).to.equal(429);
+    expect(setCookies(res).map((c) => c.name)).to.deep.equal(['retry_after', 'session_id']);
+    expect(cookieNamed(res, 'retry_after')?.value).to.equal('30');
+    expect(cookieNamed(res)?.value).to.match(HEX64);
+  });
+
   it("an error response carries the session cookie and its cache headers, none of the app's other headers, and error logs never show the ID", async () => {
     const run = await start({ store: memoryStore() }, (ctx) => {
       ctx.set('Cache-Control', 'public, max-age=31536000');
