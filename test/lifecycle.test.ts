@@ -376,6 +376,18 @@ describe('Request lifecycle: the session cookie on error responses', () => {
     expect(cookieNamed(res)?.value).to.match(HEX64);
   });
 
+  it('a sealed error thrown after a change still gets its own status and message, and the app hears it', async () => {
+    const sealed = Object.seal(Object.assign(new Error('not allowed'), { status: 403, expose: true }));
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('tries', 1);
+      throw sealed;
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(res.status).to.equal(403);
+    expect(res.text).to.equal('not allowed');
+    expect(run.errors).to.deep.equal([sealed]);
+  });
+
   it("an error response carries the session cookie and its cache headers, none of the app's other headers, and error logs never show the ID", async () => {
     const run = await start({ store: memoryStore() }, (ctx) => {
       ctx.set('Cache-Control', 'public, max-age=31536000');
