@@ -294,6 +294,51 @@ describe('Request lifecycle: a handler that throws', () => {
   });
 });
 
+describe('Request lifecycle: a destroy() after the session middleware is done', () => {
+  it('a request that comes after a late destroy() (in a middleware around the session), while another request holds the session, starts a new session of its own', async () => {
+    const store = memoryStore();
+    const slowHolds = gate();
+    const slowIn = gate();
+    const setAsked = gate();
+    const logoutAfterwards = async (ctx: Context, next: Next) => {
+      await next();
+      if (ctx.path === '/late-logout') await ctx.session.destroy(); // after the session middleware returned
+    };
+    const run = await start({
+      store,
+      lockMode: (ctx) => {
+        if (ctx.path === '/set') setAsked.open();
+        return ctx.method === 'GET' ? 'read' : 'write';
+      },
+    }, async (ctx) => {
+      if (ctx.path === '/login' || ctx.path === '/set') ctx.session.set('user', ctx.path === '/login' ? 'ada' : 'bob');
+      if (ctx.path === '/slow') {
+        slowIn.open();
+        await slowHolds.promise;
+      }
+      ctx.body = 'ok';
+    }, { before: [logoutAfterwards] });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+    const id = jar.get('session_id') as string;
+
+    const slow = call(run, new Jar().set('session_id', id), 'get', '/slow'); // holds the session's lock (shared)
+    await slowIn.promise;
+    expect((await call(run, new Jar().set('session_id', id), 'get', '/late-logout')).status).to.equal(200);
+    expect(await store.get(id), 'the session after the late destroy()').to.equal(undefined);
+    const later = call(run, new Jar().set('session_id', id), 'post', '/set'); // asked for the lock after the removal
+    await setAsked.promise;
+    slowHolds.open();
+    expect((await slow).status).to.equal(200);
+    const res = await later;
+
+    expect(res.status).to.equal(200);
+    const fresh = cookieNamed(res)?.value;
+    expect(fresh, 'the new session in Set-Cookie').to.match(HEX64).and.not.equal(id);
+    expect(await store.get(fresh as string)).to.deep.include({ data: { user: 'bob' } });
+  });
+});
+
 describe('Request lifecycle: the session cookie on error responses', () => {
   it("an error object the app throws on many requests never carries one user's cookie to another", async () => {
     const shared = Object.assign(new Error('not allowed'), { status: 403, expose: true });
