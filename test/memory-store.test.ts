@@ -211,6 +211,21 @@ describe('MemoryStore', function () {
       expect(heldEntries(store), 'entries held before any sweep or get').to.equal(3);
     });
 
+    it('size no longer counts a session at the very millisecond it expires, before anything reads it', async () => {
+      const store = memoryStore({ cleanupInterval: 3_600_000 });
+      const realNow = Date.now;
+      const start = realNow();
+      let at = start;
+      Date.now = () => at; // the wall clock held, moved only here
+      try {
+        await store.set('s', { v: 1 }, 1_000);
+        at = start + 1_000;
+        expect(store.size, 'size at the end, nothing read').to.equal(0);
+      } finally {
+        Date.now = realNow;
+      }
+    });
+
     it('size is a getter', () => {
       const store = memoryStore();
       expect(Object.getOwnPropertyDescriptor(MemoryStore.prototype, 'size')?.get).to.be.a('function');
