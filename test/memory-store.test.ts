@@ -226,6 +226,24 @@ describe('MemoryStore', function () {
       }
     });
 
+    it('a sweep at the very millisecond a session expires removes it', async () => {
+      const store = memoryStore({ cleanupInterval: 3_600_000 });
+      const realNow = Date.now;
+      const start = realNow();
+      let at = start;
+      Date.now = () => at; // the wall clock held, moved only here
+      try {
+        await store.set('ending', { v: 1 }, 1_000);
+        await store.set('live', { v: 2 }, 1_001);
+        at = start + 1_000;
+        await store.sweep();
+        expect(heldEntries(store), 'entries held after the sweep').to.equal(1);
+        expect(await store.get('live')).to.deep.equal({ v: 2 });
+      } finally {
+        Date.now = realNow;
+      }
+    });
+
     it('size is a getter', () => {
       const store = memoryStore();
       expect(Object.getOwnPropertyDescriptor(MemoryStore.prototype, 'size')?.get).to.be.a('function');
