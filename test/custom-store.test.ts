@@ -138,6 +138,15 @@ describe('Store: custom stores', () => {
     expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, data: { n: 5, m: 6 } });
   });
 
+  it('a record seeded with data and createdAt but no touchedAt is not the library\'s shape: it is read as plain data, key by key', async () => {
+    const map = new Map<string, unknown>();
+    const id = hexId('9');
+    map.set(id, { data: { theme: 'dark' }, createdAt: 1_700_000_000_000 });
+    const run = await start(undefined, handler, { middleware: withStore(koaSessionStyleStore(map, false)) });
+    const res = await call(run, new Jar().set('session_id', id), 'get');
+    expect(res.body).to.deep.equal({ id, isNew: false, data: { data: { theme: 'dark' }, createdAt: 1_700_000_000_000 } });
+  });
+
   it('destroy() removes the session from a custom store', async () => {
     const store = new RecordingStore();
     const run = await start({ store }, handler);
