@@ -711,6 +711,13 @@ describe('RedisStore', function () {
     assert.ok(pttl > 50_000, `PTTL ${pttl}: the later push's expiry stays`);
   });
 
+  it('applyChanges that sets a key to a value JSON leaves out (undefined) removes the key, as MemoryStore does', async () => {
+    const store = new RedisStore({ client: connect(), prefix });
+    await store.set('s4', { data: { a: 1, b: 2 }, createdAt: 1000, touchedAt: 1000 }, 60_000);
+    assert.equal(await store.applyChanges('s4', [{ op: 'set', key: 'a', value: undefined }], 2000, 60_000), true);
+    assert.deepEqual(await store.get('s4'), { data: { b: 2 }, createdAt: 1000, touchedAt: 2000 });
+  });
+
   it('regenerate and destroy remove the old keys from Redis, leaving a mark of the removal for a minute', async () => {
     const a = await instance({ lock: true });
     const jar = new CookieJar();
