@@ -718,6 +718,17 @@ describe('RedisStore', function () {
     assert.deepEqual(await store.get('s4'), { data: { b: 2 }, createdAt: 1000, touchedAt: 2000 });
   });
 
+  it('set() of plain data (not in the record shape the middleware writes) stores it as a session created and touched now', async () => {
+    const store = new RedisStore({ client: connect(), prefix });
+    const before = Date.now();
+    await store.set('plain', { theme: 'dark' }, 60_000);
+    const after = Date.now();
+    const got = (await store.get('plain')) as { data: unknown; createdAt: number; touchedAt: number };
+    assert.deepEqual(got.data, { theme: 'dark' });
+    assert.ok(got.createdAt >= before && got.createdAt <= after, `createdAt ${got.createdAt} is the time of the set(), ${before} to ${after}`);
+    assert.equal(got.touchedAt, got.createdAt);
+  });
+
   it('regenerate and destroy remove the old keys from Redis, leaving a mark of the removal for a minute', async () => {
     const a = await instance({ lock: true });
     const jar = new CookieJar();
