@@ -729,6 +729,19 @@ describe('RedisStore', function () {
     assert.equal(got.touchedAt, got.createdAt);
   });
 
+  it('a session hash written by another tool, without the library\'s times, reads as created and touched now', async () => {
+    const client = connect();
+    const store = new RedisStore({ client, prefix });
+    await client.hset(store.key('seeded'), 'd:user', '"ada"');
+    await client.pexpire(store.key('seeded'), 60_000);
+    const before = Date.now();
+    const got = (await store.get('seeded')) as { data: unknown; createdAt: number; touchedAt: number };
+    const after = Date.now();
+    assert.deepEqual(got.data, { user: 'ada' });
+    assert.ok(got.createdAt >= before && got.createdAt <= after, `createdAt ${got.createdAt} is the time of the read, ${before} to ${after}`);
+    assert.equal(got.touchedAt, got.createdAt);
+  });
+
   it('regenerate and destroy remove the old keys from Redis, leaving a mark of the removal for a minute', async () => {
     const a = await instance({ lock: true });
     const jar = new CookieJar();
