@@ -18,6 +18,7 @@ import {
   startApp,
 } from './support/concurrency';
 import type { TestApp } from './support/concurrency';
+import { withHeldClock } from './support/clock';
 
 const cleanup = closedAfterEachTest();
 const memoryStore = cleanup.memoryStore;
@@ -55,21 +56,6 @@ async function login(t: TestApp): Promise<{ id: string; expires: Date; savedBy: 
 function expectQuiet(res: { headers: Record<string, unknown> }, spy: SpyStore, writesBefore: number): void {
   expect(res.headers['set-cookie'], 'Set-Cookie').to.equal(undefined);
   expect(spy.writes, 'store writes').to.equal(writesBefore);
-}
-
-/**
- * Runs `body` with the wall clock (Date.now) held at what `clock.at` says,
- * moved only by the test: to land a request on an exact millisecond.
- */
-async function withHeldClock(body: (clock: { at: number }) => Promise<void>): Promise<void> {
-  const realNow = Date.now;
-  const clock = { at: realNow() };
-  Date.now = () => clock.at;
-  try {
-    await body(clock);
-  } finally {
-    Date.now = realNow;
-  }
 }
 
 /** Sleeps until the wall clock reaches `at` (ms since epoch). */

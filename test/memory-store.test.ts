@@ -12,6 +12,7 @@ import fc from 'fast-check';
 import { MemoryStore, createMemoryStore } from '../src';
 import type { SessionData } from '../src';
 import { shardOf } from '../src/stores/memory';
+import { withHeldClock } from './support/clock';
 import { expect, sleep, waitUntil } from './support/concurrency';
 
 const stores: MemoryStore[] = [];
@@ -181,21 +182,15 @@ describe('MemoryStore', function () {
 
     it('a session set for maxAgeMs is there a millisecond before that and gone at that very millisecond', async () => {
       const store = memoryStore({ cleanupInterval: 3_600_000 });
-      const realNow = Date.now;
-      const start = realNow();
-      let at = start;
-      Date.now = () => at; // the wall clock held, moved only here
-      try {
+      await withHeldClock(async (clock) => {
         await store.set('s', { v: 1 }, 1_000);
-        at = start + 999;
+        clock.at += 999;
         expect(await store.get('s'), 'a millisecond before').to.deep.equal({ v: 1 });
         expect(store.size, 'size a millisecond before').to.equal(1);
-        at = start + 1_000;
+        clock.at += 1;
         expect(await store.get('s'), 'at the end').to.equal(undefined);
         expect(store.size, 'size at the end').to.equal(0);
-      } finally {
-        Date.now = realNow;
-      }
+      });
     });
 
     it('size counts live sessions only, not expired ones waiting for the sweep', async () => {
@@ -213,35 +208,23 @@ describe('MemoryStore', function () {
 
     it('size no longer counts a session at the very millisecond it expires, before anything reads it', async () => {
       const store = memoryStore({ cleanupInterval: 3_600_000 });
-      const realNow = Date.now;
-      const start = realNow();
-      let at = start;
-      Date.now = () => at; // the wall clock held, moved only here
-      try {
+      await withHeldClock(async (clock) => {
         await store.set('s', { v: 1 }, 1_000);
-        at = start + 1_000;
+        clock.at += 1_000;
         expect(store.size, 'size at the end, nothing read').to.equal(0);
-      } finally {
-        Date.now = realNow;
-      }
+      });
     });
 
     it('a sweep at the very millisecond a session expires removes it', async () => {
       const store = memoryStore({ cleanupInterval: 3_600_000 });
-      const realNow = Date.now;
-      const start = realNow();
-      let at = start;
-      Date.now = () => at; // the wall clock held, moved only here
-      try {
+      await withHeldClock(async (clock) => {
         await store.set('ending', { v: 1 }, 1_000);
         await store.set('live', { v: 2 }, 1_001);
-        at = start + 1_000;
+        clock.at += 1_000;
         await store.sweep();
         expect(heldEntries(store), 'entries held after the sweep').to.equal(1);
         expect(await store.get('live')).to.deep.equal({ v: 2 });
-      } finally {
-        Date.now = realNow;
-      }
+      });
     });
 
     it('size is a getter', () => {
