@@ -52,8 +52,8 @@ class SetCookieLines {
 }
 
 /**
- * The session cookie of one middleware: reading it through `ctx.cookies`
- * (format, then signature), writing and expiring it in the format
+ * The session cookie of one middleware: reading it as `ctx.cookies` reads
+ * it (format, then signature), writing and expiring it in the format
  * `ctx.cookies` writes, and the cache headers that go with it. Signing
  * follows Keygrip over `app.keys`, as `ctx.cookies` does: the first key
  * signs, every key verifies.
@@ -99,12 +99,12 @@ export class SessionCookie {
    * value that fails either never names a session.
    */
   read(ctx: Context, signed: boolean): CookieRead {
-    const name = this.settings.name;
-    const value = ctx.cookies.get(name, { signed: false });
+    const header = ctx.req.headers.cookie;
+    const value = cookieValue(header, this.settings.name);
     if (value === undefined || value === '') return ABSENT;
     if (!this.pattern.test(value)) return INVALID;
     if (!signed) return { state: 'valid', id: value, resign: false };
-    const signature = ctx.cookies.get(this.signatureName, { signed: false });
+    const signature = cookieValue(header, this.signatureName);
     if (signature === undefined) return INVALID;
     const keyIndex = this.signingKeyIndex(ctx, value, signature);
     if (keyIndex < 0) return INVALID;
@@ -182,6 +182,35 @@ export class SessionCookie {
     return -1;
   }
 }
+
+/**
+ * The value of the cookie `name` in a Cookie header, found exactly where
+ * `ctx.cookies.get(name)` finds it: the first `name=` at the start of the
+ * header or after a `;` and any spaces, up to the next `;`, one pair of
+ * surrounding double quotes taken off. The same answer without building
+ * `ctx.cookies` (a Keygrip per request when `app.keys` is set) and its
+ * regular expression match; a test holds it to the `cookies` package.
+ */
+export function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (header === undefined || header === '') return undefined;
+  for (let start = 0; ; ) {
+    let at = start;
+    while (header.charCodeAt(at) === SPACE) at++;
+    if (header.startsWith(name, at) && header.charCodeAt(at + name.length) === EQUALS) {
+      const from = at + name.length + 1;
+      const end = header.indexOf(';', from);
+      const value = end < 0 ? header.slice(from) : header.slice(from, end);
+      return value.charCodeAt(0) === QUOTE ? value.slice(1, -1) : value;
+    }
+    const next = header.indexOf(';', start);
+    if (next < 0) return undefined;
+    start = next + 1;
+  }
+}
+
+const SPACE = 0x20;
+const EQUALS = 0x3d;
+const QUOTE = 0x22;
 
 /**
  * `app.keys` as Koa's cookies need it: an array of secrets, or a Keygrip.

@@ -6,9 +6,11 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Cookies from 'cookies';
+import fc from 'fast-check';
 import Keygrip from 'keygrip';
 import type { Context } from 'koa';
 import type { SessionOptions } from '../src';
+import { cookieValue } from '../src/cookie';
 import { SignatureMemo, keygripSignature, sameInConstantTime } from '../src/signature';
 import { Jar, RecordingStore, call, closeAll, cookieNamed, expect, setCookies, start } from './support/app';
 
@@ -286,6 +288,59 @@ describe('Set-Cookie lines are exactly what ctx.cookies.set writes', () => {
         expect(linesOf(expired)).to.deep.equal(cookiesWouldWrite(name, null, attributes, keys));
       });
     }
+  }
+});
+
+describe('The session cookie is read where ctx.cookies.get finds it', () => {
+  /** What the cookies package (ctx.cookies) reads as the cookie `name` of this Cookie header. */
+  function cookiesWouldRead(header: string, name: string): string | undefined {
+    const req = { headers: { cookie: header } } as unknown as IncomingMessage;
+    return new Cookies(req, {} as ServerResponse).get(name, { signed: false });
+  }
+
+  it('cookieValue answers as the cookies package for any header built of names, spaces, quotes, = and ;', () => {
+    const piece = fc.constantFrom('session_id', 'session_id.sig', 'xsession_id', 'session_i', 'sid', '=', ';', ' ', '  ', '"', 'ab', '\t', '');
+    const header = fc.array(piece, { maxLength: 12 }).map((parts) => parts.join(''));
+    fc.assert(
+      fc.property(header, fc.constantFrom('session_id', 'session_id.sig', 'sid'), (h, name) => {
+        expect(cookieValue(h, name), JSON.stringify(h)).to.equal(cookiesWouldRead(h, name));
+      }),
+      { numRuns: 20_000 },
+    );
+    expect(cookieValue(undefined, 'session_id')).to.equal(undefined);
+  });
+
+  for (const keys of [undefined, ['first key', 'older key']]) {
+    it(`${keys === undefined ? 'unsigned' : 'signed'}: a request loads the session exactly when ctx.cookies.get reads its ID (and signature) from the header`, async () => {
+      const run = await start({ store: new RecordingStore() }, async (ctx) => {
+        if (ctx.method === 'POST') ctx.session.set('a', 1);
+        ctx.body = {
+          loaded: ctx.session.isNew ? null : ctx.session.id,
+          value: ctx.cookies.get('session_id', { signed: false }) ?? null,
+          signature: ctx.cookies.get('session_id.sig', { signed: false }) ?? null,
+        };
+      }, { keys });
+      const created = await call(run, new Jar(), 'post', '/');
+      const id = created.body.loaded === null ? String(cookieNamed(created)?.value) : String(created.body.loaded);
+      const sig = keys === undefined ? 'none' : String(cookieNamed(created, 'session_id.sig')?.value);
+      const cookie = fc.constantFrom(
+        `session_id=${id}`, `session_id="${id}"`, `session_id= ${id}`, `session_id =${id}`, `xsession_id=${id}`, `session_id=${id}x`,
+        `session_id=${'b'.repeat(64)}`, 'session_id=', `session_id.sig=${sig}`, `session_id.sig="${sig}"`, 'session_id.sig=AAAA', 'other=1',
+      );
+      const separator = fc.constantFrom(';', '; ', ';  ', ' ;', ';;');
+      const header = fc.tuple(fc.constantFrom('', ' ', '  '), fc.array(fc.tuple(cookie, separator), { minLength: 1, maxLength: 4 }))
+        .map(([lead, pairs]) => lead + pairs.map(([c, sep], i) => (i === 0 ? c : sep + c)).join(''));
+      await fc.assert(
+        fc.asyncProperty(header, async (h) => {
+          const res = await run.http.get('/').set('Cookie', h);
+          expect(res.status).to.equal(200);
+          const { value, signature } = res.body as { value: string | null; signature: string | null };
+          const verified = value === id && (keys === undefined || signature === sig);
+          expect(res.body.loaded, `${h} (ctx.cookies read ${value} / ${signature})`).to.equal(verified ? id : null);
+        }),
+        { numRuns: 150 },
+      );
+    });
   }
 });
 
