@@ -429,7 +429,23 @@ describe('MemoryStore', function () {
       ['a zero-padded 64-character counter', (i) => String(i).padStart(64, '0')],
       ['a counter before a fixed UUID', (i) => `${i}.0b5f3d2e-6a51-4c3e-9d1f-2b7c8e4a9f60`],
       ['a counter between a prefix and a long host name', (i) => `sess-${i}-web-frontend-01.example.internal`],
+      ['a counter in the last characters of 13 and of 15', (i) => (i % 2 === 0 ? `s:${String(i).padStart(11, '0')}` : `ses:${String(i).padStart(11, '0')}`)],
+      ['IDs of 256 characters, a counter in the middle', (i) => `${'p'.repeat(120)}${String(i).padStart(16, '0')}${'s'.repeat(120)}`],
+      ['IDs longer than 256 characters, a counter in the middle', (i) => `${'p'.repeat(150)}${i}${'s'.repeat(150)}`],
+      ['IDs beyond Latin-1, a counter in the middle', (i) => `会话-${i}-🙂`],
     ];
+    it('IDs that differ only in the high byte of a character, or only past the 256th, are different sessions', async () => {
+      const store = memoryStore();
+      const long = 'x'.repeat(300);
+      const ids = ['a\u0100', 'a\u0000', 'a\u0200', `${long}1`, `${long}2`, `${'y'.repeat(255)}\u0101`, `${'y'.repeat(255)}\u0001`];
+      for (const [i, id] of ids.entries()) await store.set(id, { i }, 60_000);
+      for (const [i, id] of ids.entries()) expect(await store.get(id), JSON.stringify(id)).to.deep.equal({ i });
+      await store.destroy(ids[0]!);
+      expect(await store.get(ids[0]!)).to.equal(undefined);
+      expect(await store.get(ids[1]!)).to.deep.equal({ i: 1 });
+      expect(store.size).to.equal(ids.length - 1);
+    });
+
     for (const [label, make] of KINDS) {
       it(`${label} spread over all 1024 shards, none holding more than twice its share`, () => {
         const { shards, largest } = spread(Array.from({ length: 50_000 }, (_, i) => make(i)));

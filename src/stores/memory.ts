@@ -170,15 +170,42 @@ function sweepSlice(shard: Map<string, Entry>, ids: Iterator<string>, now: numbe
 }
 
 /**
- * @internal The shard of `id`, from a hash of all its characters (FNV-1a):
- * a custom genid's IDs may share a prefix or a suffix, or count up, and
- * must not pile into a few shards (a Map that large shrinks in one long
- * step as a sweep deletes from it).
+ * @internal The shard of `id`, from a hash of all its characters (FNV-1a,
+ * then a final mix): a custom genid's IDs may share a prefix or a suffix,
+ * or count up, and must not pile into a few shards (a Map that large
+ * shrinks in one long step as a sweep deletes from it).
+ *
+ * An ID of up to 256 characters is hashed four bytes at a time: copied
+ * into a scratch buffer one byte per character (the low byte: the same
+ * string always gives the same bytes), then read as 32-bit words. That is
+ * about a third of the instructions of reading it a character at a time,
+ * which V8 pays dearly for on the slice of the Cookie header an ID is.
  */
 export function shardOf(id: string): number {
+  const length = id.length;
   let hash = 0x811c9dc5 | 0;
-  for (let i = 0; i < id.length; i++) hash = Math.imul(hash ^ id.charCodeAt(i), 0x01000193);
+  if (length <= SCRATCH_BYTES) {
+    writeLowBytes(id);
+    const whole = length >>> 2;
+    for (let i = 0; i < whole; i++) hash = Math.imul(hash ^ scratchWords[i]!, 0x01000193);
+    for (let i = whole << 2; i < length; i++) hash = Math.imul(hash ^ scratchBytes[i]!, 0x01000193);
+  } else {
+    for (let i = 0; i < length; i++) hash = Math.imul(hash ^ id.charCodeAt(i), 0x01000193);
+  }
+  hash = Math.imul(hash ^ (hash >>> 15), 0x2c1b3c6d);
   return (hash ^ (hash >>> 16)) & (SHARDS - 1);
+}
+
+const SCRATCH_BYTES = 256;
+const scratchWords = new Uint32Array(SCRATCH_BYTES / 4);
+const scratchBytes = Buffer.from(scratchWords.buffer);
+
+/** Buffer's latin1 writer (one byte per character) without its encoding lookup, where Node has it (it is not documented). */
+const latin1Write = (scratchBytes as Buffer & { latin1Write?: (text: string, offset: number) => number }).latin1Write;
+
+function writeLowBytes(text: string): void {
+  if (typeof latin1Write === 'function') latin1Write.call(scratchBytes, text, 0);
+  else scratchBytes.write(text, 0, 'latin1');
 }
 
 /**
