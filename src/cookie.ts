@@ -251,9 +251,13 @@ function replaceSetCookies(ctx: Context, prefixes: readonly string[], lines: str
 
 const NO_LINES: readonly string[] = [];
 
+// Headers are looked up by their lower-case names: Node lower-cases the name on every
+// getHeader/hasHeader, which for a name already in lower case makes no new string.
+// The headers set keep their usual case on the wire.
+
 /** The response's Set-Cookie lines so far. */
 function setCookieLines(ctx: Context): readonly string[] {
-  const current = ctx.res.getHeader('Set-Cookie');
+  const current = ctx.res.getHeader('set-cookie');
   if (current === undefined) return NO_LINES;
   return Array.isArray(current) ? current : [String(current)];
 }
@@ -271,9 +275,9 @@ const NO_CACHE_COOKIE = 'no-cache="Set-Cookie"';
  */
 function markPrivate(ctx: Context): void {
   const res = ctx.res;
-  if (res.hasHeader('Vary')) ctx.vary('Cookie');
+  if (res.hasHeader('vary')) ctx.vary('Cookie');
   else res.setHeader('Vary', 'Cookie');
-  const current = res.getHeader('Cache-Control');
+  const current = res.getHeader('cache-control');
   const cacheControl = current === undefined ? '' : String(current);
   if (cacheControl === '') res.setHeader('Cache-Control', NO_CACHE_COOKIE);
   else if (!cacheControl.includes(NO_CACHE_COOKIE)) res.setHeader('Cache-Control', `${cacheControl}, ${NO_CACHE_COOKIE}`);
