@@ -117,7 +117,7 @@ export class Session {
   set(key: string, value: unknown): void {
     this.#noteChange('set');
     checkKey(key);
-    const copy = copyValue(value, `session value ${JSON.stringify(key)}`);
+    const copy = copyValue(value, key);
     const state = this.#state;
     if (state.needsNewId) {
       state.id = this.#hooks.newId();

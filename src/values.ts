@@ -4,9 +4,13 @@
  * next. Checking and copying are one walk, done once per `set()`.
  */
 
-/** A deep copy of `value`; throws a TypeError naming where it is not JSON-safe. */
-export function copyValue(value: unknown, where = 'value'): unknown {
-  return copy(value, where, []);
+/**
+ * A deep copy of `value`, the session value under `key`; throws a
+ * TypeError naming where in it (`session value "cart".items[2].price`) it
+ * is not JSON-safe.
+ */
+export function copyValue(value: unknown, key: string): unknown {
+  return copy(value, new Walk(key));
 }
 
 /** A deep copy of a value that was already checked (no checks, no errors). */
@@ -67,22 +71,38 @@ export function assignOwn(out: Record<string, unknown>, key: string, v: unknown)
   }
 }
 
-function refuse(where: string, what: string): TypeError {
-  return new TypeError(`koa-locked-session: ${where} is ${what}, which JSON cannot carry unchanged`);
+/**
+ * Where the walk over a value is: the objects it is inside (to find
+ * circular references) and the steps taken to get there, which are spelled
+ * out only when something is refused.
+ */
+class Walk {
+  readonly ancestors: object[] = [];
+  readonly steps: (string | number)[] = [];
+
+  constructor(private readonly key: string) {}
+
+  /** The error for what was found here; `shortened`: its place cut to 200 characters. */
+  refuse(what: string, shortened = false): TypeError {
+    let where = `session value ${JSON.stringify(this.key)}`;
+    for (const step of this.steps) where += typeof step === 'number' ? `[${step}]` : `.${step}`;
+    if (shortened) where = where.slice(0, 200);
+    return new TypeError(`koa-locked-session: ${where} is ${what}, which JSON cannot carry unchanged`);
+  }
 }
 
-function copy(value: unknown, where: string, ancestors: object[]): unknown {
+function copy(value: unknown, walk: Walk): unknown {
   switch (typeof value) {
     case 'string':
     case 'boolean':
       return value;
     case 'number':
-      if (!Number.isFinite(value)) throw refuse(where, `a non-finite number (${value})`);
+      if (!Number.isFinite(value)) throw walk.refuse(`a non-finite number (${value})`);
       return value === 0 ? 0 : value; // -0 comes back as 0, as JSON carries it
     case 'object':
-      return value === null ? null : copyObject(value, where, ancestors);
+      return value === null ? null : copyObject(value, walk);
     default:
-      throw refuse(where, typeof value === 'undefined' ? 'undefined' : `a ${typeof value}`);
+      throw walk.refuse(typeof value === 'undefined' ? 'undefined' : `a ${typeof value}`);
   }
 }
 
@@ -93,38 +113,45 @@ function copy(value: unknown, where: string, ancestors: object[]): unknown {
  */
 const MAX_DEPTH = 1000;
 
-function copyObject(value: object, where: string, ancestors: object[]): unknown {
-  if (ancestors.length === MAX_DEPTH) throw refuse(where.slice(0, 200), `nested deeper than ${MAX_DEPTH} objects or arrays`);
-  if (ancestors.includes(value)) throw refuse(where, 'a circular reference');
-  if (Object.getOwnPropertySymbols(value).length > 0) throw refuse(where, 'an object with symbol keys');
+/** copy() of the value at `step` of the one being walked. */
+function copyStep(value: unknown, walk: Walk, step: string | number): unknown {
+  walk.steps.push(step);
+  const copied = copy(value, walk);
+  walk.steps.pop();
+  return copied;
+}
+
+function copyObject(value: object, walk: Walk): unknown {
+  const { ancestors } = walk;
+  if (ancestors.length === MAX_DEPTH) throw walk.refuse(`nested deeper than ${MAX_DEPTH} objects or arrays`, true);
+  if (ancestors.includes(value)) throw walk.refuse('a circular reference');
+  if (Object.getOwnPropertySymbols(value).length > 0) throw walk.refuse('an object with symbol keys');
   const proto: unknown = Object.getPrototypeOf(value);
   ancestors.push(value);
   try {
     if (Array.isArray(value)) {
-      if (proto !== Array.prototype) throw refuse(where, 'an array subclass');
+      if (proto !== Array.prototype) throw walk.refuse('an array subclass');
       // Own property names: the indices and `length`; anything else JSON would leave out.
       if (Object.keys(value).length !== value.length || Object.getOwnPropertyNames(value).length !== value.length + 1) {
-        throw refuse(where, 'a sparse array or an array with extra properties');
+        throw walk.refuse('a sparse array or an array with extra properties');
       }
       const out = new Array<unknown>(value.length);
-      for (let i = 0; i < value.length; i++) out[i] = copy(value[i], `${where}[${i}]`, ancestors);
+      for (let i = 0; i < value.length; i++) out[i] = copyStep(value[i], walk, i);
       return out;
     }
     if (proto !== Object.prototype && proto !== null) {
       const name = (value as { constructor?: { name?: string } }).constructor?.name ?? 'object';
-      throw refuse(where, `an instance of ${name}`);
+      throw walk.refuse(`an instance of ${name}`);
     }
     if (typeof (value as { toJSON?: unknown }).toJSON === 'function') {
-      throw refuse(where, 'an object with a toJSON method');
+      throw walk.refuse('an object with a toJSON method');
     }
     const keys = Object.keys(value);
     if (Object.getOwnPropertyNames(value).length !== keys.length) {
-      throw refuse(where, 'an object with non-enumerable properties (JSON leaves them out)');
+      throw walk.refuse('an object with non-enumerable properties (JSON leaves them out)');
     }
     const out: Record<string, unknown> = {};
-    for (const key of keys) {
-      assignOwn(out, key, copy((value as Record<string, unknown>)[key], `${where}.${key}`, ancestors));
-    }
+    for (const key of keys) assignOwn(out, key, copyStep((value as Record<string, unknown>)[key], walk, key));
     return out;
   } finally {
     ancestors.pop();

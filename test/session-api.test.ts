@@ -299,6 +299,43 @@ describe('Session: set() refuses what JSON cannot carry unchanged', () => {
   }
 });
 
+describe('Session: the TypeError of a refused value names the place in it', () => {
+  it('with the key as JSON, then the path of object keys and array indices down to what was refused', async () => {
+    const deep: Record<string, unknown> = { z: NaN };
+    let deepest: Record<string, unknown> = deep;
+    for (let i = 0; i < 3; i++) deepest = { [`k${i}`]: deepest };
+    const circular: Record<string, unknown> = { list: [] };
+    (circular.list as unknown[]).push({ back: circular });
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      const messages: string[] = [];
+      const attempts: Array<[string, unknown]> = [
+        ['cart', { items: [1, { price: Infinity }] }],
+        ['say "hi"', [[undefined]]],
+        ['n', deepest],
+        ['loop', circular],
+        ['fn', { a: { b: () => 1 } }],
+      ];
+      for (const [key, value] of attempts) {
+        try {
+          ctx.session.set(key, value);
+          messages.push('accepted');
+        } catch (error) {
+          messages.push((error as Error).message);
+        }
+      }
+      ctx.body = messages;
+    });
+    const res = await call(run, new Jar(), 'post', '/');
+    expect(res.body).to.deep.equal([
+      'koa-locked-session: session value "cart".items[1].price is a non-finite number (Infinity), which JSON cannot carry unchanged',
+      'koa-locked-session: session value "say \\"hi\\""[0][0] is undefined, which JSON cannot carry unchanged',
+      'koa-locked-session: session value "n".k2.k1.k0.z is a non-finite number (NaN), which JSON cannot carry unchanged',
+      'koa-locked-session: session value "loop".list[0].back is a circular reference, which JSON cannot carry unchanged',
+      'koa-locked-session: session value "fn".a.b is a function, which JSON cannot carry unchanged',
+    ]);
+  });
+});
+
 describe('Session: values JSON carries come back exactly', () => {
   const VALUES: Record<string, unknown> = {
     string: 'héllo \u0000 ✓ 😀',
