@@ -433,7 +433,41 @@ describe('MemoryStore', function () {
       ['IDs of 256 characters, a counter in the middle', (i) => `${'p'.repeat(120)}${String(i).padStart(16, '0')}${'s'.repeat(120)}`],
       ['IDs longer than 256 characters, a counter in the middle', (i) => `${'p'.repeat(150)}${i}${'s'.repeat(150)}`],
       ['IDs beyond Latin-1, a counter in the middle', (i) => `会话-${i}-🙂`],
+      ['IDs of 257 characters, a counter at the end', (i) => `${'p'.repeat(252)}${String(i).padStart(5, '0')}`],
+      ['IDs of 300 characters, a counter at the end', (i) => `${'p'.repeat(295)}${String(i).padStart(5, '0')}`],
+      ['a counter whose digits are every fourth character', (i) => [...String(i).padStart(6, '0')].map((digit) => `abc${digit}`).join('')],
+      ['a counter whose digits are every fourth character, from the second', (i) => [...String(i).padStart(6, '0')].map((digit) => `a${digit}bc`).join('')],
+      ['IDs beyond Latin-1 that differ only in the high byte of characters', (i) => `sess${[i & 63, (i >> 6) & 63, i >> 12].map((k) => String.fromCharCode(0x4e00 + 256 * k)).join('')}`],
+      ['IDs beyond Latin-1 that differ only in the high byte of every second character', (i) => [i & 63, (i >> 6) & 63, i >> 12].map((k) => `a${String.fromCharCode(0x4e00 + 256 * k)}`).join('')],
     ];
+    it('an ID lands in the same shard whatever ID was hashed before it', () => {
+      const before = (length: number) => [...randomBytes(length)].map((byte) => String.fromCharCode(0x4e00 + byte)).join('');
+      for (let length = 0; length <= 300; length++) {
+        const id = 'q'.repeat(length);
+        const first = shardOf(id);
+        for (const other of [before(256), before(length + 1), before(300)]) {
+          shardOf(other);
+          expect(shardOf(id), `length ${length}`).to.equal(first);
+        }
+      }
+    });
+    it('every character of an ID, its high byte too, moves the ID to another shard', () => {
+      for (const length of [1, 2, 3, 4, 5, 8, 63, 64, 255, 256, 257, 300]) {
+        const base = [...randomBytes(length)].map((byte) => String.fromCharCode(0x41 + (byte % 26)));
+        for (let at = 0; at < length; at++) {
+          for (const step of [1, 0x100]) {
+            const shards = new Set<number>();
+            for (let k = 0; k < 64; k++) {
+              const id = [...base];
+              id[at] = String.fromCharCode(0x3000 + k * step);
+              shards.add(shardOf(id.join('')));
+            }
+            expect(shards.size, `length ${length}, character ${at}, step ${step}`).to.be.at.least(48);
+          }
+        }
+      }
+    });
+
     it('IDs that differ only in the high byte of a character, or only past the 256th, are different sessions', async () => {
       const store = memoryStore();
       const long = 'x'.repeat(300);

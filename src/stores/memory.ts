@@ -170,25 +170,33 @@ function sweepSlice(shard: Map<string, Entry>, ids: Iterator<string>, now: numbe
 }
 
 /**
- * @internal The shard of `id`, from a hash of all its characters (FNV-1a,
- * then a final mix): a custom genid's IDs may share a prefix or a suffix,
- * or count up, and must not pile into a few shards (a Map that large
- * shrinks in one long step as a sweep deletes from it).
+ * @internal The shard of `id`, from a hash of all its characters (FNV-1a
+ * over 32-bit words, each step folding the high half into the low, then a
+ * final mix): a custom genid's IDs may share a prefix or a suffix, or count
+ * up, and must not pile into a few shards (a Map that large shrinks in one
+ * long step as a sweep deletes from it).
  *
- * An ID of up to 256 characters is hashed four bytes at a time: copied
- * into a scratch buffer one byte per character (the low byte: the same
- * string always gives the same bytes), then read as 32-bit words. That is
- * about a third of the instructions of reading it a character at a time,
- * which V8 pays dearly for on the slice of the Cookie header an ID is.
+ * An ID of up to 256 characters is hashed two characters at a time: copied
+ * into a scratch buffer as UTF-16 (both bytes of every character, so IDs
+ * that differ only in a character's high byte still hash apart), then read
+ * as 32-bit words. Reading it a character at a time costs much more, as V8
+ * pays dearly for `charCodeAt` on the slice of the Cookie header an ID is.
+ * A multiplication only carries a difference upwards, so each step folds
+ * the high half back down: otherwise a character in the upper half of a
+ * word would reach only the top bits of the hash, and IDs that differ only
+ * in such characters would share a fraction of the shards.
  */
 export function shardOf(id: string): number {
   const length = id.length;
   let hash = 0x811c9dc5 | 0;
-  if (length <= SCRATCH_BYTES) {
-    writeLowBytes(id);
-    const whole = length >>> 2;
-    for (let i = 0; i < whole; i++) hash = Math.imul(hash ^ scratchWords[i]!, 0x01000193);
-    for (let i = whole << 2; i < length; i++) hash = Math.imul(hash ^ scratchBytes[i]!, 0x01000193);
+  if (length <= SCRATCH_CHARS) {
+    writeUtf16(id);
+    const whole = length >>> 1;
+    for (let i = 0; i < whole; i++) {
+      hash = Math.imul(hash ^ scratchWords[i]!, 0x01000193);
+      hash ^= hash >>> 16;
+    }
+    if ((length & 1) === 1) hash = Math.imul(hash ^ id.charCodeAt(length - 1), 0x01000193);
   } else {
     for (let i = 0; i < length; i++) hash = Math.imul(hash ^ id.charCodeAt(i), 0x01000193);
   }
@@ -196,16 +204,16 @@ export function shardOf(id: string): number {
   return (hash ^ (hash >>> 16)) & (SHARDS - 1);
 }
 
-const SCRATCH_BYTES = 256;
-const scratchWords = new Uint32Array(SCRATCH_BYTES / 4);
+const SCRATCH_CHARS = 256;
+const scratchWords = new Uint32Array(SCRATCH_CHARS / 2);
 const scratchBytes = Buffer.from(scratchWords.buffer);
 
-/** Buffer's latin1 writer (one byte per character) without its encoding lookup, where Node has it (it is not documented). */
-const latin1Write = (scratchBytes as Buffer & { latin1Write?: (text: string, offset: number) => number }).latin1Write;
+/** Buffer's UTF-16 writer (two bytes per character) without its encoding lookup, where Node has it (it is not documented). */
+const ucs2Write = (scratchBytes as Buffer & { ucs2Write?: (text: string, offset: number) => number }).ucs2Write;
 
-function writeLowBytes(text: string): void {
-  if (typeof latin1Write === 'function') latin1Write.call(scratchBytes, text, 0);
-  else scratchBytes.write(text, 0, 'latin1');
+function writeUtf16(text: string): void {
+  if (typeof ucs2Write === 'function') ucs2Write.call(scratchBytes, text, 0);
+  else scratchBytes.write(text, 0, 'utf16le');
 }
 
 /**
