@@ -186,8 +186,9 @@ export class SessionCookie {
 /**
  * The value of the cookie `name` in a Cookie header, found exactly where
  * `ctx.cookies.get(name)` finds it: the first `name=` at the start of the
- * header or after a `;` and any spaces, up to the next `;`, one pair of
- * surrounding double quotes taken off. The same answer without building
+ * header or after a `;` and any spaces, up to the next `;`; a value that
+ * starts with a double quote loses its first and last characters, whatever
+ * the last one is (`"abc` reads `ab`). The same answer without building
  * `ctx.cookies` (a Keygrip per request when `app.keys` is set) and its
  * regular expression match; a test holds it to the `cookies` package.
  */
