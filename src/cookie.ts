@@ -1,5 +1,6 @@
 import type { Context } from 'koa';
 import type Keygrip from 'keygrip';
+import type { CookieAction } from './commit';
 import type { CookieSettings } from './options';
 import { SessionConfigError } from './errors';
 import { SignatureMemo, keygripSignature, sameInConstantTime } from './signature';
@@ -122,6 +123,12 @@ export class SessionCookie {
           'serve HTTPS, or behind a TLS-terminating proxy set app.proxy = true so X-Forwarded-Proto is trusted',
       );
     }
+  }
+
+  /** Does what the commit says the response must do with the cookie: send it, expire it, or nothing. */
+  send(ctx: Context, action: CookieAction, signed: boolean): void {
+    if (action.kind === 'send') this.write(ctx, signed, action.id, action.expiresAt);
+    else if (action.kind === 'expire') this.expire(ctx, signed);
   }
 
   /**

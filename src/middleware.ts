@@ -1,7 +1,6 @@
 import type { Context, Middleware, Next } from 'koa';
 import type { Failure } from './context';
 import { setSession, takeBackAfter } from './context';
-import type { CookieAction } from './commit';
 import { NO_COOKIE, commit, planCommit, withoutCookie } from './commit';
 import { SessionCookie } from './cookie';
 import { keepCookieOnError } from './error-headers';
@@ -43,11 +42,6 @@ export function session(opts?: SessionOptions): Middleware {
     store: options.store,
     hashIds: options.hashIds,
   };
-
-  function sendCookie(ctx: Context, action: CookieAction, signed: boolean): void {
-    if (action.kind === 'send') sessionCookie.write(ctx, signed, action.id, action.expiresAt);
-    else if (action.kind === 'expire') sessionCookie.expire(ctx, signed);
-  }
 
   return async function lockedSession(ctx: Context, next: Next): Promise<void> {
     // Nested in a middleware that already serves this request's session (same store, same cookie):
@@ -151,7 +145,7 @@ export function session(opts?: SessionOptions): Middleware {
 
       // 5. The cookie.
       if (!ctx.res.headersSent) {
-        sendCookie(ctx, action, signed);
+        sessionCookie.send(ctx, action, signed);
         if (action.kind !== 'none') keepCookieOnError(ctx, sessionCookie);
       } else if (action.kind !== 'none') {
         // Sent during the commit, by a task the handler did not await: what was committed stays, without its cookie.
