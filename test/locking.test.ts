@@ -12,8 +12,11 @@ import { MemoryStore, SessionLockTimeoutError, SessionStoreError } from '../src'
 import type { Session, SessionOptions, Store } from '../src';
 import { SessionLocks } from '../src/hold';
 import type { HeldLock } from '../src/hold';
+import { Expiry } from '../src/expiry';
 import { LockTable } from '../src/lock';
 import type { LockMode, Release, WhenGranted } from '../src/lock';
+import { Storage } from '../src/storage';
+import { dataOfValues } from '../src/values';
 import {
   EventLog,
   ForgetfulStore,
@@ -1343,6 +1346,53 @@ describe('LockTable, the per-session read/write lock table', function () {
     const held = await next;
     // The one behind reaches the head of the line only as this one is let in: it must not clear what was left for it.
     expect(held.inherited, 'what the next in line starts from').to.equal(committed);
+    await held.release();
+    expect(table.size).to.equal(0);
+  });
+
+  it('what a writer hands over while the request next in line has given up is dropped with it: the one behind loads the session, and sees what another process wrote since', async () => {
+    const store = memoryStore();
+    const storage = new Storage(store, new Expiry(60_000, undefined), false);
+    const table = new LockTable();
+    const patient = new SessionLocks(Infinity, undefined, table);
+    // Only the order of the two timeouts matters: Node runs expired timers in the order they expire, so the one behind gives up first.
+    const atHead = new SessionLocks(200, undefined, table);
+    const hasty = new SessionLocks(10, undefined, table);
+    const createdAt = Date.now();
+    const committed = { values: new Map<string, unknown>([['n', 1]]), createdAt, touchedAt: createdAt };
+    storage.save('s', committed, 60_000); // what the writer's commit left in the store, and hands over
+
+    const writer = patient.acquire('s', 'write') as HeldLock;
+    const first = atHead.acquire('s', 'write');
+    expect(first, 'the head of the line, waiting for the writer').to.be.instanceOf(Promise);
+    // It gives up, and leaves the line to the request behind it, which has given up too but still has to
+    // come to the head (a turn of the event loop later). Before it does, the writer lets go and hands
+    // over its commit, and another process sharing the store writes to the session. (The middleware
+    // itself never lets go in that turn: its hand-over comes back from a round trip to Redis. This pins
+    // the lock table's own rule, what LockTable.dropWaiter is for.)
+    const headGaveUp = (first as Promise<HeldLock>).then(
+      () => 'granted',
+      (error: unknown) => {
+        if (!(error instanceof SessionLockTimeoutError)) return error;
+        writer.handOver(committed);
+        void writer.release();
+        void store.set('s', { data: { n: 1, other: 2 }, createdAt, touchedAt: Date.now() }, 60_000);
+        return 'timed out';
+      },
+    );
+    const behind = Promise.resolve(hasty.acquire('s', 'write')).then(
+      () => 'granted',
+      (error: unknown) => (error instanceof SessionLockTimeoutError ? 'timed out' : error),
+    );
+    const later = patient.acquire('s', 'write');
+    expect(await behind, 'the request behind the head').to.equal('timed out');
+    expect(await headGaveUp, 'the head of the line').to.equal('timed out');
+
+    const held = await later;
+    // The hand-over was for the request next in line when the writer let go, which had given up: this one comes later.
+    expect(held.inherited, 'what the later request starts from').to.equal(undefined);
+    const loaded = await storage.load('s', Date.now(), held.inherited);
+    expect(dataOfValues(loaded!.values), 'the session the later request loads').to.deep.equal({ n: 1, other: 2 });
     await held.release();
     expect(table.size).to.equal(0);
   });
