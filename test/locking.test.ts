@@ -6,6 +6,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Context, Middleware } from 'koa';
 import type { Response } from 'supertest';
 import { MemoryStore, SessionLockTimeoutError, SessionStoreError } from '../src';
@@ -36,6 +37,7 @@ import {
   tagOf,
 } from './support/concurrency';
 import type { AppSetup, TestApp } from './support/concurrency';
+import { runChild } from './support/child';
 import { awaitedLockTable, keepRelease } from './support/lock-table';
 
 const cleanup = closedAfterEachTest();
@@ -1536,6 +1538,58 @@ describe('LockTable, the per-session read/write lock table', function () {
     const again = await table.acquire('s', 'write', 0);
     again();
     expect(table.size).to.equal(0);
+  });
+
+  it('waiters with one lockTimeout time out in the order they came, each no sooner than lockTimeout, past one granted in between', async () => {
+    // One timer serves all waiters of one lockTimeout (see TimeoutLine): it must reach each in turn.
+    const table = awaitedLockTable();
+    const holders = new Map<string, Release>();
+    for (const id of ['a', 'b', 'c']) holders.set(id, await table.acquire(id, 'write', Infinity));
+    const timedOut: string[] = [];
+    const waited = new Map<string, number>();
+    const waiting = new Map<string, Promise<Release | undefined>>();
+    for (const id of ['a', 'b', 'c']) {
+      const asked = performance.now();
+      waiting.set(id, table.acquire(id, 'write', 150).then(
+        (release) => release,
+        (error: unknown) => {
+          expect(error).to.be.an.instanceOf(SessionLockTimeoutError);
+          waited.set(id, performance.now() - asked);
+          timedOut.push(id);
+          return undefined;
+        },
+      ));
+      await sleep(30);
+    }
+    holders.get('b')!();
+    const granted = await waiting.get('b');
+    expect(granted, "b's waiter, let in by its holder").to.be.a('function');
+    await Promise.all(waiting.values());
+
+    expect(timedOut).to.deep.equal(['a', 'c']);
+    expect(waited.get('a')).to.be.at.least(150);
+    expect(waited.get('c')).to.be.at.least(150);
+    // The granted one keeps its lock, however long past its own lockTimeout.
+    await sleep(160);
+    expect(await outcome(table.acquire('b', 'read', Infinity).then((release) => release())), 'a reader while b is held').to.equal('pending');
+    granted!();
+    holders.get('a')!();
+    holders.get('c')!();
+    await settle();
+    expect(table.size).to.equal(0);
+  });
+
+  it('a process whose lock waits have all ended exits by itself: no lockTimeout timer keeps it alive', async function () {
+    this.timeout(120_000);
+    // The first waiter times out (its line's timer fires); the second is granted long before its 100 s.
+    const code = await runChild(
+      "const { LockTable } = require('./src/lock'); const table = new LockTable(); " +
+        "const holder = table.acquire('s', 'write', Infinity); " +
+        "table.acquire('s', 'write', 20).catch(() => holder()); " +
+        "Promise.resolve(table.acquire('s', 'write', 100000)).then((release) => release());",
+      60_000,
+    );
+    expect(code).to.equal(0);
   });
 
   it('releasing twice does nothing: only one waiting writer is let in', async () => {

@@ -3,15 +3,14 @@
  * once and swept out in slices that never block the event loop for long, a
  * sweep timer that never keeps the process alive, a `size` of live entries.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import fc from 'fast-check';
 import { MemoryStore, createMemoryStore } from '../src';
 import type { SessionData } from '../src';
 import { shardOf } from '../src/stores/memory';
+import { runChild } from './support/child';
 import { withHeldClock } from './support/clock';
 import { expect, sleep, waitUntil } from './support/concurrency';
 
@@ -35,25 +34,6 @@ afterEach(() => {
 function heldEntries(store: MemoryStore): number {
   const { shards } = store as unknown as { shards: Map<string, unknown>[] };
   return shards.reduce((held, shard) => held + shard.size, 0);
-}
-
-/** Runs a Node script that imports the TypeScript sources; resolves with its exit code, or 'still running'. */
-function runChild(script: string, timeoutMs: number): Promise<number | 'still running'> {
-  const root = path.resolve(__dirname, '..');
-  const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', '-e', script], {
-    cwd: root,
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      resolve('still running');
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve(code ?? -1);
-    });
-  });
 }
 
 describe('MemoryStore', function () {
