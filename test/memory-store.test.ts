@@ -448,7 +448,8 @@ describe('MemoryStore', function () {
       }
     });
 
-    it('IDs that differ only in the high byte of a character, or only past the 256th, are different sessions', async () => {
+    // Whatever shard they hash to, each shard keys its sessions by the whole ID: these must never share a record.
+    it('IDs that differ only in the high byte of a character, or only past the 256th, are kept as different sessions', async () => {
       const store = memoryStore();
       const long = 'x'.repeat(300);
       const ids = ['a\u0100', 'a\u0000', 'a\u0200', `${long}1`, `${long}2`, `${'y'.repeat(255)}\u0101`, `${'y'.repeat(255)}\u0001`];
