@@ -35,9 +35,11 @@ import {
   startApp,
   storedData,
   tagOf,
+  waitUntil,
 } from './support/concurrency';
 import type { AppSetup, TestApp } from './support/concurrency';
 import { runChild } from './support/child';
+import { withFakeTimers } from './support/clock';
 import { awaitedLockTable, keepRelease } from './support/lock-table';
 
 const cleanup = closedAfterEachTest();
@@ -1590,6 +1592,53 @@ describe('LockTable, the per-session read/write lock table', function () {
       60_000,
     );
     expect(code).to.equal(0);
+  });
+
+  it('a waiter times out by its own timer: under fake timers, when the fake clock reaches its lockTimeout', async () => {
+    // A test suite on fake timers that leave perf_hooks' performance.now() alone (Jest's, sinon's before fake-timers 15) ticks past lockTimeout.
+    const table = awaitedLockTable();
+    const holder = await table.acquire('s', 'write', Infinity);
+    await withFakeTimers(async (tick) => {
+      const first = table.acquire('s', 'write', 5000);
+      tick(30);
+      const second = table.acquire('s', 'write', 5000);
+      tick(4969);
+      expect(await outcome(first), 'the first, 1 ms before its lockTimeout').to.equal('pending');
+      tick(1);
+      expect(await outcome(first), 'the first, at its lockTimeout').to.equal('rejected');
+      expect(await outcome(second), 'the second, 30 ms before its lockTimeout').to.equal('pending');
+      tick(30);
+      expect(await outcome(second), 'the second, at its lockTimeout').to.equal('rejected');
+    });
+    holder();
+    await settle();
+    expect(table.size).to.equal(0);
+  });
+
+  it("a waiter whose timer was lost (fake timers uninstalled while it waited) holds up no other waiter's lockTimeout", async () => {
+    const table = awaitedLockTable();
+    const holderA = await table.acquire('a', 'write', Infinity);
+    const holderB = await table.acquire('b', 'write', Infinity);
+    let lost: Promise<Release> | undefined;
+    await withFakeTimers(async () => {
+      lost = table.acquire('a', 'write', 50);
+    });
+    let state: Outcome = 'pending';
+    table.acquire('b', 'write', 50).then(
+      () => {
+        state = 'granted';
+      },
+      () => {
+        state = 'rejected';
+      },
+    );
+    await waitUntil(() => state !== 'pending', "b's waiter ends");
+    expect(state).to.equal('rejected');
+    holderA();
+    holderB();
+    (await lost!)();
+    await settle();
+    expect(table.size).to.equal(0);
   });
 
   it('releasing twice does nothing: only one waiting writer is let in', async () => {

@@ -12,3 +12,42 @@ export async function withHeldClock(body: (clock: { at: number }) => Promise<voi
     Date.now = realNow;
   }
 }
+
+/**
+ * Runs `body` with setTimeout and clearTimeout faked and perf_hooks'
+ * performance.now() left alone, as fake-timer libraries do: Jest's (legacy
+ * and modern) and sinon's before @sinonjs/fake-timers 15, which fake only
+ * the global `performance`. A timer runs only when `tick` moves the fake
+ * clock to it.
+ */
+export async function withFakeTimers(body: (tick: (ms: number) => void) => Promise<void>): Promise<void> {
+  const real = { setTimeout: globalThis.setTimeout, clearTimeout: globalThis.clearTimeout };
+  const timers = new Map<number, { at: number; run: () => void }>();
+  let now = 0;
+  let ids = 0;
+  globalThis.setTimeout = ((run: () => void, ms = 0) => {
+    timers.set(++ids, { at: now + Math.max(1, ms), run });
+    return ids;
+  }) as unknown as typeof setTimeout;
+  globalThis.clearTimeout = ((id: number | undefined) => {
+    if (id !== undefined) timers.delete(id);
+  }) as typeof clearTimeout;
+  const tick = (ms: number): void => {
+    const until = now + ms;
+    for (;;) {
+      let next: number | undefined;
+      for (const [id, timer] of timers) if (timer.at <= until && (next === undefined || timer.at < timers.get(next)!.at)) next = id;
+      if (next === undefined) break;
+      const timer = timers.get(next)!;
+      timers.delete(next);
+      now = timer.at;
+      timer.run();
+    }
+    now = until;
+  };
+  try {
+    await body(tick);
+  } finally {
+    Object.assign(globalThis, real);
+  }
+}
