@@ -2,7 +2,6 @@ import { performance } from 'node:perf_hooks';
 import { Semaphore } from 'async-mutex';
 import { SessionLockTimeoutError } from './errors';
 import { trace } from './events';
-import { TimeoutLine } from './timers';
 import type { StoredSession } from './stores/store';
 
 /** `'read'` is shared, `'write'` is exclusive. */
@@ -167,9 +166,6 @@ export class LockTable {
    */
   private readonly removals = new Map<string, number>();
 
-  /** By lockTimeout: see timeoutLineOf. */
-  private readonly timeoutLines = new Map<number, TimeoutLine>();
-
   /** See servingMark. */
   private readonly servingMarks = new Map<string, object>();
 
@@ -314,35 +310,27 @@ export class LockTable {
     lock.users++;
     if (lock.tryTake(mode)) return handOut(whenGranted, this.releaser(id, lock, mode), false);
     trace('lock-wait', id, mode);
-    // A waiter without a timeout never gives up, so it always ends granted.
-    const line = timeoutMs === Infinity ? undefined : this.timeoutLineOf(timeoutMs);
     return new Promise<T | Release>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
       const waiter: Waiter = {
         gaveUp: false,
         leave: undefined,
         settle: (granted) => {
           if (!granted) return this.dropWaiter(id, lock);
-          if (timeout !== undefined) line?.end(timeout);
+          clearTimeout(timer);
           resolve(handOut(whenGranted, this.releaser(id, lock, mode), true));
         },
       };
-      const timeout = line?.start(() => {
-        waiter.gaveUp = true;
-        reject(new SessionLockTimeoutError(timeoutMs));
-        waiter.leave?.();
-      });
+      // A waiter without a timeout never gives up, so it always ends granted.
+      if (timeoutMs !== Infinity) {
+        timer = setTimeout(() => {
+          waiter.gaveUp = true;
+          reject(new SessionLockTimeoutError(timeoutMs));
+          waiter.leave?.();
+        }, timeoutMs);
+      }
       lock.queue(mode, waiter);
     });
-  }
-
-  /** The one timer for waiters of `timeoutMs` (see TimeoutLine): middlewares of one store may differ in lockTimeout. */
-  private timeoutLineOf(timeoutMs: number): TimeoutLine {
-    let line = this.timeoutLines.get(timeoutMs);
-    if (line === undefined) {
-      line = new TimeoutLine(timeoutMs);
-      this.timeoutLines.set(timeoutMs, line);
-    }
-    return line;
   }
 
   /** A waiter that gave up leaves the lock it never held. */
