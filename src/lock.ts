@@ -200,10 +200,12 @@ export class LockTable {
 
   /**
    * What the writer before handed over for `id` (see
-   * ReadWriteLock.handedOver), taken by the first request granted the lock
-   * from the queue after it: that one starts from it, nobody later does.
-   * A request that joins readers later, or another reader of the same
-   * group, loads the session, and sees what other processes wrote since.
+   * ReadWriteLock.handedOver), taken by the next request the line lets
+   * in, the moment it is granted: that one starts from it, nobody later
+   * does. A request that reaches the head of the line first having given
+   * up drops it (see dropWaiter), and then nobody does. A request that
+   * joins readers later, or another reader of the same group, loads the
+   * session, and sees what other processes wrote since.
    */
   takeHandOver(id: string): StoredSession | undefined {
     const lock = this.entries.get(id);
