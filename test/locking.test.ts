@@ -1267,8 +1267,8 @@ describe('LockTable, the per-session read/write lock table', function () {
 
   type Outcome = 'pending' | 'granted' | 'rejected';
 
-  /** What became of an acquire once everything already queued has run. */
-  async function outcome(p: Promise<unknown>): Promise<Outcome> {
+  /** What has become of an acquire so far, asked at any time. */
+  function track(p: Promise<unknown>): () => Outcome {
     let state: Outcome = 'pending';
     p.then(
       () => {
@@ -1278,8 +1278,14 @@ describe('LockTable, the per-session read/write lock table', function () {
         state = 'rejected';
       },
     );
+    return () => state;
+  }
+
+  /** What became of an acquire once everything already queued has run. */
+  async function outcome(p: Promise<unknown>): Promise<Outcome> {
+    const state = track(p);
     await settle(3);
-    return state;
+    return state();
   }
 
   it('two readers of one session hold the lock at the same time', async () => {
@@ -1623,17 +1629,9 @@ describe('LockTable, the per-session read/write lock table', function () {
     await withFakeTimers(async () => {
       lost = table.acquire('a', 'write', 50);
     });
-    let state: Outcome = 'pending';
-    table.acquire('b', 'write', 50).then(
-      () => {
-        state = 'granted';
-      },
-      () => {
-        state = 'rejected';
-      },
-    );
-    await waitUntil(() => state !== 'pending', "b's waiter ends");
-    expect(state).to.equal('rejected');
+    const state = track(table.acquire('b', 'write', 50));
+    await waitUntil(() => state() !== 'pending', "b's waiter ends");
+    expect(state()).to.equal('rejected');
     holderA();
     holderB();
     (await lost!)();
