@@ -4,8 +4,10 @@
  * getSession / fromContext. Everything over real HTTP.
  */
 import { isDeepStrictEqual } from 'node:util';
+import fc from 'fast-check';
 import type { Context } from 'koa';
 import { fromContext, getSession, Session } from '../src';
+import { parseJson } from '../src/values';
 import { HEX64, Jar, call, closeAll, cookieNamed, expect, isExpired, memoryStore, start, warningsDuring } from './support/app';
 
 afterEach(closeAll);
@@ -368,6 +370,48 @@ describe('Session: values JSON carries come back exactly', () => {
     const all = Object.fromEntries(Object.keys(VALUES).map((k) => [k, true]));
     expect((await call(run, jar, 'post')).body).to.deep.equal(all);
     expect((await call(run, jar, 'get')).body).to.deep.equal(all);
+  });
+
+  it('2,000 generated values come back equal in the next request: strings with quotes, backslashes, control characters and lone surrogates, numbers of every shape', async () => {
+    // Values are kept as JSON text and decoded when read, through a quick path for plain strings and numbers (see parseJson).
+    const codeUnit = fc.integer({ min: 0, max: 0xffff }).map((unit) => String.fromCharCode(unit));
+    const generated = fc.sample(
+      fc.oneof(
+        fc.string({ unit: fc.oneof(codeUnit, fc.constantFrom('"', '\\', '\n', 'a', '\u0000', '\ud800')) }),
+        fc.double({ noNaN: true, noDefaultInfinity: true }),
+        fc.integer(),
+        fc.jsonValue(),
+      ),
+      { numRuns: 2_000, seed: 6 },
+    );
+    const expected = generated.map((value) => JSON.parse(JSON.stringify(value)) as unknown);
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') generated.forEach((value, i) => ctx.session.set(`v${i}`, value));
+      ctx.body = { differ: expected.flatMap((value, i) => (isDeepStrictEqual(ctx.session.get(`v${i}`), value) ? [] : [i])) };
+    });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ differ: [] });
+    expect((await call(run, jar, 'get')).body, 'read back in the next request').to.deep.equal({ differ: [] });
+  });
+
+  it('a stored value is decoded exactly as JSON.parse decodes it, malformed text included (50,000 texts)', () => {
+    const piece = fc.constantFrom('"', '\\', '\\"', '\\u0041', '\u0001', '\u001f', ' ', 'a', 'é', '\ud800', '-', '+', '0', '1', '9', '.', 'e', 'E', '[', ']', '{', '}', ':', ',', 'null', 'true');
+    const text = fc.oneof(
+      fc.array(piece, { maxLength: 8 }).map((parts) => parts.join('')),
+      fc.array(fc.constantFrom('"', 'a', '1', '-'), { maxLength: 6 }).map((parts) => parts.join('')),
+      fc.jsonValue().map((value) => JSON.stringify(value)),
+    );
+    const outcome = (decode: (json: string) => unknown, json: string): unknown => {
+      try {
+        return { value: decode(json) };
+      } catch (error) {
+        return { threw: (error as Error).name };
+      }
+    };
+    fc.assert(
+      fc.property(text, (json) => isDeepStrictEqual(outcome(parseJson, json), outcome(JSON.parse, json))),
+      { numRuns: 50_000, seed: 6 },
+    );
   });
 
   it('-0 comes back as 0, in this request and the next', async () => {
