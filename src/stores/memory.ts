@@ -1,6 +1,6 @@
 import type { AtomicStore, Change, ChangeTarget, SessionData, Store, StoredSession } from './store';
 import { assertLifetime, isSessionRecord, replayChanges, toRecord } from './store';
-import { JsonText, assignOwn, jsonOf } from '../values';
+import { JsonText, assignOwn, jsonOf, parseJson } from '../values';
 import { MAX_TIMER_MS } from '../timers';
 
 export interface MemoryStoreOptions {
@@ -45,7 +45,7 @@ function fieldsOf(data: SessionData): string[] {
 
 function dataFromFields(fields: readonly string[]): SessionData {
   const data: SessionData = {};
-  for (let i = 0; i < fields.length; i += 2) assignOwn(data, fields[i]!, JSON.parse(fields[i + 1]!));
+  for (let i = 0; i < fields.length; i += 2) assignOwn(data, fields[i]!, parseJson(fields[i + 1]!));
   return data;
 }
 
