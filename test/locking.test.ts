@@ -1589,7 +1589,7 @@ describe('LockTable, the per-session read/write lock table', function () {
 
   it('a process whose lock waits have all ended exits by itself: no lockTimeout timer keeps it alive', async function () {
     this.timeout(120_000);
-    // The first waiter times out (its line's timer fires); the second is granted long before its 100 s.
+    // The first waiter times out (its timer fires); the second is granted long before its 100 s.
     const code = await runChild(
       "const { LockTable } = require('./src/lock'); const table = new LockTable(); " +
         "const holder = table.acquire('s', 'write', Infinity); " +
