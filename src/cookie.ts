@@ -69,7 +69,7 @@ export class SessionCookie {
 
   constructor(
     private readonly settings: CookieSettings,
-    private readonly pattern: RegExp,
+    private readonly isValidId: (value: string) => boolean,
   ) {
     this.lines = new SetCookieLines(settings);
     this.signatureName = `${settings.name}.sig`;
@@ -103,7 +103,7 @@ export class SessionCookie {
     const header = ctx.req.headers.cookie;
     const value = cookieValue(header, this.settings.name);
     if (value === undefined || value === '') return ABSENT;
-    if (!this.pattern.test(value)) return INVALID;
+    if (!this.isValidId(value)) return INVALID;
     if (!signed) return { state: 'valid', id: value, resign: false };
     const signature = cookieValue(header, this.signatureName);
     if (signature === undefined) return INVALID;

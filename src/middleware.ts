@@ -31,7 +31,7 @@ export function session(opts?: SessionOptions): Middleware {
   const table = lockTableOf(options.store, options.hashIds);
   const locks = new SessionLocks(options.lockTimeout, storage.writeLock, table);
   const opener = new SessionOpener(storage, locks, options);
-  const sessionCookie = new SessionCookie(options.cookie, options.idPattern);
+  const sessionCookie = new SessionCookie(options.cookie, options.isValidId);
   const warnings = new Warnings();
   const changedTooLate = (method: string): void => warnings.lateChange(method);
   const lostCookie = (): void => warnings.headersSentBeforeCommit();

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import type { LockMode } from './lock';
 import type { Store } from './stores/store';
 import { MemoryStore } from './stores/memory';
-import { checkedGenerator, generateId, idPattern } from './ids';
+import { checkedGenerator, generateId, idCheck } from './ids';
 import { MAX_TIMER_MS } from './timers';
 
 export type SameSite = 'lax' | 'strict' | 'none' | false;
@@ -60,8 +60,8 @@ export interface ResolvedOptions {
   readonly lockTimeout: number;
   readonly rolling: boolean;
   readonly genid: () => string;
-  /** What a cookie value must match before it may reach the store. */
-  readonly idPattern: RegExp;
+  /** The check a cookie value must pass before it may reach the store. */
+  readonly isValidId: (value: string) => boolean;
   readonly hashIds: boolean;
 }
 
@@ -238,7 +238,7 @@ export function resolveOptions(opts: SessionOptions = {}, extra?: unknown): Reso
     lockTimeout,
     rolling: optionalBoolean(opts, 'rolling', false),
     genid: opts.genid === undefined ? generateId : checkedGenerator(opts.genid),
-    idPattern: idPattern(opts.genid !== undefined),
+    isValidId: idCheck(opts.genid !== undefined),
     hashIds: optionalBoolean(opts, 'hashIds', false),
   };
 }
