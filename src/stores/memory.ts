@@ -271,7 +271,7 @@ export class MemoryStore implements AtomicStore {
    * live session under `id`, its values left as JSON text until read.
    */
   readSession(id: string, now: number): StoredSession | undefined {
-    const entry = this.live(id);
+    const entry = this.live(id, now);
     if (entry === undefined) return undefined;
     const { createdAt, touchedAt, fields } = isRecordEntry(entry) ? entry : recordOfOther(entry, now);
     const values = new Map<string, unknown>();
@@ -353,11 +353,12 @@ export class MemoryStore implements AtomicStore {
     }
   }
 
-  private live(id: string): Entry | undefined {
+  /** The entry under `id` unless it has expired by `now`; an expired one is dropped. */
+  private live(id: string, now = Date.now()): Entry | undefined {
     const shard = this.shards[shardOf(id)]!;
     const entry = shard.get(id);
     if (entry === undefined) return undefined;
-    if (entry.expiresAt <= Date.now()) {
+    if (entry.expiresAt <= now) {
       shard.delete(id);
       return undefined;
     }
