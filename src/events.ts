@@ -22,6 +22,8 @@ export interface SessionEvent {
 }
 
 const debug = debuglog('koa-locked-session');
+/** Node reads NODE_DEBUG once, at start-up: asked once here instead of through a getter on every request. */
+const debugging = debug.enabled;
 
 /**
  * Tells the app (events) and the developer (NODE_DEBUG=koa-locked-session)
@@ -30,11 +32,11 @@ const debug = debuglog('koa-locked-session');
  */
 export function report(ctx: Context, event: SessionEventName, id?: string, oldId?: string): void {
   const listening = ctx.app.listenerCount(event) > 0;
-  if (!listening && !debug.enabled) return;
+  if (!listening && !debugging) return;
   const payload: SessionEvent = { ctx };
   if (id !== undefined) payload.idHash = idHash(id);
   if (oldId !== undefined) payload.oldIdHash = idHash(oldId);
-  if (debug.enabled) trace(event.slice('session:'.length), id, oldId === undefined ? '' : `old=${payload.oldIdHash}`);
+  if (debugging) trace(event.slice('session:'.length), id, oldId === undefined ? '' : `old=${payload.oldIdHash}`);
   if (listening) ctx.app.emit(event, payload);
 }
 
@@ -58,7 +60,7 @@ export type Reporter = (event: SessionEventName, id?: string, oldId?: string) =>
 
 /** A debug line about session `id`, named by its hash. */
 export function trace(what: string, id?: string, detail = ''): void {
-  if (!debug.enabled) return;
+  if (!debugging) return;
   const named = id === undefined ? '-' : idHash(id);
   if (detail === '') debug('%s %s', what, named);
   else debug('%s %s %s', what, named, detail);
