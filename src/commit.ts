@@ -178,10 +178,18 @@ function applyChanges(scope: CommitScope, plan: 'update' | 'push', now: number):
  * The new ID gets the freshest stored data plus this request's changes, and
  * a new absoluteTimeout lifetime (see Storage.move).
  */
-async function regenerate(scope: CommitScope, now: number): Promise<CookieAction> {
+async function regenerate(scope: CommitScope, planned: number): Promise<CookieAction> {
   const { state, storage, expiry } = scope;
   const oldId = state.loadedId as string;
-  await scope.lock?.exclusive();
+  const upgrading = scope.lock?.exclusive();
+  // The session may have expired while this request waited for the exclusive lock:
+  // it is read, and the new one dated, by the clock after the wait, else an expired
+  // session would live on under the new ID.
+  let now = planned;
+  if (upgrading !== undefined) {
+    await upgrading;
+    now = Date.now();
+  }
   if (!(await storage.move(oldId, state.id, state.changes, now, expiry.ttl(now, now)))) return interrupted(scope);
   scope.lock?.markRemoved(); // for requests in line behind this one (see LockTable.removalStarted)
   scope.report('session:created', state.id);

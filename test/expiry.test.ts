@@ -13,9 +13,12 @@ import {
   cookieFor,
   describeSession,
   expect,
+  gate,
   sessionCookie,
+  settle,
   sleep,
   startApp,
+  waitUntil,
 } from './support/concurrency';
 import type { TestApp } from './support/concurrency';
 import { withHeldClock } from './support/clock';
@@ -308,6 +311,47 @@ describe('Expiry', function () {
           expect(res.body.isNew, 'at the end').to.equal(true);
           expect(res.body.id).to.not.equal(id);
           expect(res.body.data).to.deep.equal({});
+        });
+      });
+    }
+
+    for (const [kind, makeStore] of STORES) {
+      it(`a regenerate() that waited for the exclusive lock past the session's end does not carry it on under a new ID, on ${kind}`, async () => {
+        const held = gate();
+        let regenerated = false;
+        const t = cleanup.track(
+          await startApp({ store: makeStore(), maxAge: 60_000, absoluteTimeout: 1_000 }, {
+            routes: {
+              'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+              'GET /hold': () => held.promise,
+              'GET /regen': async (ctx) => {
+                await ctx.session.regenerate();
+                regenerated = true;
+                return describeSession(ctx);
+              },
+              'GET /whoami': (ctx) => describeSession(ctx),
+            },
+          }),
+        );
+        let interruptions = 0;
+        t.app.on('session:interrupted', () => interruptions++);
+        await withHeldClock(async (clock) => {
+          const { id } = await login(t);
+          const holding = t.client.get('/hold').set('Cookie', cookieFor(id)).then((res) => res);
+          clock.at += 500; // the regenerating request loads and plans its commit while the session is live
+          const regenerating = t.client.get('/regen').set('Cookie', cookieFor(id)).then((res) => res);
+          await waitUntil(() => regenerated, 'the handler regenerated the session');
+          await settle(); // its commit now waits for the exclusive lock, behind /hold's shared one
+
+          clock.at += 700; // past the absolute end while it waits
+          held.open();
+          const [, res] = await Promise.all([holding, regenerating]);
+
+          expect(res.status).to.equal(200);
+          expect(sessionCookie(res), 'a cookie for a new ID').to.equal(undefined);
+          expect(interruptions, 'session:interrupted').to.equal(1);
+          const after = await t.client.get('/whoami').set('Cookie', cookieFor(res.body.id));
+          expect(after.body.data, 'what the new ID holds').to.deep.equal({});
         });
       });
     }
