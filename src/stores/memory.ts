@@ -35,12 +35,26 @@ function isRecordEntry(entry: Entry): entry is RecordEntry {
 
 /** JSON's view of `data`, one value per key (a value JSON leaves out, such as undefined, is left out). */
 function fieldsOf(data: SessionData): string[] {
-  const fields: string[] = [];
-  for (const key of Object.keys(data)) {
+  const keys = Object.keys(data);
+  const fields = fieldsArray(keys.length);
+  let at = 0;
+  for (const key of keys) {
     const json = JSON.stringify(data[key]);
-    if (json !== undefined) fields.push(key, json);
+    if (json === undefined) continue;
+    fields[at++] = key;
+    fields[at++] = json;
   }
+  fields.length = at;
   return fields;
+}
+
+/**
+ * An array for the fields of `keys` keys, of just that size: pushed onto
+ * an empty array, V8 would reserve 16 slots or more, which every stored
+ * session would keep.
+ */
+function fieldsArray(keys: number): string[] {
+  return new Array<string>(2 * keys);
 }
 
 function dataFromFields(fields: readonly string[]): SessionData {
@@ -104,8 +118,12 @@ class FieldMap implements ChangeTarget {
   }
 
   fields(): string[] {
-    const fields: string[] = [];
-    for (const [key, json] of this.values) fields.push(key, json);
+    const fields = fieldsArray(this.values.size);
+    let at = 0;
+    for (const [key, json] of this.values) {
+      fields[at++] = key;
+      fields[at++] = json;
+    }
     return fields;
   }
 }
@@ -122,7 +140,10 @@ const LIST_LOOKUPS = 4096;
 function replayOnto(entry: RecordEntry, changes: readonly Change[]): void {
   // At most: each change looks along the keys stored and the ones the changes before it added.
   if (changes.length * (entry.fields.length / 2 + changes.length) <= LIST_LOOKUPS) {
+    const length = entry.fields.length;
     replayChanges(changes, new FieldList(entry.fields));
+    // Adding a key grew the array with room to spare, which the stored session would keep (see fieldsArray).
+    if (entry.fields.length > length) entry.fields = entry.fields.slice();
     return;
   }
   const keyed = new FieldMap(entry.fields);
@@ -281,8 +302,12 @@ export class MemoryStore implements AtomicStore {
 
   /** @internal Stores `session` under `id` for `maxAgeMs`, replacing what was there. */
   writeSession(id: string, session: StoredSession, maxAgeMs: number): void {
-    const fields: string[] = [];
-    for (const [key, slot] of session.values) fields.push(key, jsonOf(slot));
+    const fields = fieldsArray(session.values.size);
+    let at = 0;
+    for (const [key, slot] of session.values) {
+      fields[at++] = key;
+      fields[at++] = jsonOf(slot);
+    }
     const entry: RecordEntry = { expiresAt: Date.now() + maxAgeMs, createdAt: session.createdAt, touchedAt: session.touchedAt, fields };
     this.shards[shardOf(id)]!.set(id, entry);
   }
