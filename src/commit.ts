@@ -114,7 +114,7 @@ export function commit(scope: CommitScope, plan: CommitPlan, now: number): Event
     case 'push': {
       // A push alone is safe under a shared lock only where the store applies it atomically.
       const upgrading = plan === 'update' || !scope.storage.atomic ? scope.lock?.exclusive() : undefined;
-      return upgrading === undefined ? applyChanges(scope, plan, now) : applyAfterUpgrade(scope, plan, now, upgrading);
+      return upgrading === undefined ? applyChanges(scope, plan, now) : applyAfterUpgrade(scope, plan, upgrading);
     }
   }
 }
@@ -138,7 +138,7 @@ async function refresh(scope: CommitScope, now: number): Promise<CookieAction> {
   return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(stored.createdAt, stored.touchedAt) };
 }
 
-async function applyAfterUpgrade(scope: CommitScope, plan: 'update' | 'push', now: number, upgrading: Promise<void>): Promise<CookieAction> {
+async function applyAfterUpgrade(scope: CommitScope, plan: 'update' | 'push', upgrading: Promise<void>): Promise<CookieAction> {
   try {
     await upgrading;
   } catch (error) {
@@ -147,7 +147,8 @@ async function applyAfterUpgrade(scope: CommitScope, plan: 'update' | 'push', no
     trace('push-skipped', scope.state.loadedId);
     return NO_COOKIE;
   }
-  return applyChanges(scope, plan, now);
+  // By the clock after the wait, as in regenerate: a plain store's session that went idle past maxAge meanwhile is gone.
+  return applyChanges(scope, plan, Date.now());
 }
 
 /** The request's changes (none for a push) applied to the stored session, its expiry pushed: under the exclusive lock for changes. */

@@ -356,6 +356,50 @@ describe('Expiry', function () {
       });
     }
 
+    for (const [kind, makeStore] of STORES) {
+      it(`a change whose commit waited for the exclusive lock past the session's idle end does not bring the session back, on ${kind}`, async () => {
+        const held = gate();
+        let changed = false;
+        const t = cleanup.track(
+          await startApp({ store: makeStore(), maxAge: 10_000 }, {
+            routes: {
+              'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+              'GET /hold': () => held.promise,
+              // A GET holds the lock shared: its change waits for the exclusive lock at commit.
+              'GET /note': (ctx) => {
+                ctx.session.set('note', 'late');
+                changed = true;
+                return describeSession(ctx);
+              },
+              'GET /whoami': (ctx) => describeSession(ctx),
+            },
+          }),
+        );
+        let interruptions = 0;
+        t.app.on('session:interrupted', () => interruptions++);
+        await withHeldClock(async (clock) => {
+          const { id } = await login(t);
+          const holding = t.client.get('/hold').set('Cookie', cookieFor(id)).then((res) => res);
+          clock.at += 500; // loaded, changed and planned while the session is live
+          const noting = t.client.get('/note').set('Cookie', cookieFor(id)).then((res) => res);
+          await waitUntil(() => changed, 'the handler changed the session');
+          await settle(); // its commit now waits for the exclusive lock, behind /hold's shared one
+
+          clock.at += 10_000; // past the idle end while it waits
+          held.open();
+          const [, res] = await Promise.all([holding, noting]);
+
+          expect(res.status).to.equal(200);
+          expect(sessionCookie(res), 'a cookie for the expired session').to.equal(undefined);
+          // /note's commit, and /hold's push of the expiry (due by then), each find the session gone.
+          expect(interruptions, 'session:interrupted').to.equal(2);
+          const after = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+          expect(after.body.isNew, 'the expired session is gone').to.equal(true);
+          expect(after.body.data).to.deep.equal({});
+        });
+      });
+    }
+
     it('an idle-expired session on a store that never expires anything comes back as a new empty session', async () => {
       const store = new ForgetfulStore();
       const t = await start({ store, maxAge: 300 });
