@@ -107,7 +107,7 @@ export function commit(scope: CommitScope, plan: CommitPlan, now: number): Event
     case 'regenerate':
       return regenerate(scope, now);
     case 'update-unpushed':
-      return updateUnpushed(scope, now);
+      return updateUnpushed(scope);
     case 'refresh':
       return refresh(scope, now);
     case 'update':
@@ -204,10 +204,11 @@ async function regenerate(scope: CommitScope, planned: number): Promise<CookieAc
  * without the cookie's would leave the cookie to expire first, logging the
  * user out early, and the next request would not see a push as due.
  */
-async function updateUnpushed(scope: CommitScope, now: number): Promise<CookieAction> {
+async function updateUnpushed(scope: CommitScope): Promise<CookieAction> {
   const { state, storage, expiry } = scope;
   const loadedId = state.loadedId as string;
   await scope.lock?.exclusive();
+  const now = Date.now(); // after the wait, as in regenerate
   // Read again under the exclusive lock: a request may have pushed the expiry since this one loaded.
   const stored = await storage.load(loadedId, now);
   if (stored === undefined) return interrupted(scope);

@@ -400,6 +400,48 @@ describe('Expiry', function () {
       });
     }
 
+    for (const [kind, makeStore] of STORES) {
+      it(`a change after the response, whose commit waited for the exclusive lock past the session's idle end, does not bring the session back, on ${kind}`, async () => {
+        const held = gate();
+        let changed = false;
+        const t = cleanup.track(
+          await startApp({ store: makeStore(), maxAge: 10_000 }, {
+            routes: {
+              'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+              'GET /hold': () => held.promise,
+              'GET /raw': (ctx) => {
+                // The app answers on ctx.res itself: the change is stored without a cookie (see updateUnpushed).
+                ctx.respond = false;
+                ctx.res.writeHead(204).end();
+                ctx.session.set('note', 'late');
+                changed = true;
+              },
+              'GET /whoami': (ctx) => describeSession(ctx),
+            },
+          }),
+        );
+        let interruptions = 0;
+        t.app.on('session:interrupted', () => interruptions++);
+        await withHeldClock(async (clock) => {
+          const { id } = await login(t);
+          const holding = t.client.get('/hold').set('Cookie', cookieFor(id)).then((res) => res);
+          clock.at += 500;
+          expect((await t.client.get('/raw').set('Cookie', cookieFor(id))).status).to.equal(204);
+          await waitUntil(() => changed, 'the handler changed the session');
+          await settle(); // its commit now waits for the exclusive lock, behind /hold's shared one
+
+          clock.at += 10_000; // past the idle end while it waits
+          held.open();
+          await holding;
+          // /hold's push of the expiry (due by then), and /raw's change, each find the session gone.
+          await waitUntil(() => interruptions === 2, 'both commits found the session gone');
+          const after = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+          expect(after.body.isNew, 'the expired session is gone').to.equal(true);
+          expect(after.body.data).to.deep.equal({});
+        });
+      });
+    }
+
     it('an idle-expired session on a store that never expires anything comes back as a new empty session', async () => {
       const store = new ForgetfulStore();
       const t = await start({ store, maxAge: 300 });

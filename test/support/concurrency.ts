@@ -6,6 +6,7 @@
  * cookie reader.
  */
 import type http from 'node:http';
+import { performance } from 'node:perf_hooks';
 import Koa from 'koa';
 import type { Context, Middleware } from 'koa';
 import supertest from 'supertest';
@@ -55,11 +56,14 @@ export async function settle(turns = 5): Promise<void> {
   for (let i = 0; i < turns; i++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
-/** Resolves once `condition()` holds; rejects with `what` after `timeoutMs`. */
+/**
+ * Resolves once `condition()` holds; rejects with `what` after `timeoutMs`,
+ * on the monotonic clock, which withHeldClock leaves running.
+ */
 export async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = performance.now() + timeoutMs;
   while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    if (performance.now() > deadline) throw new Error(`timed out waiting until ${what}`);
     await sleep(2);
   }
 }
