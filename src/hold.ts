@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { SessionLockTimeoutError, SessionStoreError } from './errors';
 import { trace } from './events';
 import type { Eventually, LockMode, LockTable, Release } from './lock';
@@ -40,11 +41,13 @@ export class SessionLocks {
 
   /** The in-process lock once it comes, then the cross-process one. */
   private async takeRemote(id: string, remote: DistributedLock): Promise<Releasers> {
-    const started = Date.now();
+    // On the monotonic clock, as the lock table counts: a wall clock stepped meanwhile (NTP, a VM resumed) would give the store an hour, or nothing.
+    const started = performance.now();
     const local = await this.table.acquire(id, 'write', this.timeoutMs);
     try {
       // Nothing is handed over under a cross-process lock: another process may write between two of ours (see Storage.readingBack).
-      return { local, remote: await remote.acquire(id, Math.max(0, this.timeoutMs - (Date.now() - started))), inherited: undefined };
+      const left = Math.max(0, this.timeoutMs - (performance.now() - started));
+      return { local, remote: await remote.acquire(id, left), inherited: undefined };
     } catch (error) {
       local();
       // The store waited for what was left of lockTimeout; the request waited all of it.

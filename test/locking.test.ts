@@ -1338,6 +1338,33 @@ describe('LockTable, the per-session read/write lock table', function () {
     expect(table.size).to.equal(0);
   });
 
+  for (const [how, step] of [['back', -3_600_000], ['forward', 3_600_000]] as const) {
+    it(`what is left of lockTimeout for the store's cross-process lock is counted on the monotonic clock: a wall clock set ${how} an hour while waiting in process changes nothing`, async () => {
+      const given: number[] = [];
+      const remote = {
+        async acquire(_id: string, timeoutMs: number) {
+          given.push(timeoutMs);
+          return async () => {};
+        },
+      };
+      const locks = new SessionLocks(300, remote, new LockTable());
+      const first = await locks.acquire('s', 'write');
+      const second = locks.acquire('s', 'write'); // waits in process behind the first
+      const realNow = Date.now;
+      const from = realNow();
+      Date.now = () => from + step + (realNow() - from); // the host's clock is stepped (NTP, a VM resumed)
+      try {
+        await sleep(20);
+        await first.release();
+        await (await second).release();
+      } finally {
+        Date.now = realNow;
+      }
+      expect(given, 'what the store was given to wait').to.have.length(2);
+      expect(given[1], 'what was left of lockTimeout after about 20 ms in process').to.be.above(200).and.at.most(300);
+    });
+  }
+
   it('what a writer hands over goes to the request it lets in, even when a request queued behind that one has given up', async () => {
     const table = new LockTable();
     const patient = new SessionLocks(Infinity, undefined, table);
