@@ -107,7 +107,7 @@ export function commit(scope: CommitScope, plan: CommitPlan, now: number): Event
     case 'regenerate':
       return regenerate(scope, now);
     case 'update-unpushed':
-      return updateUnpushed(scope);
+      return updateUnpushed(scope, now);
     case 'refresh':
       return refresh(scope, now);
     case 'update':
@@ -147,8 +147,21 @@ async function applyAfterUpgrade(scope: CommitScope, plan: 'update' | 'push', up
     trace('push-skipped', scope.state.loadedId);
     return NO_COOKIE;
   }
-  // By the clock after the wait, as in regenerate: a plain store's session that went idle past maxAge meanwhile is gone.
+  // By the clock after the wait (see exclusiveAt).
   return applyChanges(scope, plan, Date.now());
+}
+
+/**
+ * Makes the request's hold exclusive, and says what time it is then:
+ * `planned` when the hold already was, else the clock after the wait. A
+ * session can reach its end while a commit waits, and must then be found
+ * gone, not read, carried on or written back as it was when planned.
+ */
+async function exclusiveAt(scope: CommitScope, planned: number): Promise<number> {
+  const upgrading = scope.lock?.exclusive();
+  if (upgrading === undefined) return planned;
+  await upgrading;
+  return Date.now();
 }
 
 /** The request's changes (none for a push) applied to the stored session, its expiry pushed: under the exclusive lock for changes. */
@@ -182,15 +195,7 @@ function applyChanges(scope: CommitScope, plan: 'update' | 'push', now: number):
 async function regenerate(scope: CommitScope, planned: number): Promise<CookieAction> {
   const { state, storage, expiry } = scope;
   const oldId = state.loadedId as string;
-  const upgrading = scope.lock?.exclusive();
-  // The session may have expired while this request waited for the exclusive lock:
-  // it is read, and the new one dated, by the clock after the wait, else an expired
-  // session would live on under the new ID.
-  let now = planned;
-  if (upgrading !== undefined) {
-    await upgrading;
-    now = Date.now();
-  }
+  const now = await exclusiveAt(scope, planned); // else an expired session could live on under the new ID
   if (!(await storage.move(oldId, state.id, state.changes, now, expiry.ttl(now, now)))) return interrupted(scope);
   scope.lock?.markRemoved(); // for requests in line behind this one (see LockTable.removalStarted)
   scope.report('session:created', state.id);
@@ -204,11 +209,10 @@ async function regenerate(scope: CommitScope, planned: number): Promise<CookieAc
  * without the cookie's would leave the cookie to expire first, logging the
  * user out early, and the next request would not see a push as due.
  */
-async function updateUnpushed(scope: CommitScope): Promise<CookieAction> {
+async function updateUnpushed(scope: CommitScope, planned: number): Promise<CookieAction> {
   const { state, storage, expiry } = scope;
   const loadedId = state.loadedId as string;
-  await scope.lock?.exclusive();
-  const now = Date.now(); // after the wait, as in regenerate
+  const now = await exclusiveAt(scope, planned);
   // Read again under the exclusive lock: a request may have pushed the expiry since this one loaded.
   const stored = await storage.load(loadedId, now);
   if (stored === undefined) return interrupted(scope);
