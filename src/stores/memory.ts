@@ -57,6 +57,17 @@ function fieldsArray(keys: number): string[] {
   return new Array<string>(2 * keys);
 }
 
+/** The fields of `values`, each value's JSON given by `json`. */
+function fieldsOfMap<T>(values: ReadonlyMap<string, T>, json: (value: T) => string): string[] {
+  const fields = fieldsArray(values.size);
+  let at = 0;
+  for (const [key, value] of values) {
+    fields[at++] = key;
+    fields[at++] = json(value);
+  }
+  return fields;
+}
+
 function dataFromFields(fields: readonly string[]): SessionData {
   const data: SessionData = {};
   for (let i = 0; i < fields.length; i += 2) assignOwn(data, fields[i]!, parseJson(fields[i + 1]!));
@@ -118,13 +129,7 @@ class FieldMap implements ChangeTarget {
   }
 
   fields(): string[] {
-    const fields = fieldsArray(this.values.size);
-    let at = 0;
-    for (const [key, json] of this.values) {
-      fields[at++] = key;
-      fields[at++] = json;
-    }
-    return fields;
+    return fieldsOfMap(this.values, (json) => json);
   }
 }
 
@@ -302,12 +307,7 @@ export class MemoryStore implements AtomicStore {
 
   /** @internal Stores `session` under `id` for `maxAgeMs`, replacing what was there. */
   writeSession(id: string, session: StoredSession, maxAgeMs: number): void {
-    const fields = fieldsArray(session.values.size);
-    let at = 0;
-    for (const [key, slot] of session.values) {
-      fields[at++] = key;
-      fields[at++] = jsonOf(slot);
-    }
+    const fields = fieldsOfMap(session.values, jsonOf);
     const entry: RecordEntry = { expiresAt: Date.now() + maxAgeMs, createdAt: session.createdAt, touchedAt: session.touchedAt, fields };
     this.shards[shardOf(id)]!.set(id, entry);
   }
