@@ -1,8 +1,8 @@
-import { createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
-import type { KeyObject } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { HmacSha1 } from './hmac-sha1';
 
 /** Keygrip's signature format: HMAC-SHA1, base64 without padding, '+' and '/' as '-' and '_'. */
-export function keygripSignature(key: string | KeyObject, data: string): string {
+export function keygripSignature(key: string, data: string): string {
   return createHmac('sha1', key).update(data).digest('base64url');
 }
 
@@ -46,8 +46,8 @@ const GENERATION_SIZE = 10_000;
  */
 export class SignatureMemo {
   private key: string | undefined;
-  /** The key, imported once: an HMAC over a string key imports it on every call. */
-  private keyObject: KeyObject | undefined;
+  /** HMAC-SHA1 under `key`, its padded blocks hashed once. */
+  private hmac: HmacSha1 | undefined;
   private current = new Map<string, string>();
   private previous = new Map<string, string>();
 
@@ -60,11 +60,11 @@ export class SignatureMemo {
       this.current = new Map();
       this.previous = new Map();
       this.key = key;
-      this.keyObject = createSecretKey(Buffer.from(key));
+      this.hmac = new HmacSha1(key);
     }
     let signature = this.current.get(value);
     if (signature !== undefined) return signature;
-    signature = this.previous.get(value) ?? keygripSignature(this.keyObject as KeyObject, `${name}=${value}`);
+    signature = this.previous.get(value) ?? (this.hmac as HmacSha1).base64url(`${name}=${value}`);
     if (!remember) return signature;
     if (this.current.size >= GENERATION_SIZE) {
       this.previous = this.current;

@@ -4,6 +4,7 @@
  * Set-Cookie header; a Secure cookie that would go out on plain HTTP fails
  * the request and commits nothing.
  */
+import { createHmac } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Cookies from 'cookies';
 import fc from 'fast-check';
@@ -11,6 +12,7 @@ import Keygrip from 'keygrip';
 import type { Context } from 'koa';
 import type { SessionOptions } from '../src';
 import { cookieValue } from '../src/cookie';
+import { HmacSha1 } from '../src/hmac-sha1';
 import { SignatureMemo, keygripSignature, sameInConstantTime } from '../src/signature';
 import { Jar, RecordingStore, call, closeAll, cookieNamed, expect, setCookies, start } from './support/app';
 
@@ -357,6 +359,48 @@ describe('sameInConstantTime, the signature check', () => {
       if (sameInConstantTime(right, given)) results.push(given);
     }
     expect(results).to.deep.equal([right, right]);
+  });
+});
+
+describe('HmacSha1, the signing HMAC with its key hashed once', () => {
+  const expected = (key: string | Uint8Array, data: string) => createHmac('sha1', key).update(data).digest('base64url');
+
+  it('equals crypto.createHmac on messages of every length around the block boundaries, under keys of every length around a block', () => {
+    const wrong: string[] = [];
+    // Messages of 0..200 bytes (55/56 and 119/120 change how many blocks the padding takes), keys of 0..130 bytes (over 64 it is hashed first).
+    for (const keyLength of [0, 1, 20, 63, 64, 65, 100, 130]) {
+      const key = 'k'.repeat(keyLength);
+      const hmac = new HmacSha1(key);
+      for (let length = 0; length <= 200; length++) {
+        const data = 'abcdefghijklmnopqrstuvwxyz0123456789'.repeat(6).slice(0, length);
+        if (hmac.base64url(data) !== expected(key, data)) wrong.push(`key of ${keyLength}, message of ${length}`);
+      }
+    }
+    expect(wrong).to.deep.equal([]);
+  });
+
+  it('equals crypto.createHmac for any key and any message, non-ASCII, lone surrogates and long ones included, however the calls interleave', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ unit: 'binary', maxLength: 100 }), fc.uint8Array({ maxLength: 100 })),
+        fc.array(fc.oneof(fc.string({ unit: 'binary', maxLength: 80 }), fc.string({ unit: 'grapheme', minLength: 100, maxLength: 2000 })), { minLength: 1, maxLength: 4 }),
+        (key, messages) => {
+          const hmac = new HmacSha1(key);
+          const other = new HmacSha1('another key');
+          for (const data of messages) {
+            expect(hmac.base64url(data), JSON.stringify(data)).to.equal(expected(key, data));
+            expect(other.base64url(data)).to.equal(expected('another key', data));
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("signs the session cookie as Keygrip does (session_id=<64 hex>)", () => {
+    const id = 'a5b508d877e7084fe8eccb6a4031a935cd26b5a4718e58d781df997507da82e3';
+    const keys = ['bench key one, long enough to be a real secret', 'k1'];
+    for (const key of keys) expect(new HmacSha1(key).base64url(`session_id=${id}`)).to.equal(new Keygrip([key]).sign(`session_id=${id}`));
   });
 });
 
