@@ -367,13 +367,17 @@ describe('HmacSha1, the signing HMAC with its key hashed once', () => {
 
   it('equals crypto.createHmac on messages of every length around the block boundaries, under keys of every length around a block', () => {
     const wrong: string[] = [];
-    // Messages of 0..200 bytes (55/56 and 119/120 change how many blocks the padding takes), keys of 0..130 bytes (over 64 it is hashed first).
+    // Messages of 0..200 characters of 1 to 4 UTF-8 bytes each (55/56 and 119/120 bytes change how many blocks the
+    // padding takes; 3-byte ones fill the scratch buffer as far as it goes), keys of 0..130 bytes (over 64 it is hashed first).
+    const texts = ['abcdefghijklmnopqrstuvwxyz0123456789'.repeat(6), 'é'.repeat(200), '€'.repeat(200), '😀'.repeat(100)];
     for (const keyLength of [0, 1, 20, 63, 64, 65, 100, 130]) {
       const key = 'k'.repeat(keyLength);
       const hmac = new HmacSha1(key);
       for (let length = 0; length <= 200; length++) {
-        const data = 'abcdefghijklmnopqrstuvwxyz0123456789'.repeat(6).slice(0, length);
-        if (hmac.base64url(data) !== expected(key, data)) wrong.push(`key of ${keyLength}, message of ${length}`);
+        for (const text of texts) {
+          const data = text.slice(0, length);
+          if (hmac.base64url(data) !== expected(key, data)) wrong.push(`key of ${keyLength}, message of ${length} of ${text[0]}`);
+        }
       }
     }
     expect(wrong).to.deep.equal([]);
