@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 
 /**
  * HMAC-SHA1 under one key, with the key's two padded blocks hashed once, up
@@ -9,24 +9,27 @@ import { createHash } from 'node:crypto';
  * session. node:crypto cannot resume a saved hash state cheaply
  * (`Hash#copy` costs more than `createHmac`). A property test holds it to
  * `crypto.createHmac` for any key and message.
+ *
+ * Messages longer than a cookie's go to `crypto.createHmac`, so the scratch
+ * space stays small and is never regrown to what a client sent.
  */
 export class HmacSha1 {
   /** The SHA-1 state after the key's inner and outer padded blocks. */
   private readonly innerStart: Int32Array;
   private readonly outerStart: Int32Array;
+  private readonly key: Buffer;
 
   constructor(key: string | Uint8Array) {
-    let bytes = Buffer.from(key);
+    this.key = Buffer.from(key);
     // A key longer than a block is hashed first, as HMAC specifies.
-    if (bytes.length > BLOCK) bytes = createHash('sha1').update(bytes).digest();
+    const bytes = this.key.length > BLOCK ? createHash('sha1').update(this.key).digest() : this.key;
     this.innerStart = hashedPad(bytes, 0x36);
     this.outerStart = hashedPad(bytes, 0x5c);
   }
 
   /** The HMAC of `data` as UTF-8, in base64url without padding: Keygrip's signature format. */
   base64url(data: string): string {
-    // UTF-8 takes at most 3 bytes per UTF-16 unit; 72 more for the padding.
-    if (message.length < data.length * 3 + 72) message = Buffer.alloc(data.length * 3 + 72);
+    if (data.length > MAX_DATA_LENGTH) return createHmac('sha1', this.key).update(data).digest('base64url');
     const length = message.write(data, 0);
     const end = padded(length);
     state.set(this.innerStart);
@@ -48,13 +51,16 @@ export class HmacSha1 {
 
 const BLOCK = 64;
 const DIGEST = 20;
+/** In UTF-16 units: a cookie header line's worth, far more than `name=<session ID>` takes. */
+export const MAX_DATA_LENGTH = 4096;
 const INITIAL_STATE = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0];
 
 // Scratch space shared by every HmacSha1: a signature is computed synchronously, start to end.
 const words = new Int32Array(80);
 const state = new Int32Array(5);
 const digest = Buffer.alloc(DIGEST);
-let message = Buffer.alloc(512);
+// UTF-8 takes at most 3 bytes per UTF-16 unit; the padding at most 72 more.
+const message = Buffer.alloc(MAX_DATA_LENGTH * 3 + 72);
 
 function hashedPad(key: Uint8Array, pad: number): Int32Array {
   const block = Buffer.alloc(BLOCK, pad);

@@ -12,7 +12,7 @@ import Keygrip from 'keygrip';
 import type { Context } from 'koa';
 import type { SessionOptions } from '../src';
 import { cookieValue } from '../src/cookie';
-import { HmacSha1 } from '../src/hmac-sha1';
+import { HmacSha1, MAX_DATA_LENGTH } from '../src/hmac-sha1';
 import { SignatureMemo, keygripSignature, sameInConstantTime } from '../src/signature';
 import { Jar, RecordingStore, call, closeAll, cookieNamed, expect, setCookies, start } from './support/app';
 
@@ -379,6 +379,20 @@ describe('HmacSha1, the signing HMAC with its key hashed once', () => {
           if (hmac.base64url(data) !== expected(key, data)) wrong.push(`key of ${keyLength}, message of ${length} of ${text[0]}`);
         }
       }
+    }
+    expect(wrong).to.deep.equal([]);
+  });
+
+  it('equals crypto.createHmac around its longest message, which fills its scratch space with 3-byte characters, and on longer ones, which it hands to createHmac', () => {
+    const hmac = new HmacSha1('key');
+    const wrong: string[] = [];
+    for (const length of [MAX_DATA_LENGTH - 1, MAX_DATA_LENGTH, MAX_DATA_LENGTH + 1, 3 * MAX_DATA_LENGTH]) {
+      for (const text of ['a', 'é', '€', '😀']) {
+        const data = text.repeat(length).slice(0, length);
+        if (hmac.base64url(data) !== expected('key', data)) wrong.push(`${length} units of ${text}`);
+      }
+      // The same instance still signs short messages right after a long one.
+      if (hmac.base64url('session_id=abc') !== expected('key', 'session_id=abc')) wrong.push(`a short message after ${length} units`);
     }
     expect(wrong).to.deep.equal([]);
   });
