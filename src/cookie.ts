@@ -168,7 +168,7 @@ export class SessionCookie {
    */
   private sign(ctx: Context, value: string): string {
     const keys: unknown = ctx.app.keys;
-    if (Array.isArray(keys)) return this.signatures.of(keys[0] as string, this.settings.name, value, false);
+    if (Array.isArray(keys)) return this.signatures.of(keys[0] as string | Uint8Array, this.settings.name, value, false);
     return (ctx.cookies as unknown as { keys: Keygrip }).keys.sign(`${this.settings.name}=${value}`);
   }
 
@@ -182,9 +182,9 @@ export class SessionCookie {
     const keys: unknown = ctx.app.keys;
     const name = this.settings.name;
     if (!Array.isArray(keys)) return (ctx.cookies as unknown as { keys: Keygrip }).keys.index(`${name}=${value}`, signature);
-    if (keys.length > 0 && sameInConstantTime(this.signatures.of(keys[0] as string, name, value, true), signature)) return 0;
+    if (keys.length > 0 && sameInConstantTime(this.signatures.of(keys[0] as string | Uint8Array, name, value, true), signature)) return 0;
     for (let i = 1; i < keys.length; i++) {
-      if (sameInConstantTime(keygripSignature(keys[i] as string, `${name}=${value}`), signature)) return i;
+      if (sameInConstantTime(keygripSignature(keys[i] as string | Uint8Array, `${name}=${value}`), signature)) return i;
     }
     return -1;
   }

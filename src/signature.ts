@@ -2,7 +2,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { HmacSha1 } from './hmac-sha1';
 
 /** Keygrip's signature format: HMAC-SHA1, base64 without padding, '+' and '/' as '-' and '_'. */
-export function keygripSignature(key: string, data: string): string {
+export function keygripSignature(key: string | Uint8Array, data: string): string {
   return createHmac('sha1', key).update(data).digest('base64url');
 }
 
@@ -45,7 +45,8 @@ const GENERATION_SIZE = 10_000;
  * slow).
  */
 export class SignatureMemo {
-  private key: string | undefined;
+  /** The first of `app.keys`: a string, or bytes (Keygrip takes both). */
+  private key: string | Uint8Array | undefined;
   /** HMAC-SHA1 under `key`, its padded blocks hashed once. */
   private hmac: HmacSha1 | undefined;
   private current = new Map<string, string>();
@@ -55,7 +56,7 @@ export class SignatureMemo {
    * The signature of `name=value` under `key`; `value` alone is the memo's
    * key, the name being fixed. `remember`: keep it when it had to be computed.
    */
-  of(key: string, name: string, value: string, remember: boolean): string {
+  of(key: string | Uint8Array, name: string, value: string, remember: boolean): string {
     if (key !== this.key) {
       this.current = new Map();
       this.previous = new Map();
