@@ -611,6 +611,41 @@ describe('RedisStore', function () {
     assert.equal(await client.exists(store.lockKey('some-session')), 0);
   });
 
+  for (const [how, step] of [['back', -3_600_000], ['forward', 3_600_000]] as const) {
+    it(`the Redis lock's wait is timed on the monotonic clock: a wall clock set ${how} an hour while waiting changes nothing`, async () => {
+      const client = connect();
+      const store = new RedisStore({ client, prefix, lock: true, lockTtl: 5000 });
+      const lock = store.writeLock!;
+      const releaseFirst = await lock.acquire('stepped', 5000);
+      const realNow = Date.now;
+      const from = realNow();
+      const started = performance.now();
+      const second = lock.acquire('stepped', 400).then(
+        (release) => ({ release, ms: performance.now() - started }),
+        (error: unknown) => ({ error, ms: performance.now() - started }),
+      );
+      Date.now = () => from + step + (realNow() - from); // the host's clock is stepped (NTP, a VM resumed)
+      try {
+        if (step > 0) {
+          // Forward: the lock comes free well within lockTimeout, and the waiter must still be there to take it.
+          await sleep(100);
+          await releaseFirst();
+          const outcome = await second;
+          assert.ok('release' in outcome, `gave up after ${Math.round(outcome.ms)} ms instead of taking the lock freed after 100 ms`);
+          await outcome.release();
+        } else {
+          // Back: the lock never comes free, and the waiter must give up after lockTimeout, not an hour later.
+          const outcome = await Promise.race([second, sleep(3000).then(() => ({ ms: Infinity }))]);
+          assert.ok('error' in outcome && outcome.error instanceof SessionLockTimeoutError, `still waiting after ${Math.round(outcome.ms)} ms (lockTimeout 400 ms)`);
+          await releaseFirst();
+        }
+      } finally {
+        Date.now = realNow;
+      }
+      assert.equal(await client.exists(store.lockKey('stepped')), 0, 'no lock left behind');
+    });
+  }
+
   for (const [what, path] of [['an update', '/hold?key=stale&value=1'], ['a regenerate', '/regenerate?hold']]) {
     it(`with lock: true, ${what} whose Redis lock expired while it ran (a stall longer than lockTtl) gets a 503 and writes nothing; the new holder's changes stand`, async () => {
       const a = await instance({ lock: true });

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { AtomicStore, Change, DistributedLock, LockingStore, SessionData, Store, StoredSession } from './store';
 import { replayChanges, toRecord } from './store';
 import { SessionLockTimeoutError } from '../errors';
@@ -398,13 +399,14 @@ export class RedisStore implements AtomicStore, LockingStore {
   private async acquireLock(id: string, timeoutMs: number): Promise<() => Promise<void>> {
     const key = this.lockKey(id);
     const token = randomBytes(16).toString('hex');
-    const deadline = Date.now() + timeoutMs;
+    // On the monotonic clock: a wall clock stepped while waiting must neither end the wait at once nor stretch it by the step.
+    const deadline = performance.now() + timeoutMs;
     let pause = FIRST_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       // The first try is one store call like any other (bounded by `timeout`),
       // even when the in-process wait used up the whole lockTimeout; later
       // tries are waiting for the lock, and stop at the deadline.
-      const cap = attempt === 0 ? this.timeout : Math.max(1, Math.min(deadline - Date.now(), this.timeout));
+      const cap = attempt === 0 ? this.timeout : Math.max(1, Math.min(deadline - performance.now(), this.timeout));
       let reply: unknown;
       try {
         reply = await this.run(LOCK, [key], [token, this.lockTtl], cap);
@@ -415,7 +417,7 @@ export class RedisStore implements AtomicStore, LockingStore {
         throw error;
       }
       if (reply === 'OK') return this.holdLock(key, token);
-      const wait = deadline - Date.now();
+      const wait = deadline - performance.now();
       if (wait <= 0) throw new SessionLockTimeoutError(timeoutMs);
       // Jitter keeps waiters of different processes from polling in step.
       await sleep(Math.min(wait, pause * (0.5 + Math.random() / 2)));
