@@ -877,12 +877,17 @@ describe('Request lifecycle: signed cookies', () => {
 
   it('app.keys may hold Buffers: they sign and verify like strings', async () => {
     const { run } = await reporter(new RecordingStore());
-    (run.app as { keys: unknown }).keys = [Buffer.from('a buffer secret')];
+    // Bytes that are not UTF-8 (as randomBytes gives): a key turned into a string on the way would sign differently.
+    const key = Buffer.from([0xff, 0x00, 0x80, 0xfe, 0xc3, 0x28, 0x9f, 0x41]);
+    (run.app as { keys: unknown }).keys = [key];
     const jar = new Jar();
     const res = await call(run, jar, 'post', '/?k=a');
     // Keygrip's signature under the buffer's bytes, as ctx.cookies would make it.
-    const keygrip = createHmac('sha1', Buffer.from('a buffer secret')).update(`session_id=${res.body.id}`).digest('base64url');
+    const keygrip = createHmac('sha1', key).update(`session_id=${res.body.id}`).digest('base64url');
     expect(cookieNamed(res, 'session_id.sig')?.value).to.equal(keygrip);
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id: res.body.id, isNew: false, keys: ['a'] });
+    // Rotated to second place, the buffer still verifies its cookie (keygripSignature, not the first key's HmacSha1).
+    (run.app as { keys: unknown }).keys = [Buffer.from([0x01, 0xff]), key];
     expect((await call(run, jar, 'get')).body).to.deep.equal({ id: res.body.id, isNew: false, keys: ['a'] });
   });
 
