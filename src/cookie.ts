@@ -3,7 +3,8 @@ import type Keygrip from 'keygrip';
 import type { CookieAction } from './commit';
 import type { CookieSettings } from './options';
 import { SessionConfigError } from './errors';
-import { SignatureMemo, keygripSignature, sameInConstantTime } from './signature';
+import { keygripSignature } from './hmac-sha1';
+import { SignatureMemo, sameInConstantTime } from './signature';
 
 /** What the request's session cookie says. */
 export type CookieRead =

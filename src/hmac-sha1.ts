@@ -1,5 +1,10 @@
 import { createHash, createHmac } from 'node:crypto';
 
+/** Keygrip's signature format: HMAC-SHA1, base64 without padding, '+' and '/' as '-' and '_'. */
+export function keygripSignature(key: string | Uint8Array, data: string): string {
+  return createHmac('sha1', key).update(data).digest('base64url');
+}
+
 /**
  * HMAC-SHA1 under one key, with the key's two padded blocks hashed once, up
  * front (the precomputation RFC 2104 suggests). Signing a new session's
@@ -29,7 +34,7 @@ export class HmacSha1 {
 
   /** The HMAC of `data` as UTF-8, in base64url without padding: Keygrip's signature format. */
   base64url(data: string): string {
-    if (data.length > MAX_DATA_LENGTH) return createHmac('sha1', this.key).update(data).digest('base64url');
+    if (data.length > MAX_DATA_LENGTH) return keygripSignature(this.key, data);
     const length = message.write(data, 0);
     const end = padded(length);
     copyState(this.innerStart, state);

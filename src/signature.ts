@@ -1,10 +1,5 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import { HmacSha1 } from './hmac-sha1';
-
-/** Keygrip's signature format: HMAC-SHA1, base64 without padding, '+' and '/' as '-' and '_'. */
-export function keygripSignature(key: string | Uint8Array, data: string): string {
-  return createHmac('sha1', key).update(data).digest('base64url');
-}
 
 /** Two buffers per signature length (27 bytes for Keygrip's SHA-1), reused so that a comparison allocates nothing. */
 const comparing = new Map<number, [Buffer, Buffer]>();

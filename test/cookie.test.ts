@@ -12,8 +12,8 @@ import Keygrip from 'keygrip';
 import type { Context } from 'koa';
 import type { SessionOptions } from '../src';
 import { cookieValue } from '../src/cookie';
-import { HmacSha1, MAX_DATA_LENGTH } from '../src/hmac-sha1';
-import { SignatureMemo, keygripSignature, sameInConstantTime } from '../src/signature';
+import { HmacSha1, MAX_DATA_LENGTH, keygripSignature } from '../src/hmac-sha1';
+import { SignatureMemo, sameInConstantTime } from '../src/signature';
 import { Jar, RecordingStore, call, closeAll, cookieNamed, expect, setCookies, start } from './support/app';
 
 afterEach(closeAll);
