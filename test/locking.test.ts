@@ -39,7 +39,7 @@ import {
 } from './support/concurrency';
 import type { AppSetup, TestApp } from './support/concurrency';
 import { runChild } from './support/child';
-import { withFakeTimers } from './support/clock';
+import { withFakeTimers, withSteppedClock } from './support/clock';
 import { awaitedLockTable, keepRelease } from './support/lock-table';
 
 const cleanup = closedAfterEachTest();
@@ -700,20 +700,14 @@ describe('Locking', function () {
       const r = await race();
       const id = await login(r.t);
       expect(sessionCookie(await r.t.client.post('/logout').set('Cookie', cookieFor(id)))?.value, 'logged out').to.equal('');
-      const realNow = Date.now;
-      const setBack = realNow() - 3_600_000;
-      const from = realNow();
-      // The host's clock is stepped back an hour (NTP, a VM resumed), half a second passes for real.
-      Date.now = () => setBack + (realNow() - from);
-      try {
+      // The host's clock is stepped back an hour, half a second passes for real.
+      await withSteppedClock(-3_600_000, async () => {
         await sleep(600);
         const trackRes = await r.t.client.post('/track').set('Cookie', cookieFor(id));
         expect(trackRes.status).to.equal(200);
         expect(sessionCookie(trackRes)?.value, 'a new session, as for any unknown ID').to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
         expect(r.interrupted).to.deep.equal([]);
-      } finally {
-        Date.now = realNow;
-      }
+      });
     });
 
     // The GET case: both requests in read mode, T shares the lock with S, joining after S's destroy(), while S still runs
@@ -1350,16 +1344,11 @@ describe('LockTable, the per-session read/write lock table', function () {
       const locks = new SessionLocks(300, remote, new LockTable());
       const first = await locks.acquire('s', 'write');
       const second = locks.acquire('s', 'write'); // waits in process behind the first
-      const realNow = Date.now;
-      const from = realNow();
-      Date.now = () => from + step + (realNow() - from); // the host's clock is stepped (NTP, a VM resumed)
-      try {
+      await withSteppedClock(step, async () => {
         await sleep(20);
         await first.release();
         await (await second).release();
-      } finally {
-        Date.now = realNow;
-      }
+      });
       expect(given, 'what the store was given to wait').to.have.length(2);
       expect(given[1], 'what was left of lockTimeout after about 20 ms in process').to.be.above(200).and.at.most(300);
     });

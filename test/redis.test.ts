@@ -17,6 +17,7 @@ import supertest from 'supertest';
 import { RedisStore, SessionLockTimeoutError, session } from '../src';
 import type { SessionOptions, Store } from '../src';
 import { warningsDuring } from './support/app';
+import { withSteppedClock } from './support/clock';
 import { gate } from './support/concurrency';
 import { PROPERTY_RUNS, propertyParams } from './support/hardening-harness';
 import { skipOrFail, startRedis, testRedis, type RedisServer } from './support/redis-server';
@@ -617,16 +618,13 @@ describe('RedisStore', function () {
       const store = new RedisStore({ client, prefix, lock: true, lockTtl: 5000 });
       const lock = store.writeLock!;
       const releaseFirst = await lock.acquire('stepped', 5000);
-      const realNow = Date.now;
-      const from = realNow();
       const started = performance.now();
       // Forward, lockTimeout is long: the waiter must not give up at the step, however late the loaded machine frees the lock.
       const second = lock.acquire('stepped', step > 0 ? 10_000 : 400).then(
         (release) => ({ release, ms: performance.now() - started }),
         (error: unknown) => ({ error, ms: performance.now() - started }),
       );
-      Date.now = () => from + step + (realNow() - from); // the host's clock is stepped (NTP, a VM resumed)
-      try {
+      await withSteppedClock(step, async () => {
         if (step > 0) {
           // Forward: the lock comes free well within lockTimeout, and the waiter must still be there to take it.
           await sleep(100);
@@ -640,9 +638,7 @@ describe('RedisStore', function () {
           assert.ok('error' in outcome && outcome.error instanceof SessionLockTimeoutError, `still waiting after ${Math.round(outcome.ms)} ms (lockTimeout 400 ms)`);
           await releaseFirst();
         }
-      } finally {
-        Date.now = realNow;
-      }
+      });
       assert.equal(await client.exists(store.lockKey('stepped')), 0, 'no lock left behind');
     });
   }

@@ -14,6 +14,21 @@ export async function withHeldClock(body: (clock: { at: number }) => Promise<voi
 }
 
 /**
+ * Runs `body` with the wall clock (Date.now) stepped by `stepMs` and still
+ * running, as when the host's clock is set (NTP, a VM resumed); the
+ * monotonic clock (performance.now()) is left alone.
+ */
+export async function withSteppedClock(stepMs: number, body: () => Promise<void>): Promise<void> {
+  const realNow = Date.now;
+  Date.now = () => realNow() + stepMs;
+  try {
+    await body();
+  } finally {
+    Date.now = realNow;
+  }
+}
+
+/**
  * Runs `body` with setTimeout and clearTimeout faked and perf_hooks'
  * performance.now() left alone, as fake-timer libraries do: Jest's (legacy
  * and modern) and sinon's before @sinonjs/fake-timers 15, which fake only
