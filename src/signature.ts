@@ -42,6 +42,12 @@ const GENERATION_SIZE = 10_000;
 export class SignatureMemo {
   /** The first of `app.keys`: a string, or bytes (Keygrip takes both). */
   private key: string | Uint8Array | undefined;
+  /**
+   * A copy of the key when it is bytes. Keygrip reads a key afresh for each
+   * signature, so a Buffer rewritten in place signs as a new key: the same
+   * object no longer means the same key.
+   */
+  private keyBytes: Uint8Array | undefined;
   /** HMAC-SHA1 under `key`, its padded blocks hashed once. */
   private hmac: HmacSha1 | undefined;
   private current = new Map<string, string>();
@@ -52,10 +58,11 @@ export class SignatureMemo {
    * key, the name being fixed. `remember`: keep it when it had to be computed.
    */
   of(key: string | Uint8Array, name: string, value: string, remember: boolean): string {
-    if (key !== this.key) {
+    if (key !== this.key || (this.keyBytes !== undefined && !sameBytes(key as Uint8Array, this.keyBytes))) {
       this.current = new Map();
       this.previous = new Map();
       this.key = key;
+      this.keyBytes = typeof key === 'string' ? undefined : Uint8Array.from(key);
       this.hmac = new HmacSha1(key);
     }
     let signature = this.current.get(value);
@@ -69,4 +76,10 @@ export class SignatureMemo {
     this.current.set(value, signature);
     return signature;
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -891,6 +891,22 @@ describe('Request lifecycle: signed cookies', () => {
     expect((await call(run, jar, 'get')).body).to.deep.equal({ id: res.body.id, isNew: false, keys: ['a'] });
   });
 
+  it('a Buffer key rewritten in place signs and verifies as the new key, as Keygrip reads it afresh', async () => {
+    const { run } = await reporter(new RecordingStore());
+    const key = Buffer.from([0xff, 0x00, 0x80, 0xfe, 0xc3, 0x28, 0x9f, 0x41]);
+    (run.app as { keys: unknown }).keys = [key];
+    const jar = new Jar();
+    const old = (await call(run, jar, 'post', '/?k=a')).body.id;
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id: old, isNew: false, keys: ['a'] }); // its signature now remembered
+    key.set([0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80]);
+    // The cookie signed under the old bytes no longer verifies: a new, empty session.
+    expect((await call(run, jar, 'get')).body.isNew).to.equal(true);
+    const res = await call(run, jar, 'post', '/?k=b');
+    const keygrip = createHmac('sha1', key).update(`session_id=${res.body.id}`).digest('base64url');
+    expect(cookieNamed(res, 'session_id.sig')?.value).to.equal(keygrip);
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id: res.body.id, isNew: false, keys: ['b'] });
+  });
+
   it('key rotation: a cookie signed with the old key still verifies once a new key is put first', async () => {
     const { run } = await reporter(new RecordingStore(), ['old']);
     const jar = new Jar();
