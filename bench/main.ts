@@ -192,14 +192,16 @@ async function main(): Promise<void> {
     }
   }
 
-  // One child per contender, for the whole run; a contender whose server cannot be built is skipped.
-  const children = new Map<string, Child>();
-  for (const spec of specs) {
-    const child = new Child(spec.name, serverScript, {
+  // One child per contender; a contender whose server cannot be built is skipped.
+  const startChild = (spec: ContenderSpec): Child =>
+    new Child(spec.name, serverScript, {
       BENCH_CONTENDER: spec.factory,
       BENCH_LIB: spec.lib ?? lib,
       BENCH_REDIS_PORT: redis === undefined ? undefined : String(redis.port),
     });
+  const children = new Map<string, Child>();
+  for (const spec of specs) {
+    const child = startChild(spec);
     try {
       await child.call('prepare', {}, 30_000);
       children.set(spec.name, child);
@@ -210,12 +212,26 @@ async function main(): Promise<void> {
       await child.exit();
     }
   }
+  // A server process keeps its own speed for its whole life (where the JIT placed and inlined its code,
+  // what else ran beside it): one slow or fast process would tilt every round alike. A full run starts
+  // each round with fresh processes, so the median over the rounds is over as many processes.
+  const restartChildren = async (): Promise<void> => {
+    await Promise.all(
+      run.contenders.map(async (spec) => {
+        await children.get(spec.name)?.exit();
+        const child = startChild(spec);
+        children.set(spec.name, child);
+        await child.call('prepare', {}, 30_000).catch(() => undefined); // a server that fails now fails its windows, which say why
+      }),
+    );
+  };
 
   try {
     if (args.load) {
       phase('load');
       const settings = { connections: args.connections, duration: args.duration, warmup: args.warmup };
       for (let round = 1; round <= args.rounds; round++) {
+        if (round > 1 && !args.quick) await restartChildren();
         for (const workload of args.workloads) {
           // Rotate the order each round, so no contender always follows the same one.
           const order = run.contenders.map((_, i) => run.contenders[(i + round - 1) % run.contenders.length]);
