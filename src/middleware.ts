@@ -102,6 +102,16 @@ export function session(opts?: SessionOptions): Middleware {
       failure = { error }; // committed all the same, like a statement already made
     }
     if (ctx.session !== session) failure = await takeBackAfter(ctx, session, warnings, failure);
+    // A destroy() the handler did not await is waited for, so the commit sees the session gone. Nothing
+    // is awaited from here to the commit, so no later destroy() can slip in between.
+    if (state.destroying !== undefined) await state.destroying.catch(() => undefined);
+    // The store failed to remove the session: the request fails (SPEC: a store failure is a 503), whether
+    // the handler awaited destroy() or not, caught its error or not. The session stays as it was.
+    const removalFailure = state.removalFailure;
+    if (removalFailure !== undefined && removalFailure.error !== failure?.error) {
+      if (failure === undefined) failure = removalFailure;
+      else ctx.app.emit('error', removalFailure.error, ctx);
+    }
     const assigned = Object.keys(session); // ctx.session.views = 1, as koa-session is used
     if (assigned.length > 0) warnings.property(assigned[0]);
     markServing(ctx, around);

@@ -30,6 +30,10 @@ export interface SessionState {
   regenerated: boolean;
   /** destroy() was called: the loaded record is gone from the store. */
   destroyed: boolean;
+  /** A destroy() under way: the commit waits for it, awaited by the handler or not (see Session.destroy). */
+  destroying: Promise<void> | undefined;
+  /** The store failed to remove the session (and no destroy() since succeeded): the request fails with this. */
+  removalFailure: { readonly error: unknown } | undefined;
   /** After destroy(), the next set() starts a new session under a new ID. */
   needsNewId: boolean;
   /**
@@ -53,6 +57,8 @@ export function newState(id: string, loaded?: StoredSession): SessionState {
     changes: [],
     regenerated: false,
     destroyed: false,
+    destroying: undefined,
+    removalFailure: undefined,
     needsNewId: false,
     removedAhead: undefined,
     committing: false,
@@ -176,10 +182,36 @@ export class Session {
    * empties it; the response expires the cookie. A later set() starts a new
    * session under a new ID.
    */
-  async destroy(): Promise<void> {
-    const state = this.#state;
+  destroy(): Promise<void> {
     this.#noteChange('destroy');
-    if (state.loadedId !== undefined && !state.destroyed) await this.#hooks.removeStored(state.loadedId);
+    const state = this.#state;
+    // Kept until it settles: a second call meanwhile waits for the same removal, and the commit waits
+    // for one the handler did not await, so a logout that forgot `await` still expires the cookie.
+    if (state.destroying === undefined) {
+      const destroying = this.#destroy();
+      state.destroying = destroying;
+      // Also marks a rejection as handled: the middleware takes a failure up (removalFailure), so a
+      // handler that forgot `await` fails its request, not the process (nor does a late destroy(),
+      // from a task the handler did not await, whose change is lost with a warning).
+      const settled = (): void => {
+        state.destroying = undefined;
+      };
+      destroying.then(settled, settled);
+    }
+    return state.destroying;
+  }
+
+  async #destroy(): Promise<void> {
+    const state = this.#state;
+    if (state.loadedId !== undefined && !state.destroyed) {
+      try {
+        await this.#hooks.removeStored(state.loadedId);
+      } catch (error) {
+        state.removalFailure = { error };
+        throw error;
+      }
+    }
+    state.removalFailure = undefined;
     state.destroyed = true;
     state.regenerated = false;
     state.needsNewId = true;

@@ -4,7 +4,7 @@
  * once the store has removed it", the store's destroy is made slow, so a
  * library that did not wait for it would be caught.
  */
-import { MemoryStore } from '../src';
+import { MemoryStore, SessionStoreError } from '../src';
 import type { SessionOptions } from '../src';
 import {
   SpyStore,
@@ -18,6 +18,7 @@ import {
   storedData,
 } from './support/concurrency';
 import type { TestApp } from './support/concurrency';
+import { warningsDuring } from './support/app';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -98,6 +99,40 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
         const regenerated = ctx.session.id;
         ctx.session.set('cart', [1]);
         return { regenerated, afterSet: ctx.session.id };
+      },
+      // A logout that forgot `await`: the handler returns while the store is still removing the session.
+      // ?linger=ms: the handler goes on that long after it (the removal may fail before it returns).
+      'POST /logout-unawaited': async (ctx) => {
+        void ctx.session.destroy();
+        if (typeof ctx.query.linger === 'string') await sleep(Number(ctx.query.linger));
+        return { destroyedAtReturn: ctx.session.keys().length === 0 };
+      },
+      'POST /logout-unawaited-then-awaited': async (ctx) => {
+        void ctx.session.destroy();
+        await ctx.session.destroy();
+      },
+      'POST /logout-retried': async (ctx) => {
+        for (let tries = 1; ; tries++) {
+          try {
+            await ctx.session.destroy();
+            return { tries };
+          } catch {
+            if (tries === 3) throw new Error('gave up');
+          }
+        }
+      },
+      // A task the handler did not await logs out after the response's commit (too late: a warning).
+      'POST /logout-late': (ctx) => {
+        const session = ctx.session;
+        setTimeout(() => void session.destroy(), 10);
+      },
+      'POST /logout-caught': async (ctx) => {
+        try {
+          await ctx.session.destroy();
+          return { failed: false };
+        } catch {
+          return { failed: true };
+        }
       },
       'POST /set-then-logout': async (ctx) => {
         ctx.session.set('cart', [1]);
@@ -265,6 +300,137 @@ describe('Session.destroy()', function () {
     expect(cookies[0].value, 'the expired cookie carries no ID').to.not.equal(id);
     expect(cookies[0].expires, 'Expires').to.not.equal(undefined);
     expect(cookies[0].expires!.getTime(), 'Expires').to.be.at.most(Date.now() - 24 * 60 * 60 * 1000);
+  });
+
+  it('a destroy() the handler did not await is waited for: the session is removed, the response expires the cookie, and a new session starts next', async () => {
+    const { t, spy, memory } = await start({}, 150);
+    const id = await login(t);
+
+    const res = await t.client.post('/logout-unawaited').set('Cookie', cookieFor(id));
+
+    expect(res.status).to.equal(200);
+    expect(res.body.destroyedAtReturn, 'the removal was still under way when the handler returned').to.equal(false);
+    expect(spy.calls.destroy).to.equal(1);
+    expect(await memory.get(id), 'old ID in the store').to.equal(undefined);
+    const cookies = setCookies(res).filter((c) => c.name === 'session_id');
+    expect(cookies, 'session cookies set').to.have.length(1);
+    expect(cookies[0].expires!.getTime(), 'Expires').to.be.at.most(Date.now() - 24 * 60 * 60 * 1000);
+    // The browser's next request, with no cookie now, starts a session of its own.
+    const next = await t.client.post('/login');
+    expect(sessionCookie(next)!.value).to.match(HEX64).and.not.equal(id);
+  });
+
+  it('a second destroy() while the first is under way waits for the same removal', async () => {
+    const { t, spy, memory } = await start({}, 150);
+    const id = await login(t);
+
+    const res = await t.client.post('/logout-unawaited-then-awaited').set('Cookie', cookieFor(id));
+
+    expect(res.status).to.equal(200);
+    expect(spy.calls.destroy, 'removals asked of the store').to.equal(1);
+    expect(await memory.get(id)).to.equal(undefined);
+    expect(sessionCookie(res)!.expires!.getTime()).to.be.at.most(Date.now() - 24 * 60 * 60 * 1000);
+  });
+
+  describe('when the store fails to remove the session', () => {
+    let unhandled: unknown[];
+    const onRejection = (reason: unknown) => unhandled.push(reason);
+    beforeEach(() => {
+      unhandled = [];
+      process.on('unhandledRejection', onRejection);
+    });
+    afterEach(() => {
+      process.off('unhandledRejection', onRejection);
+    });
+
+    async function failingDestroy() {
+      const setup = await start();
+      const id = await login(setup.t);
+      setup.spy.hooks.before = async (method) => {
+        await sleep(20); // after the handler has returned
+        if (method === 'destroy') throw new Error('store down');
+      };
+      return { ...setup, id };
+    }
+
+    it('a destroy() the handler did not await fails the request with 503, not the process, and the session stays', async () => {
+      const { t, spy, id } = await failingDestroy();
+
+      const res = await t.client.post('/logout-unawaited?linger=60').set('Cookie', cookieFor(id));
+
+      expect(res.status).to.equal(503);
+      expect(sessionCookie(res), 'no cookie change').to.equal(undefined);
+      await sleep(50);
+      expect(unhandled, 'unhandled rejections').to.deep.equal([]);
+      spy.hooks.before = undefined;
+      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+      expect(next.body).to.deep.include({ id, isNew: false });
+      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
+    });
+
+    it('a destroy() the handler awaited fails the request with its one error: the app hears it once', async () => {
+      const { t, id } = await failingDestroy();
+      const errors: unknown[] = [];
+      t.app.on('error', (error: unknown) => errors.push(error));
+
+      const res = await t.client.post('/logout').set('Cookie', cookieFor(id));
+
+      expect(res.status).to.equal(503);
+      expect(errors).to.have.length(1);
+      expect(errors[0]).to.be.instanceOf(SessionStoreError);
+    });
+
+    it('a destroy() from a task the handler did not await, once the commit began, does not crash the process when the store fails', async () => {
+      const { t, spy, id } = await failingDestroy();
+      let failed!: () => void;
+      const storeFailed = new Promise<void>((resolve) => (failed = resolve));
+      spy.hooks.before = async (method) => {
+        if (method !== 'destroy') return;
+        failed();
+        throw new Error('store down');
+      };
+
+      let status = 0;
+      const warnings = await warningsDuring('KOA_LOCKED_SESSION_LATE_CHANGE', async () => {
+        status = (await t.client.post('/logout-late').set('Cookie', cookieFor(id))).status;
+        await storeFailed;
+        await new Promise((resolve) => setImmediate(resolve)); // unhandled rejections are told once the microtasks ran
+      });
+
+      expect(status).to.equal(200);
+      expect(warnings).to.have.length(1);
+      expect(warnings[0]).to.include('ctx.session.destroy()');
+      expect(unhandled, 'unhandled rejections').to.deep.equal([]);
+      spy.hooks.before = undefined;
+      expect((await t.client.get('/whoami').set('Cookie', cookieFor(id))).body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
+    });
+
+    it('a failure the handler caught still fails the request (a store failure is a 503), and the session stays', async () => {
+      const { t, spy, id } = await failingDestroy();
+
+      const res = await t.client.post('/logout-caught').set('Cookie', cookieFor(id));
+
+      expect(res.status).to.equal(503);
+      expect(sessionCookie(res), 'no cookie change').to.equal(undefined);
+      spy.hooks.before = undefined;
+      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
+    });
+
+    it('a destroy() that fails and is tried again with success logs out as usual', async () => {
+      const { t, spy, memory, id } = await failingDestroy();
+      let failures = 1;
+      spy.hooks.before = async (method) => {
+        if (method === 'destroy' && failures-- > 0) throw new Error('store down');
+      };
+
+      const res = await t.client.post('/logout-retried').set('Cookie', cookieFor(id));
+
+      expect(res.status).to.equal(200);
+      expect(res.body).to.deep.equal({ tries: 2 });
+      expect(await memory.get(id)).to.equal(undefined);
+      expect(sessionCookie(res)!.expires!.getTime()).to.be.at.most(Date.now() - 24 * 60 * 60 * 1000);
+    });
   });
 
   it('after a logout the old cookie gives a new, empty session', async () => {
