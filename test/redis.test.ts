@@ -56,9 +56,25 @@ describe('RedisStore options', () => {
       [{ client, timeout: 2 ** 31 }, /option timeout .*2147483647.*Infinity/],
       [{ client, lockTtl: Number.MAX_SAFE_INTEGER }, /option lockTtl .*2147483647/],
       [{ client, lockttl: 100 }, /unknown RedisStore option lockttl/],
+      // The client itself where the options go (connect-redis and koa-redis take { client } too).
+      [{ ...client, options: {} }, /pass the ioredis client as an option: new RedisStore\(\{ client \}\)/],
+      // A brace in the client's keyPrefix would make it the hash tag instead of {ID}.
+      [{ client: { ...client, options: { keyPrefix: 'app{x}:' } } }, /option client .*keyPrefix/],
+      [{ client: { ...client, options: { redisOptions: { keyPrefix: 'app}:' } } } }, /option client .*keyPrefix/],
+      [{ client: { ...client, options: { keyPrefix: Buffer.from('app{x}:') } } }, /option client .*keyPrefix/],
     ];
     for (const [options, message] of bad) {
       assert.throws(() => new RedisStore(options as never), (error: unknown) => error instanceof TypeError && message.test(error.message));
+    }
+  });
+
+  it('tells to pass { client } when given a real ioredis client itself, and takes one whose keyPrefix has no braces', () => {
+    const real = new Redis({ host: '127.0.0.1', port: 1, lazyConnect: true, keyPrefix: 'app:' });
+    try {
+      assert.throws(() => new RedisStore(real as never), (error: unknown) => error instanceof TypeError && /new RedisStore\(\{ client \}\)/.test(error.message));
+      assert.equal(new RedisStore({ client: real }).key('a'), 'sess:{a}');
+    } finally {
+      real.disconnect();
     }
   });
 

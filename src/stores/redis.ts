@@ -103,18 +103,39 @@ function positiveMs(value: unknown, option: string, fallback: number, allowInfin
   return Number.isFinite(value) ? Math.ceil(value) : value;
 }
 
+/** Whether `value` has the commands the store sends: an ioredis Redis or Cluster. */
+function isClient(value: unknown): boolean {
+  return typeof value === 'object' && value !== null &&
+    ['evalsha', 'eval', 'hgetall', 'del'].every((method) => typeof (value as Record<string, unknown>)[method] === 'function');
+}
+
+/**
+ * The keyPrefix of an ioredis Redis or Cluster (a Cluster's may sit in its
+ * redisOptions): the client puts it before every key, so a brace there
+ * would make the hash tag instead of {ID}. ioredis takes bytes too.
+ */
+function keyPrefixesOf(client: unknown): string[] {
+  const options = (client as { options?: { keyPrefix?: unknown; redisOptions?: { keyPrefix?: unknown } } }).options;
+  const text = (prefix: unknown): string => (typeof prefix === 'string' ? prefix : prefix instanceof Uint8Array ? Buffer.from(prefix).toString('latin1') : '');
+  return [text(options?.keyPrefix), text(options?.redisOptions?.keyPrefix)];
+}
+
+function hasBraces(texts: string[]): boolean {
+  return texts.some((text) => /[{}]/.test(text));
+}
+
 function checkOptions(options: RedisStoreOptions): Required<RedisStoreOptions> {
   if (typeof options !== 'object' || options === null) throw new TypeError('koa-locked-session: RedisStore options must be an object');
+  // new RedisStore(client): a client's own keys (its `options`, say) would read as unknown options.
+  if (isClient(options)) throw new TypeError('koa-locked-session: pass the ioredis client as an option: new RedisStore({ client })');
   for (const key of Object.keys(options)) {
     if (!KNOWN.has(key)) throw new TypeError(`koa-locked-session: unknown RedisStore option ${key}`);
   }
   const client: unknown = options.client;
-  if (typeof client !== 'object' || client === null ||
-      !['evalsha', 'eval', 'hgetall', 'del'].every((method) => typeof (client as Record<string, unknown>)[method] === 'function')) {
-    throw invalid('client', 'an ioredis client (new Redis(...) or new Cluster(...))');
-  }
+  if (!isClient(client)) throw invalid('client', 'an ioredis client (new Redis(...) or new Cluster(...))');
+  if (hasBraces(keyPrefixesOf(client))) throw invalid('client', 'a client whose keyPrefix has no { or } (the session ID is the hash tag)');
   const prefix = options.prefix ?? 'sess:';
-  if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
+  if (typeof prefix !== 'string' || hasBraces([prefix])) {
     throw invalid('prefix', 'a string without { or } (the session ID is the hash tag)');
   }
   const lock = options.lock ?? false;
