@@ -180,7 +180,8 @@ export class Session {
   /**
    * Removes the session from the store (resolves once it is removed) and
    * empties it; the response expires the cookie. A later set() starts a new
-   * session under a new ID.
+   * session under a new ID. The commit waits for it even when the handler
+   * does not, and a failure to remove fails the request.
    */
   destroy(): Promise<void> {
     this.#noteChange('destroy');
@@ -191,8 +192,8 @@ export class Session {
       const destroying = this.#destroy();
       state.destroying = destroying;
       // Also marks a rejection as handled: the middleware takes a failure up (removalFailure), so a
-      // handler that forgot `await` fails its request, not the process (nor does a late destroy(),
-      // from a task the handler did not await, whose change is lost with a warning).
+      // handler that forgot `await` fails its request, not the process; nor does a destroy() from a
+      // task the handler did not await, once the commit began (too late for the cookie: a warning).
       const settled = (): void => {
         state.destroying = undefined;
       };
