@@ -19,6 +19,7 @@ import {
 } from './support/concurrency';
 import type { TestApp } from './support/concurrency';
 import { warningsDuring } from './support/app';
+import { withHeldClock } from './support/clock';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -263,6 +264,26 @@ describe('Session.regenerate()', function () {
     await sleep(Math.max(0, regeneratedBy + 1_500 + 100 - Date.now()));
     const gone = await t.client.get('/whoami').set('Cookie', cookieFor(newId));
     expect(gone.body.isNew, 'past the new lifetime').to.equal(true);
+  });
+
+  it("the new ID's cookie expires at the end of its new absoluteTimeout lifetime, not the old one's", async () => {
+    // The wall clock is held, so Expires (whole seconds) can be told exactly.
+    const { t } = await start({ maxAge: 3_600_000, absoluteTimeout: 60_000 });
+    await withHeldClock(async (clock) => {
+      clock.at = Math.floor(clock.at / 1000) * 1000;
+      const createdAt = clock.at;
+      const id = await login(t);
+
+      clock.at += 30_000;
+      const regeneratedAt = clock.at;
+      const res = await t.client.post('/regenerate').set('Cookie', cookieFor(id));
+      const cookie = sessionCookie(res);
+
+      expect(cookie?.value, 'the cookie names the new ID').to.equal(res.body.after);
+      expect(cookie!.expires!.getTime(), 'Expires: absoluteTimeout after the regeneration')
+        .to.equal(regeneratedAt + 60_000)
+        .and.not.equal(createdAt + 60_000);
+    });
   });
 });
 
