@@ -457,6 +457,26 @@ describe('Session: set() stores a copy and get() returns a copy', () => {
     expect((await call(run, jar, 'get')).body).to.deep.equal({ items: ['apple'], meta: { count: 1 } });
   });
 
+  for (const method of ['post', 'get'] as const) {
+    it(`mutating an object after set() on a stored session (${method.toUpperCase()}) does not change what is saved`, async () => {
+      // The first save writes the session whole; a later request's commit replays its set()s on the stored session.
+      const run = await start({ store: memoryStore() }, (ctx) => {
+        if (ctx.path === '/seed') ctx.session.set('user', 'ada');
+        if (ctx.path === '/set') {
+          const cart = { items: ['apple'], meta: { count: 1 } };
+          ctx.session.set('cart', cart);
+          cart.items.push('pear');
+          cart.meta.count = 99;
+        }
+        ctx.body = { cart: ctx.session.get('cart') ?? null };
+      });
+      const jar = new Jar();
+      await call(run, jar, 'post', '/seed');
+      expect((await call(run, jar, method, '/set')).body).to.deep.equal({ cart: { items: ['apple'], meta: { count: 1 } } });
+      expect((await call(run, jar, 'get', '/')).body, 'the next request').to.deep.equal({ cart: { items: ['apple'], meta: { count: 1 } } });
+    });
+  }
+
   it('mutating an object got from get() does not change the session, in this request or the next', async () => {
     const run = await start({ store: memoryStore() }, (ctx) => {
       if (ctx.path === '/seed') ctx.session.set('cart', { items: ['apple'] });
