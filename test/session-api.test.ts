@@ -430,6 +430,33 @@ describe('Session: values JSON carries come back exactly', () => {
     expect((await call(run, jar, 'get')).body).to.deep.equal({ z: true, nested: true });
   });
 
+  it('an object reached twice (no cycle) and a value of thousands of objects are accepted and come back equal, in this request and the next', async () => {
+    // JSON carries a shared object as two copies, and has no limit on how many objects a value holds (only on how deep they nest).
+    const shared = { n: 1 };
+    const values: Record<string, unknown> = {
+      twice: { a: shared, b: shared, list: [shared, [shared]] },
+      many: Array.from({ length: 2_000 }, (_, i) => ({ i, tags: [{ t: i }] })),
+    };
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      const outcome: Record<string, unknown> = {};
+      for (const [key, value] of Object.entries(values)) {
+        if (ctx.method === 'POST') {
+          try {
+            ctx.session.set(key, value);
+          } catch (error) {
+            outcome[key] = (error as Error).message;
+            continue;
+          }
+        }
+        outcome[key] = isDeepStrictEqual(ctx.session.get(key), value);
+      }
+      ctx.body = outcome;
+    });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).body).to.deep.equal({ twice: true, many: true });
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ twice: true, many: true });
+  });
+
   it('null is a value: has() is true and get() gives null', async () => {
     const run = await start({ store: memoryStore() }, (ctx) => {
       if (ctx.method === 'POST') ctx.session.set('n', null);
