@@ -457,6 +457,24 @@ describe('Session: values JSON carries come back exactly', () => {
     expect((await call(run, jar, 'get')).body).to.deep.equal({ twice: true, many: true });
   });
 
+  it("a null-prototype object (what querystring.parse gives) is accepted, and its data comes back as a plain object's, in this request and the next", async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') {
+        const filters = Object.assign(Object.create(null) as Record<string, unknown>, { q: 'shoes', tags: ['red', 'blue'] });
+        ctx.session.set('filters', filters);
+        ctx.session.set('nested', { inner: Object.assign(Object.create(null) as Record<string, unknown>, { page: 2 }) });
+      }
+      const filters = ctx.session.get<object>('filters');
+      ctx.body = { filters, nested: ctx.session.get('nested'), plain: filters !== undefined && Object.getPrototypeOf(filters) === Object.prototype };
+    });
+    const jar = new Jar();
+    const expected = { filters: { q: 'shoes', tags: ['red', 'blue'] }, nested: { inner: { page: 2 } }, plain: true };
+    const first = await call(run, jar, 'post');
+    expect(first.status, String(first.text)).to.equal(200);
+    expect(first.body).to.deep.equal(expected);
+    expect((await call(run, jar, 'get')).body).to.deep.equal(expected);
+  });
+
   it('null is a value: has() is true and get() gives null', async () => {
     const run = await start({ store: memoryStore() }, (ctx) => {
       if (ctx.method === 'POST') ctx.session.set('n', null);
