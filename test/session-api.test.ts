@@ -232,6 +232,7 @@ function nested(depth: number): unknown {
 const REFUSED: Array<[string, () => unknown]> = [
   ['a function', () => () => 1],
   ['a symbol', () => Symbol('s')],
+  ['an object with a symbol key (JSON drops it)', () => ({ a: 1, [Symbol('s')]: 2 })],
   ['a bigint', () => 10n],
   ['undefined', () => undefined],
   ['NaN', () => NaN],
