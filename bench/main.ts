@@ -9,7 +9,8 @@
  *   --quick              under a minute: 5 contenders (one a calibration), W1–W3, 2 short rounds, 100k-session memory probe, 250k-session sweep
  *   --rounds N           rounds (default 4, quick 2)
  *   --duration S         measured seconds per window (default 2, quick 1)
- *   --warmup S           warm-up seconds before each window (default 0.5, quick 0.25)
+ *   --warmup S           warm-up seconds before each window (default 0.5, quick 0.25); a full
+ *                        run's warm-up goes on, up to 3 s, until the server served 5,000 requests
  *   --connections N      autocannon connections (default 50)
  *   --only a,b           contenders to run (names: see bench/contenders-meta.ts)
  *   --workloads W1,W3    workloads to run
@@ -160,7 +161,7 @@ async function main(): Promise<void> {
     mode: args.quick ? 'quick' : 'full',
     date: new Date().toISOString(),
     machine: machine(),
-    settings: { rounds: args.rounds, duration: args.duration, warmup: args.warmup, connections: args.connections, library: args.lib ?? resolve(args.src), variant: args.variant },
+    settings: { rounds: args.rounds, duration: args.duration, warmup: args.warmup, warmupRequests: args.quick ? 0 : 5000, connections: args.connections, library: args.lib ?? resolve(args.src), variant: args.variant },
     contenders: [],
     skipped: [],
     workloads: args.workloads,
@@ -229,7 +230,8 @@ async function main(): Promise<void> {
   try {
     if (args.load) {
       phase('load');
-      const settings = { connections: args.connections, duration: args.duration, warmup: args.warmup };
+      // A full run's fresh processes warm up to a number of requests (see LoadSettings.warmupRequests).
+      const settings = { connections: args.connections, duration: args.duration, warmup: args.warmup, warmupRequests: run.settings.warmupRequests ?? 0 };
       for (let round = 1; round <= args.rounds; round++) {
         if (round > 1 && !args.quick) await restartChildren();
         for (const workload of args.workloads) {
@@ -272,7 +274,7 @@ async function main(): Promise<void> {
       phase('profiles');
       const dir = join(ROOT, 'bench', '.profiles');
       mkdirSync(dir, { recursive: true });
-      const settings = { connections: args.connections, duration: Math.max(args.duration, 2), warmup: args.warmup };
+      const settings = { connections: args.connections, duration: Math.max(args.duration, 2), warmup: args.warmup, warmupRequests: 0 };
       for (const workload of (['W1', 'W2', 'W3'] as WorkloadId[]).filter((w) => args.workloads.includes(w))) {
         const file = join(dir, `ours-${workload}.cpuprofile`);
         await measure(children.get('ours') as Child, WORKLOADS[workload], settings, file);

@@ -41,7 +41,7 @@ export interface RunResult {
   mode: 'quick' | 'full';
   date: string;
   machine: { cpus: number; cpuModel: string; node: string; loadBefore: number[]; loadAfter: number[]; versions: Record<string, string> };
-  settings: { rounds: number; duration: number; warmup: number; connections: number; library: string; variant?: string };
+  settings: { rounds: number; duration: number; warmup: number; warmupRequests?: number; connections: number; library: string; variant?: string };
   contenders: ContenderSpec[];
   skipped: { name: string; reason: string }[];
   workloads: WorkloadId[];
@@ -314,12 +314,17 @@ export function targetLines(list: Target[]): string {
   return list.map((t) => `${t.status.padEnd(4)}  ${t.text}`).join('\n');
 }
 
+function warmupUntil(run: RunResult): string {
+  const requests = run.settings.warmupRequests ?? 0;
+  return requests > 0 ? `, or up to 3 s until the server has served ${requests.toLocaleString('en-US')} requests; fresh server processes each round` : '';
+}
+
 export function machineLine(run: RunResult): string {
   const m = run.machine;
   return (
     `${m.cpus} CPUs (${m.cpuModel}), Node ${m.node}; load average ${m.loadBefore.map((l) => l.toFixed(2)).join(' ')} before, ` +
     `${m.loadAfter.map((l) => l.toFixed(2)).join(' ')} after; ${run.mode} mode: ${run.settings.rounds} rounds × ${run.settings.duration} s ` +
-    `(+ ${run.settings.warmup} s warm-up) per contender and workload, ${run.settings.connections} connections; run took ${Math.round(run.elapsedS)} s.`
+    `(+ ${run.settings.warmup} s warm-up${warmupUntil(run)}) per contender and workload, ${run.settings.connections} connections; run took ${Math.round(run.elapsedS)} s.`
   );
 }
 
