@@ -127,6 +127,16 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
         const session = ctx.session;
         setTimeout(() => void session.destroy(), 10);
       },
+      // A logout that forgot `await`, then a set() (after the destroy() call, as the SPEC's "a set() after destroy()").
+      'POST /logout-unawaited-then-set': (ctx) => {
+        void ctx.session.destroy();
+        try {
+          ctx.session.set('flash', 'bye');
+          return { outcome: 'set' };
+        } catch {
+          return { outcome: 'refused' };
+        }
+      },
       'POST /logout-caught': async (ctx) => {
         try {
           await ctx.session.destroy();
@@ -339,6 +349,21 @@ describe('Session.destroy()', function () {
     // The browser's next request, with no cookie now, starts a session of its own.
     const next = await t.client.post('/login');
     expect(sessionCookie(next)!.value).to.match(HEX64).and.not.equal(id);
+  });
+
+  it('a set() after a destroy() the handler did not await is not silently lost: it starts a new session (or set() refuses at once)', async () => {
+    const { t, memory } = await start({}, 150);
+    const id = await login(t);
+
+    const res = await t.client.post('/logout-unawaited-then-set').set('Cookie', cookieFor(id));
+
+    expect(res.status).to.equal(200);
+    expect(await memory.get(id), 'old ID in the store').to.equal(undefined);
+    if (res.body.outcome === 'refused') return; // told at once: not lost either
+    // SPEC: "A set() after destroy() in the same request starts a new session with a new ID".
+    const cookie = sessionCookie(res);
+    expect(cookie?.value, 'the cookie names a new session').to.match(HEX64).and.not.equal(id);
+    expect(await storedData(memory, cookie!.value)).to.deep.equal({ flash: 'bye' });
   });
 
   it('a second destroy() while the first is under way waits for the same removal', async () => {
