@@ -137,6 +137,10 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
           return { outcome: 'refused' };
         }
       },
+      // A retry chained on a destroy() the handler did not await.
+      'POST /logout-retried-unawaited': (ctx) => {
+        void ctx.session.destroy().catch(() => ctx.session.destroy());
+      },
       'POST /logout-caught': async (ctx) => {
         try {
           await ctx.session.destroy();
@@ -476,6 +480,25 @@ describe('Session.destroy()', function () {
       expect(res.body).to.deep.equal({ tries: 2 });
       expect(await memory.get(id)).to.equal(undefined);
       expect(sessionCookie(res)!.expires!.getTime()).to.be.at.most(Date.now() - 24 * 60 * 60 * 1000);
+    });
+
+    it('a retry chained on a destroy() the handler did not await is waited for too: it logs out as usual', async () => {
+      const { t, spy, memory, id } = await failingDestroy();
+      let failures = 1;
+      spy.hooks.before = async (method) => {
+        if (method !== 'destroy') return;
+        await sleep(20);
+        if (failures-- > 0) throw new Error('store down');
+        await sleep(50);
+      };
+
+      const res = await t.client.post('/logout-retried-unawaited').set('Cookie', cookieFor(id));
+      await sleep(100); // the retry is done by now, waited for or not
+
+      expect(spy.calls.destroy, 'removals asked of the store').to.equal(2);
+      expect(await memory.get(id), 'the session, in the store').to.equal(undefined);
+      expect(res.status, 'a logout that did happen answers as one').to.equal(200);
+      expect(sessionCookie(res)?.expires?.getTime(), 'the cookie expired').to.be.at.most(Date.now() - 24 * 60 * 60 * 1000);
     });
   });
 
