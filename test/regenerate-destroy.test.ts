@@ -141,6 +141,11 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
       'POST /logout-retried-unawaited': (ctx) => {
         void ctx.session.destroy().catch(() => ctx.session.destroy());
       },
+      // koa-session's logout, then a handler error of its own.
+      'POST /logout-null-then-fail': (ctx) => {
+        (ctx as { session: unknown }).session = null;
+        throw Object.assign(new Error('handler failed'), { status: 400, expose: true });
+      },
       'POST /logout-caught': async (ctx) => {
         try {
           await ctx.session.destroy();
@@ -499,6 +504,18 @@ describe('Session.destroy()', function () {
       expect(await memory.get(id), 'the session, in the store').to.equal(undefined);
       expect(res.status, 'a logout that did happen answers as one').to.equal(200);
       expect(sessionCookie(res)?.expires?.getTime(), 'the cookie expired').to.be.at.most(Date.now() - 24 * 60 * 60 * 1000);
+    });
+
+    it("ctx.session = null in a handler that then throws: the request fails with the handler's error, and the app hears the removal's failure once", async () => {
+      const { t, id } = await failingDestroy();
+      const errors: unknown[] = [];
+      t.app.on('error', (error: unknown) => errors.push(error));
+
+      const res = await t.client.post('/logout-null-then-fail').set('Cookie', cookieFor(id));
+
+      expect(res.status).to.equal(400);
+      expect(errors.filter((error) => error instanceof SessionStoreError), 'SessionStoreErrors the app heard').to.have.length(1);
+      expect(errors.map((error) => (error as Error).message)).to.include('handler failed').and.have.length(2);
     });
   });
 
