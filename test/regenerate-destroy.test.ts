@@ -146,6 +146,18 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
         (ctx as { session: unknown }).session = null;
         throw Object.assign(new Error('handler failed'), { status: 400, expose: true });
       },
+      // Server-sent events: the headers go out before the logout, whose failure the handler catches.
+      'POST /logout-streamed': async (ctx) => {
+        ctx.status = 200;
+        ctx.type = 'text/event-stream';
+        ctx.flushHeaders();
+        ctx.body = 'data: bye\n\n';
+        try {
+          await ctx.session.destroy();
+        } catch {
+          // the app goes on streaming
+        }
+      },
       'POST /logout-caught': async (ctx) => {
         try {
           await ctx.session.destroy();
@@ -516,6 +528,18 @@ describe('Session.destroy()', function () {
       expect(res.status).to.equal(400);
       expect(errors.filter((error) => error instanceof SessionStoreError), 'SessionStoreErrors the app heard').to.have.length(1);
       expect(errors.map((error) => (error as Error).message)).to.include('handler failed').and.have.length(2);
+    });
+
+    it('a failure the handler caught on a response whose headers went out lets the response end, and the app hears of it', async () => {
+      const { t, id } = await failingDestroy();
+      const errors: unknown[] = [];
+      t.app.on('error', (error: unknown) => errors.push(error));
+
+      const res = await t.client.post('/logout-streamed').set('Cookie', cookieFor(id)).timeout(3_000);
+
+      expect([res.status, res.text]).to.deep.equal([200, 'data: bye\n\n']);
+      expect(errors).to.have.length(1);
+      expect(errors[0]).to.be.instanceOf(SessionStoreError);
     });
   });
 
