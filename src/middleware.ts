@@ -102,9 +102,10 @@ export function session(opts?: SessionOptions): Middleware {
       failure = { error }; // committed all the same, like a statement already made
     }
     if (ctx.session !== session) failure = await takeBackAfter(ctx, session, warnings, failure);
-    // A destroy() the handler did not await is waited for, so the commit sees the session gone. Nothing
-    // is awaited from here to the commit, so no later destroy() can slip in between.
-    if (state.destroying !== undefined) await state.destroying.catch(() => undefined);
+    // A destroy() the handler did not await is waited for, so the commit sees the session gone. Again
+    // while one is under way: a task reacting to the one waited for (a retry) may start another before
+    // this resumes. Once none is, nothing is awaited up to the commit, so none can slip in between.
+    while (state.destroying !== undefined) await state.destroying.catch(() => undefined);
     // The store failed to remove the session: the request fails (SPEC: a store failure is a 503), whether
     // the handler awaited destroy() or not, caught its error or not. The session stays as it was.
     const removalFailure = state.removalFailure;
