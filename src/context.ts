@@ -32,13 +32,16 @@ async function takeBack(ctx: Context, session: Session, warnings: Warnings): Pro
   else warnings.replaced();
 }
 
-/** takeBack, after the handler failed with `failure` or not: the failure to go on with (the app hears of a second one). */
+/**
+ * takeBack, after the handler failed with `failure` or not: the failure to go on with. Only the
+ * destroy() can fail, and its failure is kept in SessionState.removalFailure: when the handler's
+ * goes on, the session middleware tells the app of the removal's (once, as for any destroy()).
+ */
 export async function takeBackAfter(ctx: Context, session: Session, warnings: Warnings, failure: Failure | undefined): Promise<Failure | undefined> {
   try {
     await takeBack(ctx, session, warnings);
   } catch (error) {
     if (failure === undefined) return { error };
-    ctx.app.emit('error', error, ctx);
   }
   return failure;
 }
