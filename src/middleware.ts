@@ -107,10 +107,11 @@ export function session(opts?: SessionOptions): Middleware {
     // this resumes. Once none is, nothing is awaited up to the commit, so none can slip in between.
     while (state.destroying !== undefined) await state.destroying.catch(() => undefined);
     // The store failed to remove the session: the request fails (SPEC: a store failure is a 503), whether
-    // the handler awaited destroy() or not, caught its error or not. The session stays as it was.
+    // the handler awaited destroy() or not, caught its error or not. The session stays as it was. With the
+    // headers out, failing would only keep Koa from sending the body (a stream would hang): the app hears of it.
     const removalFailure = state.removalFailure;
     if (removalFailure !== undefined && removalFailure.error !== failure?.error) {
-      if (failure === undefined) failure = removalFailure;
+      if (failure === undefined && !ctx.res.headersSent) failure = removalFailure;
       else ctx.app.emit('error', removalFailure.error, ctx);
     }
     const assigned = Object.keys(session); // ctx.session.views = 1, as koa-session is used
