@@ -204,19 +204,36 @@ export class Session {
 
   async #destroy(): Promise<void> {
     const state = this.#state;
-    if (state.loadedId !== undefined && !state.destroyed) {
+    const removing = state.loadedId !== undefined && !state.destroyed ? state.loadedId : undefined;
+    // Emptied at once, as regenerate() changes the ID at once: what the handler does next, with
+    // `await` or without, belongs to the session after it (a set() starts one under a new ID).
+    const before = removing === undefined ? undefined : { ...state, values: new Map(state.values) };
+    state.regenerated = false;
+    state.needsNewId = true;
+    state.values.clear();
+    state.changes = [];
+    if (before !== undefined) {
       try {
-        await this.#hooks.removeStored(state.loadedId);
+        await this.#hooks.removeStored(before.loadedId as string);
       } catch (error) {
+        // Not removed: the session is as it was, and what the handler did since goes with the request's failure.
+        restore(state, before);
         state.removalFailure = { error };
         throw error;
       }
     }
     state.removalFailure = undefined;
     state.destroyed = true;
-    state.regenerated = false;
-    state.needsNewId = true;
-    state.values.clear();
-    state.changes = [];
+    state.regenerated = false; // a regenerate() meanwhile names the new session, as it does after destroy()
   }
+}
+
+/** Puts back what destroy() emptied, from `before` (a copy of the state when destroy() was called). */
+function restore(state: SessionState, before: SessionState): void {
+  state.id = before.id;
+  state.regenerated = before.regenerated;
+  state.needsNewId = before.needsNewId;
+  state.changes = before.changes;
+  state.values.clear();
+  for (const [key, slot] of before.values) state.values.set(key, slot);
 }

@@ -23,6 +23,9 @@ import { withHeldClock } from './support/clock';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
+/** Set by POST /logout-caught. */
+let afterCaughtFailure: { id: string; data: Record<string, unknown>; idAfterSet: string } | undefined;
+
 const running: TestApp[] = [];
 const stores: MemoryStore[] = [];
 
@@ -104,9 +107,11 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
       // A logout that forgot `await`: the handler returns while the store is still removing the session.
       // ?linger=ms: the handler goes on that long after it (the removal may fail before it returns).
       'POST /logout-unawaited': async (ctx) => {
+        const id = ctx.session.id;
         void ctx.session.destroy();
+        const emptiedAtOnce = ctx.session.keys().length === 0;
         if (typeof ctx.query.linger === 'string') await sleep(Number(ctx.query.linger));
-        return { destroyedAtReturn: ctx.session.keys().length === 0 };
+        return { emptiedAtOnce, storedAtReturn: (await memory.get(id)) !== undefined };
       },
       'POST /logout-unawaited-then-awaited': async (ctx) => {
         void ctx.session.destroy();
@@ -158,11 +163,18 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
           // the app goes on streaming
         }
       },
+      // A set() while the removal is under way, then what the handler sees once the failure is caught,
+      // then a set() after it, which goes to the session as it was.
       'POST /logout-caught': async (ctx) => {
+        const removal = ctx.session.destroy();
+        if (ctx.query.quiet === undefined) ctx.session.set('flash', 'bye');
         try {
-          await ctx.session.destroy();
+          await removal;
           return { failed: false };
         } catch {
+          const seen = { id: ctx.session.id, data: ctx.session.toJSON() };
+          ctx.session.set('after', 1);
+          afterCaughtFailure = { ...seen, idAfterSet: ctx.session.id };
           return { failed: true };
         }
       },
@@ -361,7 +373,7 @@ describe('Session.destroy()', function () {
     const res = await t.client.post('/logout-unawaited').set('Cookie', cookieFor(id));
 
     expect(res.status).to.equal(200);
-    expect(res.body.destroyedAtReturn, 'the removal was still under way when the handler returned').to.equal(false);
+    expect(res.body, 'emptied at once; the removal still under way when the handler returned').to.deep.equal({ emptiedAtOnce: true, storedAtReturn: true });
     expect(spy.calls.destroy).to.equal(1);
     expect(await memory.get(id), 'old ID in the store').to.equal(undefined);
     const cookies = setCookies(res).filter((c) => c.name === 'session_id');
@@ -372,7 +384,7 @@ describe('Session.destroy()', function () {
     expect(sessionCookie(next)!.value).to.match(HEX64).and.not.equal(id);
   });
 
-  it('a set() after a destroy() the handler did not await is not silently lost: it starts a new session (or set() refuses at once)', async () => {
+  it('a set() after a destroy() the handler did not await is not lost: it starts a new session, as after an awaited one', async () => {
     const { t, memory } = await start({}, 150);
     const id = await login(t);
 
@@ -380,7 +392,7 @@ describe('Session.destroy()', function () {
 
     expect(res.status).to.equal(200);
     expect(await memory.get(id), 'old ID in the store').to.equal(undefined);
-    if (res.body.outcome === 'refused') return; // told at once: not lost either
+    expect(res.body.outcome).to.equal('set');
     // SPEC: "A set() after destroy() in the same request starts a new session with a new ID".
     const cookie = sessionCookie(res);
     expect(cookie?.value, 'the cookie names a new session').to.match(HEX64).and.not.equal(id);
@@ -472,16 +484,51 @@ describe('Session.destroy()', function () {
       expect((await t.client.get('/whoami').set('Cookie', cookieFor(id))).body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
     });
 
-    it('a failure the handler caught still fails the request (a store failure is a 503), and the session stays', async () => {
+    it('a set() after a destroy() the handler did not await, whose removal fails, goes with the failure: the session stays as it was', async () => {
+      const { t, memory, spy, id } = await failingDestroy();
+      const sizeBefore = memory.size;
+
+      const res = await t.client.post('/logout-unawaited-then-set').set('Cookie', cookieFor(id));
+
+      expect(res.status).to.equal(503);
+      expect(sessionCookie(res), 'no cookie change').to.equal(undefined);
+      expect(memory.size, 'no new session stored').to.equal(sizeBefore);
+      spy.hooks.before = undefined;
+      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+      expect(next.body).to.deep.include({ id, isNew: false });
+      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
+    });
+
+    it('a failure the handler caught still fails the request (a store failure is a 503); the handler sees the session as it was, and it stays', async () => {
       const { t, spy, id } = await failingDestroy();
+
+      afterCaughtFailure = undefined;
 
       const res = await t.client.post('/logout-caught').set('Cookie', cookieFor(id));
 
       expect(res.status).to.equal(503);
-      expect(sessionCookie(res), 'no cookie change').to.equal(undefined);
+      // The set() is saved, which pushes the expiry: the cookie goes out again for the same session, not expired.
+      const cookie = sessionCookie(res);
+      expect(cookie?.value, 'the cookie names the same session').to.equal(id);
+      expect(cookie!.expires!.getTime()).to.be.greaterThan(Date.now());
+      // The set() made while the removal was under way went with the failure.
+      expect(afterCaughtFailure, 'what the handler sees after the failure').to.deep.equal({ id, data: { user: 'ann', roles: ['reader'] }, idAfterSet: id });
+      spy.hooks.before = undefined;
+      // Its set() after the failure went to the same session, committed all the same (as a handler's error would be).
+      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'], after: 1 });
+    });
+
+    it('after a failed destroy() the handler caught, a set() changes the session as it was, under its ID', async () => {
+      const { t, spy, id } = await failingDestroy();
+      afterCaughtFailure = undefined;
+
+      expect((await t.client.post('/logout-caught?quiet').set('Cookie', cookieFor(id))).status).to.equal(503);
+
+      expect(afterCaughtFailure).to.deep.equal({ id, data: { user: 'ann', roles: ['reader'] }, idAfterSet: id });
       spy.hooks.before = undefined;
       const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
-      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
+      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'], after: 1 });
     });
 
     it('a destroy() that fails and is tried again with success logs out as usual', async () => {
