@@ -117,6 +117,14 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
         void ctx.session.destroy();
         await ctx.session.destroy();
       },
+      'POST /regenerate-then-logout-caught': async (ctx) => {
+        await ctx.session.regenerate();
+        try {
+          await ctx.session.destroy();
+        } catch {
+          return { id: ctx.session.id };
+        }
+      },
       'POST /logout-retried': async (ctx) => {
         for (let tries = 1; ; tries++) {
           try {
@@ -529,6 +537,22 @@ describe('Session.destroy()', function () {
       spy.hooks.before = undefined;
       const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
       expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'], after: 1 });
+    });
+
+    it('a regenerate() before a destroy() that fails still happens: the session moves to its new ID, with its data', async () => {
+      const { t, spy, memory, id } = await failingDestroy();
+      let failures = 1;
+      spy.hooks.before = async (method) => {
+        if (method === 'destroy' && failures-- > 0) throw new Error('store down');
+      };
+
+      const res = await t.client.post('/regenerate-then-logout-caught').set('Cookie', cookieFor(id));
+
+      expect(res.status).to.equal(503);
+      const cookie = sessionCookie(res);
+      expect(cookie?.value, 'the cookie names the regenerated ID').to.match(HEX64).and.not.equal(id);
+      expect(await storedData(memory, cookie!.value)).to.deep.equal({ user: 'ann', roles: ['reader'] });
+      expect(await memory.get(id), 'the old ID, removed by the regenerate').to.equal(undefined);
     });
 
     it('a destroy() that fails and is tried again with success logs out as usual', async () => {
