@@ -430,12 +430,22 @@ describe('Session.destroy()', function () {
       process.off('unhandledRejection', onRejection);
     });
 
-    async function failingDestroy() {
+    /** The errors `t`'s app hears from now on. */
+    function errorsHeardBy(t: TestApp): unknown[] {
+      const errors: unknown[] = [];
+      t.app.on('error', (error: unknown) => errors.push(error));
+      return errors;
+    }
+
+    /** A logged-in session whose store fails its first `times` removals, each after 20 ms. */
+    async function failingDestroy(times = Infinity) {
       const setup = await start();
       const id = await login(setup.t);
+      let failures = 0;
       setup.spy.hooks.before = async (method) => {
+        if (method !== 'destroy') return;
         await sleep(20); // after the handler has returned
-        if (method === 'destroy') throw new Error('store down');
+        if (failures++ < times) throw new Error('store down');
       };
       return { ...setup, id };
     }
@@ -457,8 +467,7 @@ describe('Session.destroy()', function () {
 
     it('a destroy() the handler awaited fails the request with its one error: the app hears it once', async () => {
       const { t, id } = await failingDestroy();
-      const errors: unknown[] = [];
-      t.app.on('error', (error: unknown) => errors.push(error));
+      const errors = errorsHeardBy(t);
 
       const res = await t.client.post('/logout').set('Cookie', cookieFor(id));
 
@@ -540,11 +549,7 @@ describe('Session.destroy()', function () {
     });
 
     it('a regenerate() before a destroy() that fails still happens: the session moves to its new ID, with its data', async () => {
-      const { t, spy, memory, id } = await failingDestroy();
-      let failures = 1;
-      spy.hooks.before = async (method) => {
-        if (method === 'destroy' && failures-- > 0) throw new Error('store down');
-      };
+      const { t, memory, id } = await failingDestroy(1);
 
       const res = await t.client.post('/regenerate-then-logout-caught').set('Cookie', cookieFor(id));
 
@@ -556,11 +561,7 @@ describe('Session.destroy()', function () {
     });
 
     it('a destroy() that fails and is tried again with success logs out as usual', async () => {
-      const { t, spy, memory, id } = await failingDestroy();
-      let failures = 1;
-      spy.hooks.before = async (method) => {
-        if (method === 'destroy' && failures-- > 0) throw new Error('store down');
-      };
+      const { t, memory, id } = await failingDestroy(1);
 
       const res = await t.client.post('/logout-retried').set('Cookie', cookieFor(id));
 
@@ -591,8 +592,7 @@ describe('Session.destroy()', function () {
 
     it("ctx.session = null in a handler that then throws: the request fails with the handler's error, and the app hears the removal's failure once", async () => {
       const { t, id } = await failingDestroy();
-      const errors: unknown[] = [];
-      t.app.on('error', (error: unknown) => errors.push(error));
+      const errors = errorsHeardBy(t);
 
       const res = await t.client.post('/logout-null-then-fail').set('Cookie', cookieFor(id));
 
@@ -603,8 +603,7 @@ describe('Session.destroy()', function () {
 
     it('a failure the handler caught on a response whose headers went out lets the response end, and the app hears of it', async () => {
       const { t, id } = await failingDestroy();
-      const errors: unknown[] = [];
-      t.app.on('error', (error: unknown) => errors.push(error));
+      const errors = errorsHeardBy(t);
 
       const res = await t.client.post('/logout-streamed').set('Cookie', cookieFor(id)).timeout(3_000);
 
