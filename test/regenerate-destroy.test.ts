@@ -117,6 +117,19 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
         void ctx.session.destroy();
         await ctx.session.destroy();
       },
+      // A logout that forgot `await`, a set() (the new session), then a second logout while the first is still removing.
+      'POST /logout-set-logout': async (ctx) => {
+        void ctx.session.destroy();
+        ctx.session.set('flash', 'bye');
+        await ctx.session.destroy();
+        return { keys: ctx.session.keys() };
+      },
+      // The same, the second logout koa-session's way.
+      'POST /logout-set-null': (ctx) => {
+        void ctx.session.destroy();
+        ctx.session.set('flash', 'bye');
+        (ctx as { session: unknown }).session = null;
+      },
       'POST /regenerate-then-logout-caught': async (ctx) => {
         await ctx.session.regenerate();
         try {
@@ -418,6 +431,24 @@ describe('Session.destroy()', function () {
     expect(await memory.get(id)).to.equal(undefined);
     expect(sessionCookie(res)!.expires!.getTime()).to.be.at.most(Date.now() - 24 * 60 * 60 * 1000);
   });
+
+  for (const route of ['/logout-set-logout', '/logout-set-null']) {
+    it(`a destroy() after a set() made while a first destroy() is still removing empties the session again (${route})`, async () => {
+      const { t, spy, memory } = await start({}, 150);
+      const id = await login(t);
+
+      const res = await t.client.post(route).set('Cookie', cookieFor(id));
+
+      expect(res.status).to.equal(200);
+      if (route === '/logout-set-logout') expect(res.body.keys, 'keys after the second destroy()').to.deep.equal([]);
+      expect(spy.calls.destroy, 'removals asked of the store').to.equal(1);
+      expect(await memory.get(id)).to.equal(undefined);
+      expect(memory.size, 'sessions stored: the set() between the two logouts went with the second').to.equal(0);
+      const cookies = setCookies(res).filter((c) => c.name === 'session_id');
+      expect(cookies.map((c) => c.value), 'session cookies set').to.deep.equal(['']);
+      expect(cookies[0].expires!.getTime(), 'Expires').to.be.at.most(Date.now());
+    });
+  }
 
   describe('when the store fails to remove the session', () => {
     let unhandled: unknown[];
