@@ -188,7 +188,10 @@ export class Session {
     const state = this.#state;
     // Kept until it settles: a second call meanwhile waits for the same removal, and the commit waits
     // for one the handler did not await, so a logout that forgot `await` still expires the cookie.
-    if (state.destroying === undefined) {
+    if (state.destroying !== undefined) {
+      // What the handler did since the first call (a set() starting the new session) goes too.
+      emptyForDestroy(state);
+    } else {
       const destroying = this.#destroy();
       state.destroying = destroying;
       // Also marks a rejection as handled: the middleware takes a failure up (removalFailure), so a
@@ -208,10 +211,7 @@ export class Session {
     // Emptied at once, as regenerate() changes the ID at once: what the handler does next, with
     // `await` or without, belongs to the session after it (a set() starts one under a new ID).
     const before = removing === undefined ? undefined : { ...state, values: new Map(state.values) };
-    state.regenerated = false;
-    state.needsNewId = true;
-    state.values.clear();
-    state.changes = [];
+    emptyForDestroy(state);
     if (before !== undefined) {
       try {
         await this.#hooks.removeStored(before.loadedId as string);
@@ -226,6 +226,14 @@ export class Session {
     state.destroyed = true;
     state.regenerated = false; // a regenerate() meanwhile names the new session, as it does after destroy()
   }
+}
+
+/** What every destroy() call does at once: the session is empty, and a set() starts one under a new ID. */
+function emptyForDestroy(state: SessionState): void {
+  state.regenerated = false;
+  state.needsNewId = true;
+  state.values.clear();
+  state.changes = [];
 }
 
 /** Puts back what destroy() emptied, from `before` (a copy of the state when destroy() was called). */
