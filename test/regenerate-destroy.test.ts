@@ -203,6 +203,16 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
         ctx.session.set('cart', [1]);
         await ctx.session.destroy();
       },
+      // A read-mode request holding the shared lock a while.
+      'GET /linger': async () => {
+        await sleep(150);
+      },
+      // A change, then a logout from a task the handler did not await, which runs while the commit waits for the exclusive lock.
+      'GET /set-then-late-logout': (ctx) => {
+        const session = ctx.session;
+        session.set('seen', 1);
+        setTimeout(() => void session.destroy().catch(() => undefined), 20);
+      },
       'GET /whoami': (ctx) => describeSession(ctx),
     },
   });
@@ -619,6 +629,28 @@ describe('Session.destroy()', function () {
       expect(await memory.get(id), 'the session, in the store').to.equal(undefined);
       expect(res.status, 'a logout that did happen answers as one').to.equal(200);
       expect(sessionCookie(res)?.expires?.getTime(), 'the cookie expired').to.be.at.most(Date.now() - 24 * 60 * 60 * 1000);
+    });
+
+    it("a destroy() too late (during a read-mode commit's wait for the exclusive lock) whose removal fails leaves the request's own changes committed", async () => {
+      const { t, spy, id } = await failingDestroy();
+      spy.hooks.before = async (method) => {
+        if (method !== 'destroy') return;
+        await sleep(200); // fails after the commit has written
+        throw new Error('store down');
+      };
+
+      await warningsDuring('KOA_LOCKED_SESSION_LATE_CHANGE', async () => {
+        const lingering = t.client.get('/linger').set('Cookie', cookieFor(id)).then((r) => r);
+        await sleep(20);
+        const res = await t.client.get('/set-then-late-logout').set('Cookie', cookieFor(id));
+        expect(res.status).to.equal(200);
+        await lingering;
+        await sleep(250); // the late removal has failed by now
+      });
+
+      spy.hooks.before = undefined;
+      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+      expect(next.body.data, 'the session: its set() made before the commit began').to.deep.equal({ user: 'ann', roles: ['reader'], seen: 1 });
     });
 
     it("ctx.session = null in a handler that then throws: the request fails with the handler's error, and the app hears the removal's failure once", async () => {
