@@ -190,7 +190,7 @@ export class Session {
     // for one the handler did not await, so a logout that forgot `await` still expires the cookie.
     if (state.destroying !== undefined) {
       // What the handler did since the first call (a set() starting the new session) goes too.
-      emptyForDestroy(state);
+      if (!state.committing) emptyForDestroy(state);
     } else {
       const destroying = this.#destroy();
       state.destroying = destroying;
@@ -211,7 +211,10 @@ export class Session {
     // Emptied at once, as regenerate() changes the ID at once: what the handler does next, with
     // `await` or without, belongs to the session after it (a set() starts one under a new ID).
     const before = removing === undefined ? undefined : { ...state, values: new Map(state.values) };
-    emptyForDestroy(state);
+    // Too late (the commit began): the commit may still read the change log and data after this, so
+    // they are left to it, and emptied only once the removal is done, as before destroy() emptied at once.
+    const late = state.committing;
+    if (!late) emptyForDestroy(state);
     if (before !== undefined) {
       try {
         await this.#hooks.removeStored(before.loadedId as string);
@@ -222,6 +225,7 @@ export class Session {
         throw error;
       }
     }
+    if (late) emptyForDestroy(state);
     state.removalFailure = undefined;
     state.destroyed = true;
     state.regenerated = false; // a regenerate() meanwhile names the new session, as it does after destroy()
