@@ -184,6 +184,14 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
           // the app goes on streaming
         }
       },
+      // Server-sent events, then koa-session's logout (ctx.session = null), which the handler cannot await.
+      'POST /logout-null-streamed': (ctx) => {
+        ctx.status = 200;
+        ctx.type = 'text/event-stream';
+        ctx.flushHeaders();
+        ctx.body = 'data: bye\n\n';
+        (ctx as { session: unknown }).session = null;
+      },
       // A set() while the removal is under way, then what the handler sees once the failure is caught,
       // then a set() after it, which goes to the session as it was.
       'POST /logout-caught': async (ctx) => {
@@ -669,6 +677,17 @@ describe('Session.destroy()', function () {
       const errors = errorsHeardBy(t);
 
       const res = await t.client.post('/logout-streamed').set('Cookie', cookieFor(id)).timeout(3_000);
+
+      expect([res.status, res.text]).to.deep.equal([200, 'data: bye\n\n']);
+      expect(errors).to.have.length(1);
+      expect(errors[0]).to.be.instanceOf(SessionStoreError);
+    });
+
+    it('ctx.session = null on a response whose headers went out, whose removal fails, lets the response end, and the app hears of it', async () => {
+      const { t, id } = await failingDestroy();
+      const errors = errorsHeardBy(t);
+
+      const res = await t.client.post('/logout-null-streamed').set('Cookie', cookieFor(id)).timeout(3_000);
 
       expect([res.status, res.text]).to.deep.equal([200, 'data: bye\n\n']);
       expect(errors).to.have.length(1);
