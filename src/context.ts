@@ -34,14 +34,15 @@ async function takeBack(ctx: Context, session: Session, warnings: Warnings): Pro
 
 /**
  * takeBack, after the handler failed with `failure` or not: the failure to go on with. Only the
- * destroy() can fail, and its failure is kept in SessionState.removalFailure: when the handler's
- * goes on, the session middleware tells the app of the removal's (once, as for any destroy()).
+ * destroy() can fail, and its failure is kept in SessionState.removalFailure, which the session
+ * middleware takes up as for a destroy() the handler did not await: it fails the request, or, when
+ * the handler's own failure goes on or the headers went out, the app hears of it (once).
  */
 export async function takeBackAfter(ctx: Context, session: Session, warnings: Warnings, failure: Failure | undefined): Promise<Failure | undefined> {
   try {
     await takeBack(ctx, session, warnings);
-  } catch (error) {
-    if (failure === undefined) return { error };
+  } catch {
+    // In SessionState.removalFailure (see above).
   }
   return failure;
 }
