@@ -25,7 +25,7 @@ export function setSession(ctx: Context, value: unknown): void {
  * value cannot be stored, and the process is warned. Either way
  * ctx.session is this request's session again.
  */
-async function takeBack(ctx: Context, session: Session, warnings: Warnings): Promise<void> {
+export async function takeBack(ctx: Context, session: Session, warnings: Warnings): Promise<void> {
   const replacement: unknown = ctx.session;
   setSession(ctx, session);
   if (replacement === null || replacement === undefined) await session.destroy();
@@ -33,18 +33,17 @@ async function takeBack(ctx: Context, session: Session, warnings: Warnings): Pro
 }
 
 /**
- * takeBack, after the handler failed with `failure` or not: the failure to go on with. Only the
- * destroy() can fail, and its failure is kept in SessionState.removalFailure, which the session
- * middleware takes up as for a destroy() the handler did not await: it fails the request, or, when
- * the handler's own failure goes on or the headers went out, the app hears of it (once).
+ * takeBack, its failure left to the session middleware. Only its destroy() can fail, and that
+ * failure is kept in SessionState.removalFailure, which the middleware takes up as for a destroy()
+ * the handler did not await: it fails the request, or, when the handler's own failure goes on or
+ * the headers went out, the app hears of it (once).
  */
-export async function takeBackAfter(ctx: Context, session: Session, warnings: Warnings, failure: Failure | undefined): Promise<Failure | undefined> {
+export async function takeBackSession(ctx: Context, session: Session, warnings: Warnings): Promise<void> {
   try {
     await takeBack(ctx, session, warnings);
   } catch {
     // In SessionState.removalFailure (see above).
   }
-  return failure;
 }
 
 /** The session of `ctx`; throws when the session middleware did not run for it. */

@@ -1,6 +1,6 @@
 import type { Context, Middleware, Next } from 'koa';
 import type { Failure } from './context';
-import { setSession, takeBackAfter } from './context';
+import { setSession, takeBackSession } from './context';
 import { NO_COOKIE, commit, planCommit, withoutCookie } from './commit';
 import { SessionCookie } from './cookie';
 import { keepCookieOnError } from './error-headers';
@@ -101,7 +101,7 @@ export function session(opts?: SessionOptions): Middleware {
     } catch (error) {
       failure = { error }; // committed all the same, like a statement already made
     }
-    if (ctx.session !== session) failure = await takeBackAfter(ctx, session, warnings, failure);
+    if (ctx.session !== session) await takeBackSession(ctx, session, warnings);
     // A destroy() the handler did not await is waited for, so the commit sees the session gone. Again
     // while one is under way: a task reacting to the one waited for (a retry) may start another before
     // this resumes. Once none is, nothing is awaited up to the commit, so none can slip in between.

@@ -1,6 +1,6 @@
 import type { Context, Next } from 'koa';
 import type { Failure } from './context';
-import { setSession, takeBackAfter } from './context';
+import { setSession, takeBack, takeBackSession } from './context';
 import { Session } from './session';
 import type { Store } from './stores/store';
 import { MemoryStore } from './stores/memory';
@@ -85,8 +85,8 @@ export async function passThrough(ctx: Context, next: Next, session: Session, wa
   let between: unknown = ctx.session;
   if (!(between instanceof Session)) {
     // Not another middleware's session but a replacement of this one (ctx.session = null in between): taken back first, in order.
-    const failed = await takeBackAfter(ctx, session, warnings, undefined);
-    if (failed !== undefined) throw failed.error;
+    // A removal that fails fails the request here, before the handler runs (the outer middleware hears it once: the same error).
+    await takeBack(ctx, session, warnings);
     between = session;
   }
   setSession(ctx, session);
@@ -96,7 +96,7 @@ export async function passThrough(ctx: Context, next: Next, session: Session, wa
   } catch (error) {
     failure = { error };
   }
-  if (ctx.session !== session) failure = await takeBackAfter(ctx, session, warnings, failure);
+  if (ctx.session !== session) await takeBackSession(ctx, session, warnings);
   setSession(ctx, between);
   if (failure !== undefined) throw failure.error;
 }

@@ -672,27 +672,22 @@ describe('Session.destroy()', function () {
       expect(errors.map((error) => (error as Error).message)).to.include('handler failed').and.have.length(2);
     });
 
-    it('a failure the handler caught on a response whose headers went out lets the response end, and the app hears of it', async () => {
-      const { t, id } = await failingDestroy();
-      const errors = errorsHeardBy(t);
+    const STREAMED: Array<[string, string]> = [
+      ['a failure the handler caught', '/logout-streamed'],
+      ['ctx.session = null, whose removal fails,', '/logout-null-streamed'],
+    ];
+    for (const [what, path] of STREAMED) {
+      it(`${what} on a response whose headers went out lets the response end, and the app hears of it`, async () => {
+        const { t, id } = await failingDestroy();
+        const errors = errorsHeardBy(t);
 
-      const res = await t.client.post('/logout-streamed').set('Cookie', cookieFor(id)).timeout(3_000);
+        const res = await t.client.post(path).set('Cookie', cookieFor(id)).timeout(3_000);
 
-      expect([res.status, res.text]).to.deep.equal([200, 'data: bye\n\n']);
-      expect(errors).to.have.length(1);
-      expect(errors[0]).to.be.instanceOf(SessionStoreError);
-    });
-
-    it('ctx.session = null on a response whose headers went out, whose removal fails, lets the response end, and the app hears of it', async () => {
-      const { t, id } = await failingDestroy();
-      const errors = errorsHeardBy(t);
-
-      const res = await t.client.post('/logout-null-streamed').set('Cookie', cookieFor(id)).timeout(3_000);
-
-      expect([res.status, res.text]).to.deep.equal([200, 'data: bye\n\n']);
-      expect(errors).to.have.length(1);
-      expect(errors[0]).to.be.instanceOf(SessionStoreError);
-    });
+        expect([res.status, res.text]).to.deep.equal([200, 'data: bye\n\n']);
+        expect(errors).to.have.length(1);
+        expect(errors[0]).to.be.instanceOf(SessionStoreError);
+      });
+    }
   });
 
   it('after a logout the old cookie gives a new, empty session', async () => {
