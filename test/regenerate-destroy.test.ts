@@ -9,6 +9,7 @@ import type { SessionOptions } from '../src';
 import {
   SpyStore,
   cookieFor,
+  gate,
   describeSession,
   expect,
   sessionCookie,
@@ -17,11 +18,15 @@ import {
   startApp,
   storedData,
 } from './support/concurrency';
-import type { TestApp } from './support/concurrency';
+import type { Gate, TestApp } from './support/concurrency';
 import { warningsDuring } from './support/app';
 import { withHeldClock } from './support/clock';
 
 const HEX64 = /^[0-9a-f]{64}$/;
+
+/** GET /linger opens lingerHeld once it holds the lock, and holds it until lingerRelease opens. */
+let lingerHeld: Gate | undefined;
+let lingerRelease: Gate | undefined;
 
 /** Set by POST /logout-caught. */
 let afterCaughtFailure: { id: string; data: Record<string, unknown>; idAfterSet: string } | undefined;
@@ -212,8 +217,10 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
         await ctx.session.destroy();
       },
       // A read-mode request holding the shared lock a while.
+      // Holds the shared lock until the test releases it (see lingerHeld, lingerRelease).
       'GET /linger': async () => {
-        await sleep(150);
+        lingerHeld?.open();
+        await lingerRelease?.promise;
       },
       // A change, then a logout from a task the handler did not await, which runs while the commit waits for the exclusive lock.
       'GET /set-then-late-logout': (ctx) => {
@@ -506,7 +513,7 @@ describe('Session.destroy()', function () {
 
       expect(res.status).to.equal(503);
       expect(sessionCookie(res), 'no cookie change').to.equal(undefined);
-      await sleep(50);
+      await new Promise((resolve) => setImmediate(resolve)); // unhandled rejections are told once the microtasks ran
       expect(unhandled, 'unhandled rejections').to.deep.equal([]);
       spy.hooks.before = undefined;
       const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
@@ -623,15 +630,18 @@ describe('Session.destroy()', function () {
     it('a retry chained on a destroy() the handler did not await is waited for too: it logs out as usual', async () => {
       const { t, spy, memory, id } = await failingDestroy();
       let failures = 1;
+      const retried = gate();
       spy.hooks.before = async (method) => {
         if (method !== 'destroy') return;
         await sleep(20);
         if (failures-- > 0) throw new Error('store down');
         await sleep(50);
+        retried.open();
       };
 
       const res = await t.client.post('/logout-retried-unawaited').set('Cookie', cookieFor(id));
-      await sleep(100); // the retry is done by now, waited for or not
+      await retried.promise; // the retry reached the store, waited for by the request or not
+      await new Promise((resolve) => setImmediate(resolve));
 
       expect(spy.calls.destroy, 'removals asked of the store').to.equal(2);
       expect(await memory.get(id), 'the session, in the store').to.equal(undefined);
@@ -641,19 +651,33 @@ describe('Session.destroy()', function () {
 
     it("a destroy() too late (during a read-mode commit's wait for the exclusive lock) whose removal fails leaves the request's own changes committed", async () => {
       const { t, spy, id } = await failingDestroy();
+      const removing = gate(); // the late destroy() reached the store
+      const fail = gate(); // let it fail, once the commit has written
+      const failed = gate();
       spy.hooks.before = async (method) => {
         if (method !== 'destroy') return;
-        await sleep(200); // fails after the commit has written
+        removing.open();
+        await fail.promise;
+        failed.open();
         throw new Error('store down');
       };
+      lingerHeld = gate();
+      const release = gate();
+      lingerRelease = release;
 
       await warningsDuring('KOA_LOCKED_SESSION_LATE_CHANGE', async () => {
+        // A reader holds the shared lock, so the next request's commit waits for the exclusive one.
         const lingering = t.client.get('/linger').set('Cookie', cookieFor(id)).then((r) => r);
-        await sleep(20);
-        const res = await t.client.get('/set-then-late-logout').set('Cookie', cookieFor(id));
+        await lingerHeld!.promise;
+        const pending = t.client.get('/set-then-late-logout').set('Cookie', cookieFor(id)).then((r) => r);
+        await removing.promise; // the late destroy(), while the commit waits
+        release.open();
+        const res = await pending;
         expect(res.status).to.equal(200);
         await lingering;
-        await sleep(250); // the late removal has failed by now
+        fail.open();
+        await failed.promise;
+        await new Promise((resolve) => setImmediate(resolve));
       });
 
       spy.hooks.before = undefined;
