@@ -1,3 +1,4 @@
+import type { Failure } from './context';
 import type { Change, StoredSession } from './stores/store';
 import { assignOwn, copyValue, valueOf } from './values';
 
@@ -33,7 +34,7 @@ export interface SessionState {
   /** A destroy() under way: the commit waits for it, awaited by the handler or not (see Session.destroy). */
   destroying: Promise<void> | undefined;
   /** The store failed to remove the session (and no destroy() since succeeded): the request fails with this. */
-  removalFailure: { readonly error: unknown } | undefined;
+  removalFailure: Failure | undefined;
   /** After destroy(), the next set() starts a new session under a new ID. */
   needsNewId: boolean;
   /**

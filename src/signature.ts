@@ -58,7 +58,7 @@ export class SignatureMemo {
    * key, the name being fixed. `remember`: keep it when it had to be computed.
    */
   of(key: string | Uint8Array, name: string, value: string, remember: boolean): string {
-    if (key !== this.key || (this.keyBytes !== undefined && !sameBytes(key as Uint8Array, this.keyBytes))) {
+    if (key !== this.key || (this.keyBytes !== undefined && Buffer.compare(key as Uint8Array, this.keyBytes) !== 0)) {
       this.current = new Map();
       this.previous = new Map();
       this.key = key;
@@ -76,10 +76,4 @@ export class SignatureMemo {
     this.current.set(value, signature);
     return signature;
   }
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
