@@ -179,5 +179,10 @@ export function session(opts?: SessionOptions): Middleware {
 
 /** `session({ ...opts, store })`. */
 export function withStore(store: Store, opts?: SessionOptions): Middleware {
+  // Left out, the store option would fall back to a MemoryStore of this process: sessions that
+  // silently do not reach the shared store the app meant (an unset configuration variable, say).
+  if (store === undefined || store === null) {
+    throw new TypeError('koa-locked-session: withStore(store) needs a store (for the default MemoryStore, use session())');
+  }
   return session({ ...opts, store });
 }

@@ -106,12 +106,12 @@ const MAX_LIFETIME_MS = 100 * 365.25 * 24 * 60 * 60 * 1000;
 function positiveMs(opts: SessionOptions, option: 'maxAge' | 'absoluteTimeout'): number | undefined {
   const value = opts[option];
   if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > MAX_LIFETIME_MS) {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
     const browserSession = (value as unknown) === 'session' ? "; a cookie that ends with the browser session ('session') is not offered" : '';
-    throw invalid(
-      option,
-      `a positive number of milliseconds up to 100 years (${MAX_LIFETIME_MS}); a longer lifetime gives no valid cookie expiry date${browserSession}`,
-    );
+    throw invalid(option, `a positive number of milliseconds up to 100 years (${MAX_LIFETIME_MS})${browserSession}`);
+  }
+  if (value > MAX_LIFETIME_MS) {
+    throw invalid(option, `at most 100 years (${MAX_LIFETIME_MS} ms): a longer lifetime gives no valid cookie expiry date`);
   }
   return value;
 }
@@ -152,6 +152,17 @@ const FROM_PEERS: Readonly<Record<string, string>> = {
   cookie: 'the cookie settings are the cookie* options and maxAge',
   proxy: 'set app.proxy = true, as Koa has it',
   overwrite: 'not needed: the session cookie always replaces one set before it',
+  encode: 'not needed: the cookie holds only the session ID, and the data stays in the store',
+  decode: 'not needed: the cookie holds only the session ID, and the data stays in the store',
+  valid: 'not offered: check the session in a middleware after session()',
+  beforeSave: 'not offered: change the session in the handler, and it is saved when the handler is done',
+  ContextStore: 'not offered: pass the store object as store',
+  externalKey: 'not offered: the session ID is read from the cookie cookieName',
+  prefix: "the key prefix is an option of the store (RedisStore's prefix)",
+  ttl: 'it is maxAge, in milliseconds',
+  genSid: 'it is genid',
+  errorHandler: 'not offered: a store failure fails the request with SessionStoreError (503), for a middleware before session() to catch',
+  unset: 'not needed: ctx.session = null or ctx.session.destroy() removes the session',
   // The cookie* family's two members without the prefix:
   cookieSameSite: 'it is sameSite',
   cookieMaxAge: 'it is maxAge',
@@ -191,7 +202,7 @@ const NOT_THE_APP = "koa-locked-session: session() takes an options object, not 
  * refused; anything else is ignored, as `options.map(session)` passes an index.
  */
 export function resolveOptions(opts: SessionOptions = {}, extra?: unknown): ResolvedOptions {
-  if (typeof opts !== 'object' || opts === null) throw new TypeError('koa-locked-session: options must be an object');
+  if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new TypeError('koa-locked-session: options must be an object');
   if (isApp(opts) || isApp(extra)) throw new TypeError(NOT_THE_APP);
   for (const key of Object.keys(opts)) {
     if (KNOWN.has(key)) continue;
@@ -220,7 +231,7 @@ export function resolveOptions(opts: SessionOptions = {}, extra?: unknown): Reso
 
   const cookie: CookieSettings = {
     name: cookieString(opts, 'cookieName', TOKEN, 'a valid cookie name (an RFC 7230 token)') ?? 'session_id',
-    path: cookieString(opts, 'cookiePath', PATH, "a cookie path starting with '/'") ?? '/',
+    path: cookieString(opts, 'cookiePath', PATH, "a cookie path: '/' followed by printable ASCII other than ';'") ?? '/',
     domain: cookieString(opts, 'cookieDomain', DOMAIN, 'a valid cookie domain'),
     secure,
     httpOnly: optionalBoolean(opts, 'cookieHttpOnly', true),

@@ -55,7 +55,13 @@ describe('RedisStore options', () => {
       [{ client, timeout: -1 }, /option timeout/],
       [{ client, timeout: 2 ** 31 }, /option timeout .*2147483647.*Infinity/],
       [{ client, lockTtl: Number.MAX_SAFE_INTEGER }, /option lockTtl .*2147483647/],
-      [{ client, lockttl: 100 }, /unknown RedisStore option lockttl/],
+      [{ client, lockttl: 100 }, /unknown RedisStore option lockttl$/],
+      // koa-redis's and connect-redis's names, and session()'s, say where the setting is.
+      [{ client, ttl: 1000 }, /unknown RedisStore option ttl \(the lifetime is session\(\)'s maxAge\)$/],
+      [{ client, maxAge: 1000 }, /unknown RedisStore option maxAge \(it is an option of session\(\)\)$/],
+      [{ client, lockTimeout: 1000 }, /unknown RedisStore option lockTimeout \(it is an option of session\(\); lockTtl is how long a cross-process lock lives\)$/],
+      [{ client, keyPrefix: 'app:' }, /unknown RedisStore option keyPrefix \(it is prefix\)$/],
+      [{ client, redis: client }, /unknown RedisStore option redis \(it is client\)$/],
       // The client itself where the options go (connect-redis and koa-redis take { client } too).
       [{ ...client, options: {} }, /pass the ioredis client as an option: new RedisStore\(\{ client \}\)/],
       // A brace in the client's keyPrefix would make it the hash tag instead of {ID}.

@@ -90,6 +90,15 @@ const MAX_UNDO_RETRY_MS = 1000;
 
 const KNOWN = new Set(['client', 'prefix', 'lock', 'lockTtl', 'timeout']);
 
+/** What the options of koa-redis and connect-redis, or of session(), are called here. */
+const ELSEWHERE: Readonly<Record<string, string>> = {
+  ttl: "the lifetime is session()'s maxAge",
+  maxAge: 'it is an option of session()',
+  lockTimeout: 'it is an option of session(); lockTtl is how long a cross-process lock lives',
+  keyPrefix: 'it is prefix',
+  redis: 'it is client',
+};
+
 function invalid(option: string, expected: string): TypeError {
   return new TypeError(`koa-locked-session: RedisStore option ${option} must be ${expected}`);
 }
@@ -129,7 +138,9 @@ function checkOptions(options: RedisStoreOptions): Required<RedisStoreOptions> {
   // new RedisStore(client): a client's own keys (its `options`, say) would read as unknown options.
   if (isClient(options)) throw new TypeError('koa-locked-session: pass the ioredis client as an option: new RedisStore({ client })');
   for (const key of Object.keys(options)) {
-    if (!KNOWN.has(key)) throw new TypeError(`koa-locked-session: unknown RedisStore option ${key}`);
+    if (KNOWN.has(key)) continue;
+    const hint = Object.hasOwn(ELSEWHERE, key) ? ` (${ELSEWHERE[key]})` : '';
+    throw new TypeError(`koa-locked-session: unknown RedisStore option ${key}${hint}`);
   }
   const client: unknown = options.client;
   if (!isClient(client)) throw invalid('client', 'an ioredis client (new Redis(...) or new Cluster(...))');
