@@ -114,8 +114,7 @@ export function session(opts?: SessionOptions): Middleware {
       if (failure === undefined && !ctx.res.headersSent) failure = removalFailure;
       else ctx.app.emit('error', removalFailure.error, ctx);
     }
-    const assigned = Object.keys(session); // ctx.session.views = 1, as koa-session is used
-    if (assigned.length > 0) warnings.property(assigned[0]);
+    for (const assigned of Object.keys(session)) warnings.property(assigned); // ctx.session.views = 1, as koa-session is used
     markServing(ctx, around);
     try {
       // 4. Commit, then unlock.

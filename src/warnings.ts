@@ -24,6 +24,14 @@ export class Warnings {
 
   /** `ctx.session.views = 1`, as koa-session is used: a property of the object, never stored. */
   property(key: string): void {
+    // koa-session's per-session lifetime: set() would store it as data, and change nothing.
+    if (key === 'maxAge') {
+      return this.once(
+        'KOA_LOCKED_SESSION_LIFETIME',
+        'ctx.session.maxAge was assigned, which changes nothing: a lifetime per session is not offered; ' +
+          "the maxAge option of session() sets every session's idle lifetime",
+      );
+    }
     this.once(
       'KOA_LOCKED_SESSION_PROPERTY',
       `ctx.session.${key} was assigned as a property, which is not stored; use ctx.session.set(${JSON.stringify(key)}, value) and ctx.session.get(${JSON.stringify(key)})`,

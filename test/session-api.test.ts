@@ -752,6 +752,7 @@ describe('Session: replacing ctx.session', () => {
       if (ctx.path === '/logout-undefined') replaced.session = undefined;
       if (ctx.path === '/replace') replaced.session = { views: 1 };
       if (ctx.path === '/property') (ctx.session as unknown as Record<string, unknown>).views = 1; // koa-session's way to set
+      if (ctx.path === '/lifetime') Object.assign(ctx.session, { views: 2, maxAge: 1000 }); // and its lifetime per session
       ctx.body = ctx.path === '/me' ? ctx.session.toJSON() : 'ok';
     });
     const jar = new Jar();
@@ -792,6 +793,23 @@ describe('Session: replacing ctx.session', () => {
     expect(warnings[0]).to.include('ctx.session.views was assigned as a property').and.include('ctx.session.set("views", value)');
     expect((await call(run, jar, 'get', '/me')).body).to.deep.equal({ user: 'ann' });
     expect(store.size).to.equal(1);
+  });
+
+  it("ctx.session.maxAge assigned (koa-session's lifetime per session) changes nothing, and the warning says so instead of suggesting set()", async () => {
+    const { run, jar } = await app();
+    let property: string[] = [];
+    const lifetime = await warningsDuring('KOA_LOCKED_SESSION_LIFETIME', async () => {
+      // Assigned after another property in the same request: each is warned of.
+      property = await warningsDuring('KOA_LOCKED_SESSION_PROPERTY', async () => {
+        expect((await call(run, jar, 'post', '/lifetime')).status).to.equal(200);
+      });
+    });
+    expect(lifetime).to.have.length(1);
+    expect(lifetime[0]).to.include('ctx.session.maxAge was assigned').and.include('lifetime per session is not offered').and.include('maxAge option of session()');
+    expect(lifetime[0]).to.not.include('set(');
+    expect(property).to.have.length(1);
+    expect(property[0]).to.include('ctx.session.views');
+    expect((await call(run, jar, 'get', '/me')).body).to.deep.equal({ user: 'ann' });
   });
 
   it('no property warning for a handler that uses get and set', async () => {
