@@ -1,3 +1,5 @@
+import { inspect } from 'node:util';
+import type { InspectOptionsStylized } from 'node:util';
 import type { Failure } from './context';
 import type { Change, StoredSession } from './stores/store';
 import { assignOwn, copyValue, valueOf } from './values';
@@ -163,6 +165,15 @@ export class Session {
     const out: Record<string, unknown> = {};
     for (const [key, slot] of this.#state.values) assignOwn(out, key, valueOf(slot));
     return out;
+  }
+
+  /**
+   * What `console.log(ctx.session)` and `util.inspect` show: the flags and
+   * a copy of the data. Not the ID: it is the user's credential, and logs
+   * are read by more people than the database is.
+   */
+  [inspect.custom](_depth: number, options: InspectOptionsStylized, inspectValue: typeof inspect): string {
+    return `Session ${inspectValue({ isNew: this.#isNew, changed: this.changed, data: this.toJSON() }, options)}`;
   }
 
   /**

@@ -3,7 +3,7 @@
  * values (what JSON carries, copied in and out), its keys, and
  * getSession / fromContext. Everything over real HTTP.
  */
-import { isDeepStrictEqual } from 'node:util';
+import { inspect, isDeepStrictEqual } from 'node:util';
 import fc from 'fast-check';
 import type { Context } from 'koa';
 import { fromContext, getSession, Session } from '../src';
@@ -123,6 +123,20 @@ describe('Session: values across requests', () => {
     });
     const res = await call(run, new Jar(), 'post');
     expect(res.body).to.deep.equal({ json: { a: { deep: [1, 2] }, b: 'x' }, keys: ['a', 'b'] });
+  });
+
+  it('console.log(ctx.session) shows the flags and the data, never the ID (a credential logs must not hold)', async () => {
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.path === '/login') ctx.session.set('user', { name: 'ann', roles: ['admin'] });
+      ctx.body = { shown: inspect(ctx.session, { depth: 4 }), id: ctx.session.id };
+    });
+    const jar = new Jar();
+    const first = await call(run, jar, 'post', '/login');
+    const oneLine = (shown: string): string => shown.replace(/\s+/g, ' ');
+    expect(oneLine(first.body.shown)).to.equal("Session { isNew: true, changed: true, data: { user: { name: 'ann', roles: [ 'admin' ] } } }");
+    const next = await call(run, jar, 'get', '/');
+    expect(oneLine(next.body.shown)).to.equal("Session { isNew: false, changed: false, data: { user: { name: 'ann', roles: [ 'admin' ] } } }");
+    expect(next.body.shown).to.not.include(next.body.id);
   });
 
   it('isNew is true on the first request and false once the session is stored', async () => {
