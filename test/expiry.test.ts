@@ -4,7 +4,7 @@
  * never returned, and rolling re-sends the cookie. Real (short) lifetimes,
  * real waiting, over HTTP on loopback.
  */
-import { MemoryStore } from '../src';
+import { MemoryStore, SessionStoreError } from '../src';
 import type { Context } from 'koa';
 import type { SessionEvent, SessionOptions, Store } from '../src';
 import {
@@ -205,6 +205,32 @@ describe('Expiry', function () {
         const push = await t.client.get('/whoami').set('Cookie', cookieFor(id));
         expect(sessionCookie(push)?.value, 'Set-Cookie of the push').to.equal(id);
         expect(spy.writes, 'store writes of the push').to.equal(writes + 1);
+      });
+    });
+
+    it('a read due to push whose store refuses the write fails with SessionStoreError (503) and no cookie; the session is untouched for the next read', async () => {
+      const spy = new SpyStore(memoryStore());
+      const t = await start({ store: spy, maxAge: 10_000 });
+      const failures: unknown[] = [];
+      t.app.on('error', (error: unknown) => failures.push(error));
+      await withHeldClock(async (clock) => {
+        const { id } = await login(t);
+        clock.at += 1_001; // past a tenth of maxAge: this read pushes
+        const refused = new Error('READONLY You can\'t write against a read only replica.');
+        spy.hooks.before = (method) => {
+          if (method !== 'get') throw refused;
+        };
+        const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(res.status).to.equal(503);
+        expect(res.headers['set-cookie'], 'Set-Cookie').to.equal(undefined);
+        expect(failures).to.have.length(1);
+        expect(failures[0]).to.be.instanceOf(SessionStoreError).with.property('cause', refused);
+
+        spy.hooks.before = undefined;
+        const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(next.status).to.equal(200);
+        expect(next.body).to.deep.include({ id, isNew: false, data: { user: 'ann' } });
+        expect(sessionCookie(next)?.value, 'the push, now made').to.equal(id);
       });
     });
 
