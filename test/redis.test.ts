@@ -634,6 +634,9 @@ describe('RedisStore', function () {
     assert.equal(await client.exists(store.lockKey('some-session')), 0);
   });
 
+
+
+
   for (const [how, step] of [['back', -3_600_000], ['forward', 3_600_000]] as const) {
     it(`the Redis lock's wait is timed on the monotonic clock: a wall clock set ${how} an hour while waiting changes nothing`, async () => {
       const client = connect();
@@ -772,6 +775,25 @@ describe('RedisStore', function () {
     assert.deepEqual(await store.get('s4'), { data: { b: 2 }, createdAt: 1000, touchedAt: 2000 });
   });
 
+  it('set() replaces the whole record: keys it no longer has are gone, values JSON leaves out (undefined) are left out, and its times come back as given', async () => {
+    const client = connect();
+    const store = new RedisStore({ client, prefix });
+    await store.set('r1', { data: { a: 1, b: 2 }, createdAt: 1000, touchedAt: 1000 }, 60_000);
+    await store.set('r1', { data: { a: 3, gone: undefined }, createdAt: 1500, touchedAt: 2500 }, 60_000);
+    assert.deepEqual(await store.get('r1'), { data: { a: 3 }, createdAt: 1500, touchedAt: 2500 });
+    assert.deepEqual(Object.keys(await client.hgetall(store.key('r1'))).sort(), ['d:a', 'm:c', 'm:t']);
+  });
+
+  it('touch() pushes the expiry out to maxAgeMs from now and keeps the data', async () => {
+    const client = connect();
+    const store = new RedisStore({ client, prefix });
+    await store.set('t1', { data: { a: 1 }, createdAt: 1000, touchedAt: 1000 }, 10_000);
+    await store.touch('t1', 120_000);
+    const pttl = await client.pttl(store.key('t1'));
+    assert.ok(pttl > 110_000 && pttl <= 120_000, `PTTL ${pttl} should be close to 120000`);
+    assert.deepEqual((await store.get('t1'))?.data, { a: 1 });
+  });
+
   it('set() of plain data (not in the record shape the middleware writes) stores it as a session created and touched now', async () => {
     const store = new RedisStore({ client: connect(), prefix });
     const before = Date.now();
@@ -820,6 +842,20 @@ describe('RedisStore', function () {
     }
   });
 
+  it('store.destroy() called by the app (a revoke) also leaves a mark holding the time of the removal, for a minute', async () => {
+    const client = connect();
+    const store = new RedisStore({ client, prefix });
+    await store.set('revoked', { data: { a: 1 }, createdAt: 1000, touchedAt: 1000 }, 60_000);
+    const before = Date.now();
+    await store.destroy('revoked');
+    const after = Date.now();
+    assert.equal(await client.exists(store.key('revoked')), 0);
+    const removedAt = Number(await client.get(store.removedKey('revoked')));
+    assert.ok(removedAt >= before && removedAt <= after, `the mark holds ${removedAt}, not the time of the removal (${before} to ${after})`);
+    const pttl = await client.pttl(store.removedKey('revoked'));
+    assert.ok(pttl > 55_000 && pttl <= 60_000, `PTTL ${pttl}: the mark stays for a minute, and no longer`);
+  });
+
   it('a slower request in one process never brings back a session destroyed in another', async () => {
     const a = await instance();
     const b = await instance();
@@ -839,6 +875,7 @@ describe('RedisStore', function () {
     assert.equal(interrupted.length, 1);
     assert.deepEqual(await sessionKeys(a.client), [], 'the session stays destroyed');
   });
+
 
   describe('a request still carrying an ID that another process removed starts no session: its cookie would replace the login\'s, or undo the logout', () => {
     /** A second tab of the browser `jar`, still holding its cookie. */
@@ -1135,6 +1172,8 @@ describe('RedisStore', function () {
       }
     });
   });
+
+
 
   it('with lock: true, a lock taken by a command ioredis resends after a dropped connection is still the request\'s own', async function () {
     await withStalledRedis(this, async (own) => {
