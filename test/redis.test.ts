@@ -634,8 +634,59 @@ describe('RedisStore', function () {
     assert.equal(await client.exists(store.lockKey('some-session')), 0);
   });
 
+  it('a lock lost to another holder is never renewed by its old holder', async () => {
+    const real = connect();
+    const key = `${prefix}{lost}:lock`;
+    let taken = false;
+    let renewed!: () => void;
+    const renewal = new Promise<void>((resolve) => (renewed = resolve));
+    /** Runs a script; once the lock is taken, the only one sent with its key, a token and a TTL is a renewal. */
+    const watch = async (run: () => Promise<unknown>, keysAndArgs: string[]) => {
+      const renewsTakenLock = taken && keysAndArgs[0] === key && keysAndArgs.length === 3;
+      const answer = await run(); // a script Redis does not have yet rejects (NOSCRIPT), and goes again by its source
+      if (renewsTakenLock) renewed();
+      return answer;
+    };
+    const watched = {
+      hgetall: (k: string) => real.hgetall(k),
+      del: (...keys: string[]) => real.del(...keys),
+      eval: (script: string, numkeys: number, keysAndArgs: string[]) => watch(() => real.eval(script, numkeys, keysAndArgs), keysAndArgs),
+      evalsha: (sha: string, numkeys: number, keysAndArgs: string[]) => watch(() => real.evalsha(sha, numkeys, keysAndArgs), keysAndArgs),
+    };
+    const store = new RedisStore({ client: watched, prefix, lock: true, lockTtl: 300 });
+    const release = await store.writeLock!.acquire('lost', 1000);
+    // The lock expired during a stall, and another process took it.
+    await real.set(key, 'another-holder', 'PX', 60_000);
+    taken = true;
+    await renewal; // a renewal sent after that has been answered
+    const pttl = await real.pttl(key);
+    assert.ok(pttl > 55_000, `PTTL ${pttl}: the other holder's lock was left as it was`);
+    await release();
+    assert.equal(await real.get(key), 'another-holder', 'nor released by it');
+  });
 
+  it('a lockTtl that is not a whole number of milliseconds is rounded up: write requests with lock: true still get their lock', async () => {
+    const a = await instance({ lock: true, lockTtl: 1000.5 });
+    const jar = new CookieJar();
+    const id = await login(jar, a.url);
+    const holding = send(jar, a.url, 'POST', '/hold?key=b&value=2');
+    await a.app.held();
+    const pttl = await a.client.pttl(a.store.lockKey(id));
+    assert.ok(pttl > 0 && pttl <= 1001, `PTTL ${pttl}`);
+    a.app.release();
+    assert.equal((await holding).status, 200);
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, b: 2 });
+  });
 
+  it('with lock: true, a lock is forgotten once its request is done: a later applyChanges of the app on that session is not taken for a commit under a lost lock', async () => {
+    const a = await instance({ lock: true });
+    const jar = new CookieJar();
+    const id = await login(jar, a.url);
+    assert.equal((await send(jar, a.url, 'POST', '/set?key=b&value=2')).status, 200);
+    assert.equal(await a.client.exists(a.store.lockKey(id)), 0);
+    assert.equal(await a.store.applyChanges(id, [{ op: 'set', key: 'by', value: 'admin' }], Date.now(), 60_000), true);
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, b: 2, by: 'admin' });
+  });
 
   for (const [how, step] of [['back', -3_600_000], ['forward', 3_600_000]] as const) {
     it(`the Redis lock's wait is timed on the monotonic clock: a wall clock set ${how} an hour while waiting changes nothing`, async () => {
@@ -1174,6 +1225,27 @@ describe('RedisStore', function () {
   });
 
 
+  it('with lock: true, a lock whose taking timed out is handed back once Redis answers again: the session is not left locked for lockTtl', async function () {
+    await withStalledRedis(this, async (own) => {
+      // ioredis defaults: the SET NX waits in Redis's socket, and runs once Redis goes on.
+      const a = await instance({ lock: true, timeout: 500 }, { lockTimeout: 1000 }, connect({}, own.url));
+      const jar = new CookieJar();
+      const id = await login(jar, a.url);
+      assert.equal((await send(jar, a.url, 'POST', '/set?key=warm&value=1')).status, 200); // Redis has the lock scripts now
+      process.kill(own.pid, 'SIGSTOP');
+      let reply: Reply;
+      try {
+        reply = await send(jar, a.url, 'POST', '/set?key=b&value=2');
+      } finally {
+        process.kill(own.pid, 'SIGCONT');
+      }
+      assert.equal(reply.status, 503);
+      await a.client.ping(); // behind the SET NX that timed out, and its undoing
+      assert.equal(await a.client.exists(a.store.lockKey(id)), 0, 'no lock left behind');
+      assert.equal((await send(jar, a.url, 'POST', '/set?key=c&value=3')).status, 200, 'the next write does not wait out lockTtl');
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, warm: 1, c: 3 });
+    });
+  });
 
   it('with lock: true, a lock taken by a command ioredis resends after a dropped connection is still the request\'s own', async function () {
     await withStalledRedis(this, async (own) => {
