@@ -17,7 +17,7 @@ import supertest from 'supertest';
 import { RedisStore, SessionLockTimeoutError, session } from '../src';
 import type { SessionOptions, Store } from '../src';
 import { warningsDuring } from './support/app';
-import { withSteppedClock } from './support/clock';
+import { withHeldClock, withSteppedClock } from './support/clock';
 import { gate } from './support/concurrency';
 import { PROPERTY_RUNS, propertyParams } from './support/hardening-harness';
 import { skipOrFail, startRedis, testRedis, type RedisServer } from './support/redis-server';
@@ -927,6 +927,21 @@ describe('RedisStore', function () {
     assert.deepEqual(await sessionKeys(a.client), [], 'the session stays destroyed');
   });
 
+  it('a regenerate starts a new absoluteTimeout lifetime: the new ID outlives the old one\'s end', async () => {
+    const a = await instance({}, { maxAge: 3_600_000, absoluteTimeout: 60_000 });
+    await withHeldClock(async (clock) => {
+      const jar = new CookieJar();
+      await login(jar, a.url);
+      clock.at += 40_000;
+      const regeneratedAt = clock.at;
+      assert.equal((await send(jar, a.url, 'POST', '/regenerate')).status, 200);
+      const newId = jar.sessionId as string;
+      assert.equal(Number(await a.client.hget(a.store.key(newId), 'm:c')), regeneratedAt, 'the new ID is created at the regenerate');
+      clock.at += 40_000; // past the end of the first lifetime, inside the new one
+      assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 });
+      assert.equal(jar.sessionId, newId);
+    });
+  });
 
   describe('a request still carrying an ID that another process removed starts no session: its cookie would replace the login\'s, or undo the logout', () => {
     /** A second tab of the browser `jar`, still holding its cookie. */
@@ -1224,6 +1239,28 @@ describe('RedisStore', function () {
     });
   });
 
+  it('with ioredis defaults and Redis stalled, a request gets its 503 after the store\'s default timeout of 5 s', async function () {
+    await withStalledRedis(this, async (own) => {
+      // ioredis defaults: no commandTimeout, so a command waits in the client for as long as the server does not answer.
+      const a = await instance({}, {}, connect({}, own.url));
+      const jar = new CookieJar();
+      await login(jar, a.url);
+      process.kill(own.pid, 'SIGSTOP');
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const reply = await Promise.race([
+          send(jar, a.url, 'GET', '/'),
+          new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), 20_000))),
+        ]);
+        assert.ok(reply !== undefined, 'no answer within 20 s');
+        assert.equal(reply.status, 503);
+        assert.ok(reply.ms >= 4900 && reply.ms < 10_000, `the 503 came after ${reply.ms} ms, with the default timeout of 5000 ms`);
+      } finally {
+        clearTimeout(timer);
+        process.kill(own.pid, 'SIGCONT');
+      }
+    });
+  });
 
   it('with lock: true, a lock whose taking timed out is handed back once Redis answers again: the session is not left locked for lockTtl', async function () {
     await withStalledRedis(this, async (own) => {
@@ -1341,6 +1378,8 @@ describe('RedisStore', function () {
       await a.client.ping(); // behind whatever the client sends again, and anything queued behind that
       assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 }, 'the session is kept under the ID the client has');
       assert.deepEqual(await sessionKeys(a.client), [a.store.key(before)], 'and no copy is left');
+      const pttl = await a.client.pttl(a.store.key(before));
+      assert.ok(pttl > 0, `PTTL ${pttl}: the session put back still expires`);
     });
   });
 
@@ -1470,6 +1509,8 @@ describe('RedisStore', function () {
         while ((await check.exists(a.store.key(before))) === 0 && Date.now() < kept) await sleep(20);
         assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1 }, 'the session is kept under the ID the client has');
         assert.deepEqual(await sessionKeys(check), [a.store.key(before)], 'and no copy is left');
+        const pttl = await check.pttl(a.store.key(before));
+        assert.ok(pttl > 0, `PTTL ${pttl}: the session put back still expires`);
       } finally {
         await proxy.close();
       }
