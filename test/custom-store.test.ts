@@ -280,7 +280,7 @@ describe('Store errors', () => {
     expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, data: { n: 1 } });
   });
 
-  it('the error is a SessionStoreError with code ESESSIONSTORE, status 503 and the store\'s own error as cause', async () => {
+  it('the error is a SessionStoreError with code ESESSIONSTORE, status (and statusCode) 503 and the store\'s own error as cause; the client sees only the status text', async () => {
     const original = new Error('connection refused');
     const store: Store = {
       get: async () => {
@@ -290,13 +290,17 @@ describe('Store errors', () => {
       destroy: async () => {},
     };
     const run = await start(undefined, handler, { middleware: withStore(store) });
-    await call(run, new Jar().set('session_id', hexId('2')), 'get');
+    const res = await call(run, new Jar().set('session_id', hexId('2')), 'get');
+    expect(res.status).to.equal(503);
+    expect(res.text, "Koa's status text, not the library's message").to.equal('Service Unavailable');
     expect(run.errors).to.have.length(1);
     const error = run.errors[0] as SessionStoreError;
     expect(error).to.be.instanceOf(SessionStoreError);
     expect(error).to.be.instanceOf(Error);
     expect(error.code).to.equal('ESESSIONSTORE');
     expect(error.status).to.equal(503);
+    expect(error.statusCode, 'statusCode, for code that reads it').to.equal(503);
+    expect(error.expose).to.equal(false);
     expect(error.cause).to.equal(original);
   });
 

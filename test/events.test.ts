@@ -526,6 +526,24 @@ describe('session:lock-timeout', () => {
     expect(timeouts).to.have.length(1);
     expect(timeouts[0].payload.idHash).to.equal(idHash(sessionIdOf(saved) as string));
     expect(timeouts[0].payload.ctx.path).to.equal('/update');
+    expect(waiter.text, "Koa's status text, not the library's message").to.equal('Service Unavailable');
+    const [error] = run.errors as SessionLockTimeoutError[];
+    expect(error).to.be.instanceOf(SessionLockTimeoutError);
+    expect([error.code, error.status, error.statusCode, error.expose]).to.deep.equal(['ESESSIONLOCKTIMEOUT', 503, 503, false]);
+  });
+
+  it("a session:lock-timeout listener that throws fails the request with the listener's error instead, as Node's emitter would have it", async () => {
+    const run = start({ lockTimeout: 200 });
+    const saved = await request(run.server).post('/save').expect(200);
+    const listenerError = new Error('session:lock-timeout listener failed');
+    run.app.on('session:lock-timeout', () => {
+      throw listenerError;
+    });
+    const { waiter, holder } = await timeOutLock(run, cookieHeader(saved));
+    expect(waiter.status).to.equal(500);
+    expect(holder.status).to.equal(200);
+    expect(run.errors).to.deep.equal([listenerError]);
+    expect(named(run, 'session:lock-timeout')).to.have.length(1);
   });
 });
 
