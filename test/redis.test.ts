@@ -1383,6 +1383,58 @@ describe('RedisStore', function () {
     });
   });
 
+  it('a regenerate that gets a 503 while a logout in another process removes the old ID leaves the logout as it was: no session, and the mark of its removal kept', async () => {
+    const a = await instance();
+    const b = await instance();
+    const jar = new CookieJar();
+    await login(jar, a.url);
+    assert.equal((await send(jar, a.url, 'POST', '/regenerate')).status, 200); // Redis has the scripts now
+    const tab = new CookieJar(); // another tab of the same browser, which logs out
+    for (const [name, value] of jar.cookies) tab.cookies.set(name, value);
+    type Eval = (...args: unknown[]) => Promise<unknown>;
+    const client = a.client as unknown as { evalsha: Eval; eval: Eval };
+    const [evalsha, evalSource] = [client.evalsha.bind(client), client.eval.bind(client)];
+    let retireHeld!: () => void;
+    const atRetire = new Promise<void>((resolve) => (retireHeld = resolve));
+    let logoutDone!: () => void;
+    const loggedOut = new Promise<void>((resolve) => (logoutDone = resolve));
+    let undoAnswered!: () => void;
+    const undone = new Promise<void>((resolve) => (undoAnswered = resolve));
+    let held = false;
+    // The removal of the old ID (the only script with three keys) never reaches Redis: it fails, as ioredis's
+    // commandTimeout fails it, once the logout is done. The undoing (two keys, then a stamp: time.fraction) goes through.
+    const watched = (send: Eval): Eval => async (...args) => {
+      if (!held && args[1] === 3) {
+        held = true;
+        retireHeld();
+        await loggedOut;
+        throw new Error('Command timed out');
+      }
+      const answer = await send(...args);
+      if (held && args[1] === 2 && /^\d+\.\d+$/.test(String((args[2] as string[])[3]))) undoAnswered();
+      return answer;
+    };
+    client.evalsha = watched(evalsha);
+    client.eval = watched(evalSource);
+    const before = jar.sessionId as string;
+    const regenerating = send(jar, a.url, 'POST', '/regenerate');
+    await atRetire;
+    const logoutFrom = Date.now();
+    assert.equal((await send(tab, b.url, 'POST', '/destroy')).status, 204);
+    const logoutBy = Date.now();
+    logoutDone();
+    assert.equal((await regenerating).status, 503);
+    await undone;
+
+    const mark = await a.client.get(a.store.removedKey(before));
+    assert.ok(/^\d+$/.test(String(mark)) && Number(mark) >= logoutFrom && Number(mark) <= logoutBy, `the mark holds ${mark}, not the time of the logout`);
+    for (let waited = 0; (await sessionKeys(a.client)).length > 0; waited += 10) {
+      assert.ok(waited < 10_000, 'the copy was deleted');
+      await sleep(10);
+    }
+    assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, {}, 'the session stays logged out');
+  });
+
   it('a regenerate that gets a 503 keeps the session under its old ID even when its removal of the old ID reaches Redis only after the undoing (as a Cluster client may send it)', async () => {
     // The store's own timeout stays the default: a short one fails the login too on a loaded machine (503 !== 200).
     const a = await instance();
