@@ -605,6 +605,32 @@ describe('RedisStore', function () {
     assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { seed: 1, after: 1 });
   });
 
+  it('a held lock never keeps its process alive: a process that closed everything else exits, its lock left to expire', async () => {
+    const lockTtl = 1500;
+    const id = 'held-at-exit';
+    const child = spawn(process.execPath, ['-r', 'ts-node/register', join(__dirname, 'fixtures', 'hold-redis-lock.ts'), url, prefix, id, String(lockTtl), 'quit'], {
+      cwd: join(__dirname, '..'),
+      env: { ...process.env, TS_NODE_TRANSPILE_ONLY: 'true' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const code = await Promise.race([
+        new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode))),
+        new Promise<'running'>((resolve) => (timer = setTimeout(() => resolve('running'), 20_000))),
+      ]);
+      assert.equal(out, 'locked\n');
+      assert.equal(code, 0, 'the process exited by itself');
+    } finally {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+    }
+    const pttl = await connect().pttl(`${prefix}{${id}}:lock`);
+    assert.ok(pttl <= lockTtl, `PTTL ${pttl}: the lock expires by itself`);
+  });
+
   it('a request that cannot get the Redis lock within lockTimeout gets a 503 and changes nothing', async () => {
     const a = await instance({ lock: true });
     const b = await instance({ lock: true }, { lockTimeout: 300 });
