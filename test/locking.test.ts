@@ -39,7 +39,7 @@ import {
 } from './support/concurrency';
 import type { AppSetup, TestApp } from './support/concurrency';
 import { runChild } from './support/child';
-import { withFakeTimers, withSteppedClock } from './support/clock';
+import { withFakeTimers, withMonotonicClockAhead, withSteppedClock } from './support/clock';
 import { awaitedLockTable, keepRelease } from './support/lock-table';
 
 const cleanup = closedAfterEachTest();
@@ -1670,6 +1670,55 @@ describe('LockTable, the per-session read/write lock table', function () {
     expect(await outcome(w2)).to.equal('granted');
     (await w2)();
     expect(table.size).to.equal(0);
+  });
+
+  it('a writer let in by the last reader out is let in once: a reader that queues as that writer releases gets the lock', async () => {
+    const table = new LockTable();
+    const r1 = table.acquire('s', 'read', Infinity) as Release;
+    const w = table.acquire('s', 'write', Infinity) as Promise<Release>;
+    await settle(); // w waits at the head of the line for r1 to leave
+    r1();
+    const releaseW = await w;
+    // In one step: a reader queues behind the writer, and the writer gives the lock back.
+    const r2 = table.acquire('s', 'read', Infinity);
+    expect(r2, 'a reader while the writer holds').to.be.instanceOf(Promise);
+    releaseW();
+    expect(await outcome(r2 as Promise<Release>), 'the reader, once the writer has gone').to.equal('granted');
+    (await r2)();
+    expect(table.size).to.equal(0);
+  });
+
+  it('a waiter that gave up in the middle of the line, reached only once every holder has left, leaves the table empty', async () => {
+    const table = new LockTable();
+    const w0 = table.acquire('s', 'write', Infinity) as Release;
+    // W1 gives the lock back the moment it gets it (see WhenGranted): by the time the line reaches G, nobody holds it.
+    const w1 = table.acquire('s', 'write', Infinity, (release) => release());
+    const gaveUp = table.acquire('s', 'write', 20) as Promise<Release>;
+    expect(await gaveUp.then(() => 'granted', () => 'rejected')).to.equal('rejected');
+    w0();
+    await w1;
+    await settle();
+    expect(table.size, 'no lock left behind').to.equal(0);
+  });
+
+  it('a removal is remembered for half a second only: memory does not grow with the number of sessions ever logged out', async () => {
+    const table = new LockTable();
+    const removals = (table as unknown as { removals: Map<string, number> }).removals;
+    const logOut = (id: string): void => {
+      const release = table.acquire(id, 'write', Infinity) as Release;
+      table.removalStarted(id);
+      table.removalDone(id);
+      release();
+    };
+    await withMonotonicClockAhead(async (advance) => {
+      for (let i = 0; i < 1_000; i++) logOut(`s${i}`);
+      expect(table.removedAfterAsking('s0', table.nextTicket()), 'a request with a just logged-out ID').to.equal(true);
+      advance(600);
+      expect(table.removedAfterAsking('s0', table.nextTicket()), 'the same, more than half a second later').to.equal(false);
+      logOut('last');
+      expect(removals.size, 'removals remembered').to.equal(1);
+      expect(table.size).to.equal(0);
+    });
   });
 
   it('locks of different sessions are independent', async () => {

@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+
 /**
  * Runs `body` with the wall clock (Date.now) held at what `clock.at` says,
  * moved only by the test: to land a call on an exact millisecond.
@@ -64,5 +66,24 @@ export async function withFakeTimers(body: (tick: (ms: number) => void) => Promi
     await body(tick);
   } finally {
     Object.assign(globalThis, real);
+  }
+}
+
+/**
+ * Runs `body` with perf_hooks' performance.now() (the monotonic clock, on
+ * which the lock table times how lately a session was removed) moved ahead
+ * by the test, `advance(ms)` at a time, on top of its own running: time
+ * measured on it passes at once. The wall clock is left alone.
+ */
+export async function withMonotonicClockAhead(body: (advance: (ms: number) => void) => Promise<void>): Promise<void> {
+  const realNow = performance.now;
+  let ahead = 0;
+  performance.now = () => realNow.call(performance) + ahead;
+  try {
+    await body((ms) => {
+      ahead += ms;
+    });
+  } finally {
+    performance.now = realNow;
   }
 }
