@@ -710,6 +710,26 @@ describe('Locking', function () {
       });
     });
 
+    it('a request with a logged-out ID more than half a second after the logout starts a session of its own, even while a long read of that session still holds its lock', async () => {
+      const r = await race();
+      const id = await login(r.t);
+      await withMonotonicClockAhead(async (advance) => {
+        // S, a long read (a long poll, a download), shares the lock with the logout and outlives it.
+        const s = await slowRequest(r, id, 'get', '/slow-read');
+        expect(sessionCookie(await tagged(r.t, 'get', '/logout', id, 'logout'))?.value, 'logged out').to.equal('');
+        advance(600); // half a second and more passes: whoever still sends the ID was told of the logout
+        const trackRes = await tagged(r.t, 'get', '/track', id, 'T');
+        r.slow.open();
+        expect((await s.response).status).to.equal(200);
+
+        expect(trackRes.status).to.equal(200);
+        const newId = sessionCookie(trackRes)?.value;
+        expect(newId, 'a new session, as for any unknown ID').to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
+        expect(await storedData(r.store, newId!)).to.deep.equal({ lastSeen: 123 });
+        expect(r.interrupted).to.deep.equal([]);
+      });
+    });
+
     // The GET case: both requests in read mode, T shares the lock with S, joining after S's destroy(), while S still runs
     // (an OAuth or magic-link callback is a GET).
     for (const [how, path, method] of [
