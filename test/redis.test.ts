@@ -1073,6 +1073,29 @@ describe('RedisStore', function () {
         assert.deepEqual((await send(tab, a.url, 'GET', '/')).body, { cart: 1 }, label);
       }
     });
+
+    it('a request whose session is gone gets 503, and starts no session, when Redis fails to say whether another process removed it', async () => {
+      const a = await instance();
+      const flaky = connect();
+      const client = flaky as unknown as { evalsha: (sha: string, numkeys: number, keysAndArgs: string[]) => Promise<unknown> };
+      const evalsha = client.evalsha.bind(client);
+      let failMarkReads = false;
+      // Only the read of a removal mark (its key alone) fails: the session's own read answers "none".
+      client.evalsha = (sha, numkeys, keysAndArgs) =>
+        failMarkReads && numkeys === 1 && keysAndArgs[0].endsWith(':removed') ? Promise.reject(new Error('connection lost')) : evalsha(sha, numkeys, keysAndArgs);
+      const b = await instance({}, {}, flaky);
+      const jar = new CookieJar();
+      const oldId = await login(jar, a.url);
+      await a.store.destroy(oldId); // a "log out everywhere" tool
+
+      failMarkReads = true;
+      const { reply, interrupted, missed } = await lateWrite(b.app, send(jar, b.url, 'POST', '/set?key=cart&value=1'));
+      assert.equal(reply.status, 503, 'a failed read of the store is not "no session"');
+      assert.deepEqual(reply.setCookies, []);
+      assert.equal(interrupted + missed, 0);
+      assert.equal(jar.sessionId, oldId);
+      assert.deepEqual(await sessionKeys(a.client), [], 'no session was started');
+    });
   });
 
   describe('a regenerate racing another process', () => {
