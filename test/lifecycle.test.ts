@@ -962,6 +962,25 @@ describe('Request lifecycle: session() twice on one request path', () => {
     expect(jar.get('admin_sid'), 'the session in between stored nothing').to.equal(undefined);
   });
 
+  it('with a session() of another cookie in between, an error thrown under the nested one fails the request with that error, and what the handler set is still stored', async () => {
+    const store = memoryStore();
+    const admin = session({ store: memoryStore(), cookieName: 'admin_sid' });
+    const run = await start({ store }, (ctx) => {
+      ctx.session.set('user', 'ada');
+      ctx.throw(409, 'conflict on purpose');
+    }, { before: [session({ store }), admin] });
+    const jar = new Jar();
+
+    const res = await call(run, jar, 'post', '/order');
+
+    expect(res.status, "the handler's error").to.equal(409);
+    expect(res.text).to.equal('conflict on purpose');
+    expect(run.errors.map((error) => (error as Error).message)).to.deep.equal(['conflict on purpose']);
+    const id = jar.get('session_id');
+    expect(id, 'the cookie of the session the handler changed').to.match(HEX64);
+    expect(await store.get(id as string)).to.deep.include({ data: { user: 'ada' } });
+  });
+
   it("the events of a session() inside another are heard with that session in ctx.session, and the outer one's back after", async () => {
     const heard: string[] = [];
     const seenAfter: string[] = [];
