@@ -870,5 +870,22 @@ describe('getSession and fromContext', () => {
       expect(res.body.threw).to.equal(true);
       expect(res.body.message).to.match(/session middleware/i);
     });
+
+    it(`${name}(ctx) throws the same Error when another session library, not this one, put its object in ctx.session`, async () => {
+      const run = await start(undefined, (ctx) => ctx.body = 'unused', {
+        middleware: async (ctx: Context) => {
+          (ctx as { session: unknown }).session = { views: 1 }; // as koa-session leaves it
+          try {
+            const got = fn(ctx);
+            ctx.body = { threw: false, isOurs: got instanceof Session };
+          } catch (error) {
+            ctx.body = { threw: error instanceof Error, message: (error as Error).message };
+          }
+        },
+      });
+      const res = await call(run, new Jar());
+      expect(res.body.threw).to.equal(true);
+      expect(res.body.message).to.match(/session middleware/i);
+    });
   }
 });
