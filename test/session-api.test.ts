@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import type { Context } from 'koa';
 import { fromContext, getSession, Session } from '../src';
 import { parseJson } from '../src/values';
-import { HEX64, Jar, call, closeAll, cookieNamed, expect, isExpired, memoryStore, start, warningsDuring } from './support/app';
+import { HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, isExpired, memoryStore, start, warningsDuring } from './support/app';
 
 afterEach(closeAll);
 
@@ -787,6 +787,34 @@ describe('Session: replacing ctx.session', () => {
       expect(me.body).to.deep.equal({});
     });
   }
+
+  it('ctx.session = null whose removal the store refuses fails the request with 503, and the code around the session middleware finds the session in ctx.session, as it was', async () => {
+    const store = new RecordingStore();
+    const seenAround: unknown[] = [];
+    const run = await start({ store }, (ctx) => {
+      if (ctx.path === '/login') ctx.session.set('user', 'ann');
+      if (ctx.path === '/logout') (ctx as unknown as { session: unknown }).session = null;
+      ctx.body = 'ok';
+    }, {
+      before: [async (ctx: Context, next: () => Promise<unknown>) => {
+        try {
+          await next();
+        } finally {
+          // An error page, an access log: what they read of ctx.session.
+          seenAround.push(ctx.session instanceof Session ? ctx.session.get('user') : ctx.session);
+        }
+      }],
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post', '/login');
+
+    store.fail.add('destroy');
+    const res = await call(run, jar, 'post', '/logout');
+
+    expect(res.status, 'a logout the store could not carry out').to.equal(503);
+    expect(seenAround, 'ctx.session after the login, then after the failed logout').to.deep.equal(['ann', 'ann']);
+    expect(store.map.get(jar.get('session_id') as string)).to.deep.include({ data: { user: 'ann' } });
+  });
 
   it('any other value put in ctx.session is not stored: the session stays as it was, and the process is warned once', async () => {
     const { run, jar } = await app();
