@@ -4,6 +4,7 @@ import type { Store } from './stores/store';
 import { MemoryStore } from './stores/memory';
 import { checkedGenerator, generateId, idCheck } from './ids';
 import { MAX_TIMER_MS } from './timers';
+import { refuseUnknownOptions } from './unknown-options';
 
 export type SameSite = 'lax' | 'strict' | 'none' | false;
 
@@ -204,11 +205,7 @@ const NOT_THE_APP = "koa-locked-session: session() takes an options object, not 
 export function resolveOptions(opts: SessionOptions = {}, extra?: unknown): ResolvedOptions {
   if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new TypeError('koa-locked-session: options must be an object');
   if (isApp(opts) || isApp(extra)) throw new TypeError(NOT_THE_APP);
-  for (const key of Object.keys(opts)) {
-    if (KNOWN.has(key)) continue;
-    const hint = Object.hasOwn(FROM_PEERS, key) ? ` (${FROM_PEERS[key]})` : '';
-    throw new TypeError(`koa-locked-session: unknown option ${key}${hint}`);
-  }
+  refuseUnknownOptions(opts, KNOWN, FROM_PEERS, '');
 
   const secure = optionalBoolean(opts, 'cookieSecure', false);
   const sameSite = opts.sameSite === undefined ? 'lax' : opts.sameSite;

@@ -5,6 +5,7 @@ import { replayChanges, toRecord } from './store';
 import { SessionLockTimeoutError } from '../errors';
 import { trace } from '../events';
 import { MAX_TIMER_MS } from '../timers';
+import { refuseUnknownOptions } from '../unknown-options';
 import { dataOfValues, jsonOf } from '../values';
 import {
   APPLY,
@@ -137,11 +138,7 @@ function checkOptions(options: RedisStoreOptions): Required<RedisStoreOptions> {
   if (typeof options !== 'object' || options === null) throw new TypeError('koa-locked-session: RedisStore options must be an object');
   // new RedisStore(client): a client's own keys (its `options`, say) would read as unknown options.
   if (isClient(options)) throw new TypeError('koa-locked-session: pass the ioredis client as an option: new RedisStore({ client })');
-  for (const key of Object.keys(options)) {
-    if (KNOWN.has(key)) continue;
-    const hint = Object.hasOwn(ELSEWHERE, key) ? ` (${ELSEWHERE[key]})` : '';
-    throw new TypeError(`koa-locked-session: unknown RedisStore option ${key}${hint}`);
-  }
+  refuseUnknownOptions(options, KNOWN, ELSEWHERE, 'RedisStore ');
   const client: unknown = options.client;
   if (!isClient(client)) throw invalid('client', 'an ioredis client (new Redis(...) or new Cluster(...))');
   if (hasBraces(keyPrefixesOf(client))) throw invalid('client', 'a client whose keyPrefix has no { or } (the session ID is the hash tag)');
