@@ -267,6 +267,7 @@ const REFUSED: Array<[string, () => unknown]> = [
   ['a sparse array (holes)', holeyArray],
   ['a RegExp', () => /x/],
   ['a boxed string', () => new String('x')],
+  ['an object nested 1,001 deep (one past the 1,000 the README allows)', () => nested(1001)],
   ['an object nested 100,000 deep (not a RangeError from the stack)', () => nested(100_000)],
 ];
 
