@@ -309,6 +309,42 @@ describe('Expiry', function () {
       expect(await store.get(id), 'what the store still holds past the absolute end').to.equal(undefined);
     });
 
+    it('a write whose handler runs past the absolute end, on a store with its own applyChanges, answers 200 with no cookie, not a 503', async () => {
+      // The store is asked to apply a change to a session that has just ended: it must never be handed a lifetime of 0 or less.
+      const store = new SpyStore(memoryStore());
+      const inHandler = gate();
+      const release = gate();
+      const t = cleanup.track(
+        await startApp({ store, maxAge: 60_000, absoluteTimeout: 10_000 }, {
+          routes: {
+            'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+            'POST /slow': async (ctx) => {
+              inHandler.open();
+              await release.promise;
+              ctx.session.set('note', 'late');
+            },
+          },
+        }),
+      );
+      let interrupted = false;
+      t.app.on('session:interrupted', () => {
+        interrupted = true;
+      });
+      await withHeldClock(async (clock) => {
+        const { id } = await login(t);
+        const slow = t.client.post('/slow').set('Cookie', cookieFor(id)).then((res) => res);
+        await inHandler.promise;
+        clock.at += 10_001; // the absolute end passes while the handler runs
+        release.open();
+        const res = await slow;
+
+        expect(res.status, 'the store did not fail').to.equal(200);
+        expect(sessionCookie(res), 'a cookie for the ended session').to.equal(undefined);
+        expect(interrupted, 'session:interrupted').to.equal(true);
+        expect(await store.get(id), 'the ended session').to.equal(undefined);
+      });
+    });
+
     it('an expired session past its absoluteTimeout is not returned by a store that never expires anything', async () => {
       const t = await start({ store: new ForgetfulStore(), maxAge: 60_000, absoluteTimeout: 400 });
       const { id } = await login(t);
