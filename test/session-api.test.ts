@@ -691,6 +691,33 @@ describe('Session: any string is a key', () => {
     expect((await call(run, jar, 'get')).body).to.deep.equal(expected);
     expect((await call(run, jar, 'get')).body).to.deep.equal(expected);
   });
+
+  it('set() with a key that is not a string (plain JavaScript) throws a TypeError at once and stores nothing', async () => {
+    // A number key would read back in the next request only as the string '42': set() what you cannot get().
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') {
+        const refused: Record<string, string> = {};
+        for (const [label, key] of [['a number', 42], ['null', null], ['an object', {}]] as const) {
+          try {
+            ctx.session.set(key as unknown as string, 'x');
+            refused[label] = 'accepted';
+          } catch (error) {
+            refused[label] = error instanceof TypeError ? 'TypeError' : `other: ${String(error)}`;
+          }
+        }
+        ctx.session.set('a', 1);
+        ctx.body = { refused, keys: ctx.session.keys() };
+        return;
+      }
+      ctx.body = { keys: ctx.session.keys(), value: ctx.session.get('42') ?? null };
+    });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).body).to.deep.equal({
+      refused: { 'a number': 'TypeError', null: 'TypeError', 'an object': 'TypeError' },
+      keys: ['a'],
+    });
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ keys: ['a'], value: null });
+  });
 });
 
 describe('Session: a change after the commit', () => {
