@@ -118,6 +118,13 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
         if (typeof ctx.query.linger === 'string') await sleep(Number(ctx.query.linger));
         return { emptiedAtOnce, storedAtReturn: (await memory.get(id)) !== undefined };
       },
+      // Two logouts one after the other, each awaited, with a set() (the new session) between them.
+      'POST /logout-set-logout-awaited': async (ctx) => {
+        await ctx.session.destroy();
+        ctx.session.set('flash', 'bye');
+        await ctx.session.destroy();
+        return { keys: ctx.session.keys() };
+      },
       'POST /logout-unawaited-then-awaited': async (ctx) => {
         void ctx.session.destroy();
         await ctx.session.destroy();
@@ -474,6 +481,23 @@ describe('Session.destroy()', function () {
       expect(cookies[0].expires!.getTime(), 'Expires').to.be.at.most(Date.now());
     });
   }
+
+  it('a second awaited destroy() after a set() asks the store for no second removal: a store refusing it by then does not fail the logout', async () => {
+    const { t, spy } = await start();
+    const id = await login(t);
+    spy.hooks.before = (method) => {
+      if (method === 'destroy' && spy.calls.destroy > 1) throw new Error('store down');
+    };
+
+    const res = await t.client.post('/logout-set-logout-awaited').set('Cookie', cookieFor(id));
+
+    expect(res.status, 'the logout answers').to.equal(200);
+    expect(res.body.keys).to.deep.equal([]);
+    expect(spy.calls.destroy, 'removals the store was asked for').to.equal(1);
+    const cookie = sessionCookie(res);
+    expect(cookie !== undefined && cookie.expires!.getTime() <= Date.now(), 'the cookie is expired').to.equal(true);
+    expect(await spy.get(id), 'the old session').to.equal(undefined);
+  });
 
   describe('when the store fails to remove the session', () => {
     let unhandled: unknown[];
