@@ -14,9 +14,11 @@ import {
   expect,
   sessionCookie,
   setCookies,
+  settle,
   sleep,
   startApp,
   storedData,
+  waitUntil,
 } from './support/concurrency';
 import type { Gate, TestApp } from './support/concurrency';
 import { warningsDuring } from './support/app';
@@ -27,6 +29,12 @@ const HEX64 = /^[0-9a-f]{64}$/;
 /** GET /linger opens lingerHeld once it holds the lock, and holds it until lingerRelease opens. */
 let lingerHeld: Gate | undefined;
 let lingerRelease: Gate | undefined;
+
+/** Opened by the regenerate routes once regenerate() has resolved in the handler. */
+let regeneratedInHandler: Gate | undefined;
+
+/** Set by POST /logout-late-seen once its late destroy() has resolved: what ctx.session held then. */
+let seenAfterLateLogout: { keys: string[]; data: Record<string, unknown> } | undefined;
 
 /** Set by POST /logout-caught. */
 let afterCaughtFailure: { id: string; data: Record<string, unknown>; idAfterSet: string } | undefined;
@@ -61,6 +69,7 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
     const pending = ctx.session.regenerate();
     const atOnce = ctx.session.id;
     await pending;
+    regeneratedInHandler?.open();
     if (typeof ctx.query.set === 'string') ctx.session.set(ctx.query.set, true);
     return { before, atOnce, after: ctx.session.id, dataBefore, dataAfter: ctx.session.toJSON() };
   };
@@ -164,6 +173,15 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
       'POST /logout-late': (ctx) => {
         const session = ctx.session;
         setTimeout(() => void session.destroy(), 10);
+      },
+      // The same, and what ctx.session holds once that late destroy() has removed the session.
+      'POST /logout-late-seen': (ctx) => {
+        const session = ctx.session;
+        setTimeout(() => {
+          void session.destroy().then(() => {
+            seenAfterLateLogout = { keys: session.keys(), data: session.toJSON() };
+          });
+        }, 10);
       },
       // A logout that forgot `await`, then a set() (after the destroy() call, as the SPEC's "a set() after destroy()").
       'POST /logout-unawaited-then-set': (ctx) => {
@@ -379,6 +397,39 @@ describe('Session.regenerate()', function () {
       expect(cookie!.expires!.getTime(), 'Expires: absoluteTimeout after the regeneration')
         .to.equal(regeneratedAt + 60_000)
         .and.not.equal(createdAt + 60_000);
+    });
+  });
+
+  it("a read-mode regenerate() whose commit waited for the exclusive lock sends a cookie that expires with the new session, counted from its save after the wait", async () => {
+    const { t } = await start({ maxAge: 3_600_000 });
+    await withHeldClock(async (clock) => {
+      clock.at = Math.floor(clock.at / 1000) * 1000; // Expires has whole seconds
+      const id = await login(t);
+      lingerHeld = gate();
+      const release = gate();
+      lingerRelease = release;
+      regeneratedInHandler = gate();
+      try {
+        // A reader holds the shared lock, so the regenerate's commit waits for the exclusive one.
+        const lingering = t.client.get('/linger').set('Cookie', cookieFor(id)).then((r) => r);
+        await lingerHeld.promise;
+        const regenerating = t.client.get('/regenerate').set('Cookie', cookieFor(id)).then((r) => r);
+        await regeneratedInHandler.promise;
+        await settle(); // its commit now waits behind /linger's shared hold
+
+        clock.at += 5_000; // the wait lasts five seconds
+        const savedAt = clock.at;
+        release.open();
+        const [res] = await Promise.all([regenerating, lingering]);
+
+        const cookie = sessionCookie(res);
+        expect(cookie?.value, 'the cookie names the new ID').to.equal(res.body.after);
+        expect(cookie!.expires!.getTime(), 'Expires: maxAge after the new session was saved').to.equal(savedAt + 3_600_000);
+        const alive = await t.client.get('/whoami').set('Cookie', cookieFor(res.body.after as string));
+        expect(alive.body, 'the new session').to.deep.include({ id: res.body.after, isNew: false });
+      } finally {
+        regeneratedInHandler = undefined;
+      }
     });
   });
 });
@@ -736,6 +787,20 @@ describe('Session.destroy()', function () {
         expect(errors[0]).to.be.instanceOf(SessionStoreError);
       });
     }
+  });
+
+  it('a destroy() from a task the handler did not await, once the commit began, still empties ctx.session when it resolves', async () => {
+    const { t, spy } = await start();
+    const id = await login(t);
+    seenAfterLateLogout = undefined;
+
+    await warningsDuring('KOA_LOCKED_SESSION_LATE_CHANGE', async () => {
+      expect((await t.client.post('/logout-late-seen').set('Cookie', cookieFor(id))).status).to.equal(200);
+      await waitUntil(() => seenAfterLateLogout !== undefined, 'the late destroy() resolved');
+    });
+
+    expect(seenAfterLateLogout, 'ctx.session after the late destroy()').to.deep.equal({ keys: [], data: {} });
+    expect(await spy.get(id), 'the session').to.equal(undefined);
   });
 
   it('after a logout the old cookie gives a new, empty session', async () => {
