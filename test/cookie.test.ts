@@ -117,6 +117,16 @@ describe('Cookie settings reach the Set-Cookie header', () => {
     expect(cookieNamed(res, 'flash')?.value, "the app's other cookie").to.equal('kept');
   });
 
+  it('a Set-Cookie line the app set as a plain string (ctx.set) is kept beside the session cookie', async () => {
+    const run = await start({ store: new RecordingStore() }, (ctx) => {
+      ctx.set('Set-Cookie', 'theme=dark; path=/');
+      ctx.session.set('a', 1);
+      ctx.body = { id: ctx.session.id };
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(setCookies(res).map((c) => `${c.name}=${c.value}`)).to.deep.equal(['theme=dark', `session_id=${res.body.id}`]);
+  });
+
   it('signed, a response carries exactly one session cookie and one signature cookie, the one signing the ID, even when the app set both itself', async () => {
     const run = await start({ store: new RecordingStore() }, (ctx) => {
       ctx.cookies.set('session_id', 'stale-value-from-the-app', { signed: true });
