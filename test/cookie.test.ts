@@ -127,6 +127,17 @@ describe('Cookie settings reach the Set-Cookie header', () => {
     expect(setCookies(res).map((c) => `${c.name}=${c.value}`)).to.deep.equal(['theme=dark', `session_id=${res.body.id}`]);
   });
 
+  it("an app cookie whose name begins with the session cookie's name is kept", async () => {
+    const run = await start({ store: new RecordingStore() }, (ctx) => {
+      ctx.cookies.set('session_idx', 'kept');
+      ctx.cookies.set('session_id_theme', 'dark');
+      ctx.session.set('a', 1);
+      ctx.body = { id: ctx.session.id };
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(setCookies(res).map((c) => `${c.name}=${c.value}`)).to.deep.equal(['session_idx=kept', 'session_id_theme=dark', `session_id=${res.body.id}`]);
+  });
+
   it('signed, a response carries exactly one session cookie and one signature cookie, the one signing the ID, even when the app set both itself', async () => {
     const run = await start({ store: new RecordingStore() }, (ctx) => {
       ctx.cookies.set('session_id', 'stale-value-from-the-app', { signed: true });
