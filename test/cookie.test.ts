@@ -152,6 +152,24 @@ describe('Cookie settings reach the Set-Cookie header', () => {
   });
 });
 
+describe('Signed cookies on error responses', () => {
+  it('signed, an error response after a change still carries the signature cookie, so the session comes back', async () => {
+    const run = await start({ store: new RecordingStore() }, async (ctx) => {
+      if (ctx.method === 'POST') {
+        ctx.session.set('a', 1);
+        ctx.throw(409, 'saved, then refused');
+      }
+      ctx.body = { id: ctx.session.id, isNew: ctx.session.isNew, a: ctx.session.get('a') ?? null };
+    }, { keys: ['k1'] });
+    const jar = new Jar();
+    const failed = await call(run, jar, 'post');
+    expect(failed.status).to.equal(409);
+    const id = cookieNamed(failed)?.value as string;
+    expect(cookieNamed(failed, 'session_id.sig')?.value, 'the signature cookie').to.equal(new Keygrip(['k1']).sign(`session_id=${id}`));
+    expect((await call(run, jar, 'get')).body).to.deep.equal({ id, isNew: false, a: 1 });
+  });
+});
+
 describe('cookieSecure', () => {
   it('behind a proxy (app.proxy and X-Forwarded-Proto: https) the cookie is Secure and the session works', async () => {
     const store = new RecordingStore();
