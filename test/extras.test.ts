@@ -172,6 +172,19 @@ describe('cache headers on responses that set or expire the session cookie', () 
     expectCacheHeaders(res);
   });
 
+  it('an error response whose session cookie an outer middleware replaced gets neither header', async () => {
+    const server = serve({}, { '/save': save }, (app) => {
+      app.use(async (ctx, next) => {
+        await next();
+        ctx.set('Set-Cookie', 'consent=1; path=/'); // replaces every Set-Cookie line, the session's included
+        ctx.throw(500, 'failed after the session was saved');
+      });
+    });
+    const res = await request(server).post('/save').expect(500);
+    expect(setCookies(res)).to.be.empty;
+    expectNoCacheHeaders(res);
+  });
+
   it('a read that changes no cookie gets neither header', async () => {
     const server = serve({}, { '/save': save, '/read': read });
     const saved = await request(server).post('/save').expect(200);
