@@ -124,6 +124,18 @@ describe('MemoryStore', function () {
       );
     });
 
+    it("applyChanges finds a key by its name, never by a stored value whose JSON reads the same (a key '1' beside a value 1)", async () => {
+      const store = memoryStore();
+      await store.set('s', { data: { a: 1, b: true, c: null }, createdAt: 1000, touchedAt: 1000 }, 60_000);
+      const changes = [
+        { op: 'set', key: '1', value: 'one' },
+        { op: 'set', key: 'true', value: 'yes' },
+        { op: 'delete', key: 'null' },
+      ] as const;
+      expect(await store.applyChanges('s', changes, 2000, 60_000)).to.equal(true);
+      expect(await store.get('s')).to.deep.equal({ data: { a: 1, b: true, c: null, 1: 'one', true: 'yes' }, createdAt: 1000, touchedAt: 2000 });
+    });
+
     it('two gets return objects that share nothing', async () => {
       const store = memoryStore();
       await store.set('a', { list: [1] }, 60_000);
