@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import { MemoryStore, createMemoryStore } from '../src';
 import type { SessionData } from '../src';
 import { shardOf } from '../src/stores/memory';
+import { Jar, call, closeAll, hexId, start } from './support/app';
 import { runChild } from './support/child';
 import { withHeldClock } from './support/clock';
 import { expect, sleep, waitUntil } from './support/concurrency';
@@ -529,6 +530,21 @@ describe('MemoryStore', function () {
       expect(heldEntries(store), 'entries left after the sweep').to.equal(1);
       expect(await store.get('live')).to.deep.equal({ v: 1 });
       expect(longestBlock, 'longest event-loop block during the sweep (ms of CPU)').to.be.below(50);
+    });
+  });
+
+  describe('as the middleware\'s store', () => {
+    afterEach(closeAll);
+
+    it("a session put in with set() as plain data (koa-session's shape) is what the next request with its ID reads", async () => {
+      const store = memoryStore();
+      const id = hexId('c');
+      await store.set(id, { user: 'ann', cart: [1, 2] }, 60_000);
+      const run = await start({ store }, (ctx) => {
+        ctx.body = { isNew: ctx.session.isNew, user: ctx.session.get('user') ?? null, cart: ctx.session.get('cart') ?? null };
+      });
+      const res = await call(run, new Jar().set('session_id', id), 'get');
+      expect(res.body).to.deep.equal({ isNew: false, user: 'ann', cart: [1, 2] });
     });
   });
 
