@@ -154,6 +154,11 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     });
   }
 
+  it('an unknown option named like a method every object has (toString, constructor) is refused with its name and no hint', () => {
+    expect(() => session({ toString: () => 'x' } as unknown as SessionOptions)).to.throw(TypeError, /unknown option toString$/);
+    expect(() => session({ constructor: Object } as unknown as SessionOptions)).to.throw(TypeError, /unknown option constructor$/);
+  });
+
   it("koa-session's maxAge: 'session' is refused with a message saying browser-session cookies are not offered", () => {
     expect(() => session({ maxAge: 'session' } as unknown as SessionOptions)).to.throw(TypeError, /maxAge.*\('session'\) is not offered/);
   });
