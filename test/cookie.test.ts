@@ -170,6 +170,27 @@ describe('Signed cookies on error responses', () => {
   });
 });
 
+describe('app.keys that cannot sign', () => {
+  it('an empty Buffer in app.keys fails the request with a SessionConfigError naming app.keys[1], before the handler runs, storing nothing', async () => {
+    const store = new RecordingStore();
+    let ran = false;
+    const run = await start({ store }, (ctx) => {
+      ran = true;
+      ctx.session.set('a', 1);
+      ctx.body = 'ok';
+    });
+    (run.app as { keys: unknown }).keys = [Buffer.from('a real secret'), Buffer.alloc(0)];
+    const res = await call(run, new Jar(), 'post');
+    expect(res.status).to.equal(500);
+    expect(ran, 'handler ran').to.equal(false);
+    expect(setCookies(res)).to.deep.equal([]);
+    expect(store.calls).to.deep.equal([]);
+    const error = run.errors[0] as { name: string; message: string };
+    expect(error.name).to.equal('SessionConfigError');
+    expect(error.message).to.include('app.keys[1]');
+  });
+});
+
 describe('cookieSecure', () => {
   it('behind a proxy (app.proxy and X-Forwarded-Proto: https) the cookie is Secure and the session works', async () => {
     const store = new RecordingStore();
