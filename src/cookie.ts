@@ -233,7 +233,7 @@ function checkKeys(keys: unknown): void {
     for (let i = 0; i < keys.length; i++) {
       const key: unknown = keys[i];
       if (!(typeof key === 'string' ? key !== '' : key instanceof Uint8Array && key.length > 0)) {
-        throw new SessionConfigError(`app.keys[${i}] is ${describeKey(key)}: every key must be a non-empty string (is an environment variable unset?)`);
+        throw new SessionConfigError(`app.keys[${i}] is ${describeKey(key)}: every key must be a non-empty string or Buffer (is an environment variable unset?)`);
       }
     }
     return;
@@ -246,7 +246,9 @@ function checkKeys(keys: unknown): void {
 
 function describeKey(key: unknown): string {
   if (typeof key === 'string') return 'an empty string';
-  return key === null || key === undefined ? String(key) : `a ${typeof key}`;
+  if (key === null || key === undefined) return String(key);
+  if (key instanceof Uint8Array) return 'an empty Buffer';
+  return typeof key === 'object' ? 'an object' : `a ${typeof key}`;
 }
 
 /**

@@ -187,7 +187,7 @@ describe('app.keys that cannot sign', () => {
     expect(store.calls).to.deep.equal([]);
     const error = run.errors[0] as { name: string; message: string };
     expect(error.name).to.equal('SessionConfigError');
-    expect(error.message).to.include('app.keys[1]');
+    expect(error.message).to.include('app.keys[1] is an empty Buffer');
   });
 });
 

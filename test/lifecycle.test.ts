@@ -837,6 +837,8 @@ describe('Request lifecycle: signed cookies', () => {
   const BAD_KEYS: Array<[string, unknown, string, false | undefined]> = [
     ['[undefined] (an unset environment variable)', [undefined], 'app.keys[0] is undefined', undefined],
     ["['good', '']", ['good', ''], 'app.keys[1] is an empty string', undefined],
+    ["['good', 42] (a number)", ['good', 42], 'app.keys[1] is a number', undefined],
+    ["['good', { secret }] (an object)", ['good', { secret: 'x' }], 'app.keys[1] is an object', undefined],
     ['[] (an empty array)', [], 'app.keys is an empty array', undefined],
     ['[] with signed: false (Koa cannot read any cookie with it)', [], 'app.keys is an empty array', false],
     ["'secret' (a bare string)", 'secret', 'app.keys must be an array', undefined],
