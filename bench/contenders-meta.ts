@@ -21,6 +21,7 @@ export interface ContenderSpec {
 export const CONTENDERS: readonly Omit<ContenderSpec, 'factory' | 'lib'>[] = [
   { name: 'koa', label: 'bare Koa', base: 'koa', session: false, redis: false, ours: false },
   { name: 'koa-busy', label: 'calibration: bare Koa + 5 µs busy loop, no session', base: 'koa', session: false, calibration: true, redis: false, ours: false },
+  { name: 'koa-headers', label: "calibration: bare Koa + a signed save's response headers, no session", base: 'koa', session: false, calibration: true, redis: false, ours: false },
   { name: 'ours', label: 'koa-locked-session, MemoryStore, unsigned', base: 'koa', session: true, redis: false, ours: true },
   { name: 'ours-signed', label: 'koa-locked-session, signed (app.keys)', base: 'koa', session: true, redis: false, ours: true },
   { name: 'ours-signed-hash', label: 'koa-locked-session, signed + hashIds', base: 'koa', session: true, redis: false, ours: true },

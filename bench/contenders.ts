@@ -228,6 +228,30 @@ export const FACTORIES: Record<string, Factory> = {
     return koaBuilt(app);
   },
 
+  /**
+   * Calibration: bare Koa that answers every write (POST) and every W3
+   * request with the response headers a signed session save sends (SPEC:
+   * the cookie goes out with each save; its `.sig` line; `Vary: Cookie`;
+   * `Cache-Control: no-cache="Set-Cookie"`), and does nothing else. Its
+   * ratio is what those headers alone cost over loopback HTTP: a part of
+   * W2's and W3's cost that no session library following SPEC can drop.
+   */
+  async 'koa-headers'() {
+    const app = newKoa(false);
+    const expires = new Date(Date.now() + 86_400_000).toUTCString();
+    const attributes = `; path=/; expires=${expires}; samesite=lax; httponly`;
+    const lines = [`session_id=${'0'.repeat(64)}${attributes}`, `session_id.sig=${'A'.repeat(27)}${attributes}`];
+    app.use(async (ctx: Any, next: () => Promise<void>) => {
+      await next();
+      if (ctx.method !== 'POST' && ctx.path !== '/new') return;
+      ctx.res.setHeader('Set-Cookie', lines);
+      ctx.res.setHeader('Vary', 'Cookie');
+      ctx.res.setHeader('Cache-Control', 'no-cache="Set-Cookie"');
+    });
+    app.use(koaHandler(() => NO_SESSION));
+    return koaBuilt(app);
+  },
+
   ours: (env) => oursOnMemory(env, false, {}),
   'ours-signed': (env) => oursOnMemory(env, true, {}),
   'ours-signed-hash': (env) => oursOnMemory(env, true, { hashIds: true }),
