@@ -247,7 +247,7 @@ function checkKeys(keys: unknown): void {
 function describeKey(key: unknown): string {
   if (typeof key === 'string') return 'an empty string';
   if (key === null || key === undefined) return String(key);
-  if (key instanceof Uint8Array) return 'an empty Buffer';
+  if (key instanceof Uint8Array) return 'an empty Buffer'; // the only bytes refused
   return typeof key === 'object' ? 'an object' : `a ${typeof key}`;
 }
 
