@@ -37,3 +37,30 @@ export const CONTENDERS: readonly Omit<ContenderSpec, 'factory' | 'lib'>[] = [
 
 /** What --quick measures: enough for every throughput target but Redis's. */
 export const QUICK_CONTENDERS = ['koa', 'koa-busy', 'ours', 'ours-signed', 'koa-session-store'];
+
+/**
+ * The order a round measures the contenders in, by name (a `--variant`
+ * copy goes right after its original; a name not listed goes last). Each
+ * target compares two windows, and the machine's speed drifts over the
+ * minute a round takes: so the two sides of every target are measured one
+ * after the other (bare Koa and ours, ours and ours signed, ours signed
+ * and koa-session's Map store, ours and koa-session on Redis), and the
+ * rounds alternate between this order and its reverse, so each side of a
+ * pair goes first in half of them.
+ */
+export const MEASURING_ORDER = [
+  'koa-busy',
+  'koa-headers',
+  'koa',
+  'ours',
+  'ours-signed',
+  'koa-session-store',
+  'ours-signed-hash',
+  'koa-session-cookie',
+  'koa-generic-session',
+  'express',
+  'express-session',
+  'ours-redis',
+  'koa-session-redis',
+  'express-session-redis',
+];

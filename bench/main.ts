@@ -29,7 +29,7 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { ROOT, buildLibrary } from './build';
 import { Child, killChildren } from './child';
-import { CONTENDERS, QUICK_CONTENDERS, type ContenderSpec } from './contenders-meta';
+import { CONTENDERS, MEASURING_ORDER, QUICK_CONTENDERS, type ContenderSpec } from './contenders-meta';
 import { lostUpdates } from './correctness';
 import { pool } from './http';
 import { WORKLOADS, measure, type WindowResult, type WorkloadId } from './load';
@@ -136,6 +136,15 @@ const t0 = Date.now();
 const log = (line: string) => process.stdout.write(`${line}\n`);
 const phase = (name: string) => log(`-- ${name} (at ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
 
+/** The contenders in MEASURING_ORDER (a stable sort: a variant stays right after its original). */
+function measuringSequence(contenders: readonly ContenderSpec[]): ContenderSpec[] {
+  const place = (spec: ContenderSpec): number => {
+    const at = MEASURING_ORDER.indexOf(spec.factory);
+    return at < 0 ? MEASURING_ORDER.length : at;
+  };
+  return [...contenders].sort((a, b) => place(a) - place(b));
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   const args = parseArgs(process.argv.slice(2));
@@ -232,11 +241,11 @@ async function main(): Promise<void> {
       phase('load');
       // A full run's fresh processes warm up to a number of requests (see LoadSettings.warmupRequests).
       const settings = { connections: args.connections, duration: args.duration, warmup: args.warmup, warmupRequests: run.settings.warmupRequests ?? 0 };
+      const sequence = measuringSequence(run.contenders);
       for (let round = 1; round <= args.rounds; round++) {
         if (round > 1 && !args.quick) await restartChildren();
         for (const workload of args.workloads) {
-          // Rotate the order each round, so no contender always follows the same one.
-          const order = run.contenders.map((_, i) => run.contenders[(i + round - 1) % run.contenders.length]);
+          const order = round % 2 === 1 ? sequence : [...sequence].reverse();
           const line: string[] = [];
           for (const spec of order) {
             if (spec.redis) await redis?.flush();
