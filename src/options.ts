@@ -205,7 +205,7 @@ const NOT_THE_APP = "koa-locked-session: session() takes an options object, not 
 export function resolveOptions(opts: SessionOptions = {}, extra?: unknown): ResolvedOptions {
   if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new TypeError('koa-locked-session: options must be an object');
   if (isApp(opts) || isApp(extra)) throw new TypeError(NOT_THE_APP);
-  refuseUnknownOptions(opts, KNOWN, FROM_PEERS, '');
+  refuseUnknownOptions(opts, KNOWN, FROM_PEERS, 'option');
 
   const secure = optionalBoolean(opts, 'cookieSecure', false);
   const sameSite = opts.sameSite === undefined ? 'lax' : opts.sameSite;

@@ -138,7 +138,7 @@ function checkOptions(options: RedisStoreOptions): Required<RedisStoreOptions> {
   if (typeof options !== 'object' || options === null) throw new TypeError('koa-locked-session: RedisStore options must be an object');
   // new RedisStore(client): a client's own keys (its `options`, say) would read as unknown options.
   if (isClient(options)) throw new TypeError('koa-locked-session: pass the ioredis client as an option: new RedisStore({ client })');
-  refuseUnknownOptions(options, KNOWN, ELSEWHERE, 'RedisStore ');
+  refuseUnknownOptions(options, KNOWN, ELSEWHERE, 'RedisStore option');
   const client: unknown = options.client;
   if (!isClient(client)) throw invalid('client', 'an ioredis client (new Redis(...) or new Cluster(...))');
   if (hasBraces(keyPrefixesOf(client))) throw invalid('client', 'a client whose keyPrefix has no { or } (the session ID is the hash tag)');
