@@ -1,27 +1,11 @@
 /**
- * `npm run bench [-- options]` (bench/run.ts compiles this file and runs it)
+ * `npm run bench [-- options]` (bench/run.ts compiles this file and runs it;
+ * `npm run bench -- --help` lists the options, from USAGE below).
  *
  * koa-locked-session side by side with its peers: each server in a child
  * process of its own on a loopback port, driven by autocannon from this
  * process, contenders interleaved round by round; then the lost-update
  * check, the memory probes, and CPU profiles of our contender.
- *
- *   --quick              under a minute: 5 contenders (one a calibration), W1–W3, 2 short rounds, 100k-session memory probe, 250k-session sweep
- *   --rounds N           rounds (default 4, quick 2)
- *   --duration S         measured seconds per window (default 2, quick 1)
- *   --warmup S           warm-up seconds before each window (default 0.5, quick 0.25); a full
- *                        run's warm-up goes on, up to 3 s, until the server served 5,000 requests
- *   --connections N      autocannon connections (default 50)
- *   --only a,b           contenders to run (names: see bench/contenders-meta.ts)
- *   --workloads W1,W3    workloads to run
- *   --src DIR            library sources to measure (default src/)
- *   --lib FILE           an already compiled entry point instead (e.g. dist/index.js)
- *   --variant DIR        also measure a scratch copy of src/ as ours*@variant, interleaved
- *   --micro              time the middleware in-process, without HTTP (default in full mode)
- *   --no-load --no-correctness --no-memory --no-redis --no-profile --no-micro   leave parts out
- *   --profile            profile ours on W1–W3 (default in full mode)
- *   --write / --no-write update BENCHMARKS.md and docs/bench-table.md (default: a full run
- *                        with nothing left out writes; partial runs save to bench/.results/partial-latest.*)
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -51,7 +35,29 @@ import {
   type SweepResult,
 } from './report';
 
+const USAGE = `npm run bench [-- options]
+
+  --quick              under a minute: 5 contenders (one a calibration), W1–W3, 2 short rounds, 100k-session memory probe, 250k-session sweep
+  --rounds N           rounds (default 4, quick 2)
+  --duration S         measured seconds per window (default 2, quick 1)
+  --warmup S           warm-up seconds before each window (default 0.5, quick 0.25); a full
+                       run's warm-up goes on, up to 3 s, until the server served 5,000 requests
+  --connections N      autocannon connections (default 50)
+  --only a,b           contenders to run: \${CONTENDERS.map((c) => c.name).join(', ')}
+  --workloads W1,W3    workloads to run: \${Object.keys(WORKLOADS).join(', ')}
+  --src DIR            library sources to measure (default src/)
+  --lib FILE           an already compiled entry point instead (e.g. dist/index.js)
+  --variant DIR        also measure a scratch copy of src/ as ours*@variant, interleaved
+  --micro              time the middleware in-process, without HTTP (default in full mode)
+  --no-load --no-correctness --no-memory --no-redis --no-profile --no-micro   leave parts out
+  --profile            profile ours on W1–W3 (default in full mode)
+  --write / --no-write update BENCHMARKS.md and docs/bench-table.md (default: a full run
+                       with nothing left out writes; partial runs save to bench/.results/partial-latest.*)
+  --help               this text
+`;
+
 interface Args {
+  help: boolean;
   quick: boolean;
   rounds: number;
   duration: number;
@@ -73,30 +79,52 @@ interface Args {
   partial: boolean;
 }
 
+/** A command line the benchmark cannot run: said in one line, without a stack. */
+class UsageError extends Error {}
+
 function parseArgs(argv: string[]): Args {
   const flags = new Map<string, string | true>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
-    if (!arg.startsWith('--')) throw new Error(`unexpected argument ${arg}`);
+    if (arg === '-h') {
+      flags.set('help', true);
+      continue;
+    }
+    if (!arg.startsWith('--')) throw new UsageError(`unexpected argument ${arg} (npm run bench -- --help lists the options)`);
     const [name, inline] = arg.slice(2).split('=', 2);
     const takesValue = ['rounds', 'duration', 'warmup', 'connections', 'only', 'workloads', 'src', 'lib', 'variant'].includes(name);
-    if (takesValue) flags.set(name, inline ?? argv[++i]);
-    else flags.set(name, true);
+    if (takesValue) {
+      const value = inline ?? argv[++i];
+      if (value === undefined || value.startsWith('--')) throw new UsageError(`--${name} needs a value`);
+      flags.set(name, value);
+    } else {
+      flags.set(name, true);
+    }
   }
-  const known = ['quick', 'rounds', 'duration', 'warmup', 'connections', 'only', 'workloads', 'src', 'lib', 'variant', 'write', 'no-write', 'profile', 'no-profile', 'micro', 'no-micro', 'no-load', 'no-correctness', 'no-memory', 'no-redis'];
-  for (const name of flags.keys()) if (!known.includes(name)) throw new Error(`unknown option --${name}`);
+  const known = ['help', 'quick', 'rounds', 'duration', 'warmup', 'connections', 'only', 'workloads', 'src', 'lib', 'variant', 'write', 'no-write', 'profile', 'no-profile', 'micro', 'no-micro', 'no-load', 'no-correctness', 'no-memory', 'no-redis'];
+  for (const name of flags.keys()) if (!known.includes(name)) throw new UsageError(`unknown option --${name} (npm run bench -- --help lists the options)`);
   const quick = flags.has('quick');
   const partial = [...flags.keys()].some((name) => !['quick', 'write', 'no-write', 'profile'].includes(name));
-  const num = (name: string, fallback: number) => (flags.has(name) ? Number(flags.get(name)) : fallback);
+  const num = (name: string, fallback: number, least: number, whole: boolean): number => {
+    if (!flags.has(name)) return fallback;
+    const value = Number(flags.get(name));
+    if (!Number.isFinite(value) || value < least || (whole && !Number.isInteger(value))) {
+      throw new UsageError(`--${name} needs ${whole ? 'a whole number' : 'a number'} of at least ${least}, not ${String(flags.get(name))}`);
+    }
+    return value;
+  };
   const list = (name: string) => (typeof flags.get(name) === 'string' ? String(flags.get(name)).split(',').filter(Boolean) : undefined);
   const workloads = (list('workloads') ?? (quick ? ['W1', 'W2', 'W3'] : ['W1', 'W2', 'W2x', 'W3', 'W4'])) as WorkloadId[];
-  for (const w of workloads) if (!(w in WORKLOADS)) throw new Error(`unknown workload ${w}`);
+  const names = CONTENDERS.map((c) => c.name);
+  for (const name of list('only') ?? []) if (!names.includes(name)) throw new UsageError(`unknown contender ${name} (names: ${names.join(', ')})`);
+  for (const w of workloads) if (!(w in WORKLOADS)) throw new UsageError(`unknown workload ${w} (workloads: ${Object.keys(WORKLOADS).join(', ')})`);
   return {
+    help: flags.has('help'),
     quick,
-    rounds: num('rounds', quick ? 2 : 4),
-    duration: num('duration', quick ? 1 : 2),
-    warmup: num('warmup', quick ? 0.25 : 0.5),
-    connections: num('connections', 50),
+    rounds: num('rounds', quick ? 2 : 4, 1, true),
+    duration: num('duration', quick ? 1 : 2, 0.1, false),
+    warmup: num('warmup', quick ? 0.25 : 0.5, 0, false),
+    connections: num('connections', 50, 1, true),
     only: list('only') ?? (quick ? QUICK_CONTENDERS : undefined),
     workloads,
     src: typeof flags.get('src') === 'string' ? String(flags.get('src')) : join(ROOT, 'src'),
@@ -148,6 +176,10 @@ function measuringSequence(contenders: readonly ContenderSpec[]): ContenderSpec[
 async function main(): Promise<void> {
   const started = Date.now();
   const args = parseArgs(process.argv.slice(2));
+  if (args.help) {
+    log(USAGE);
+    return;
+  }
 
   // The library as plain JS (see build.ts); run.ts has compiled bench/ itself.
   const lib = args.lib ?? buildLibrary(args.src);
@@ -157,10 +189,7 @@ async function main(): Promise<void> {
   const memoryScript = join(benchOut, 'memory.js');
 
   let specs: ContenderSpec[] = CONTENDERS.map((c) => ({ ...c, factory: c.name, lib: c.ours ? lib : undefined }));
-  if (args.only !== undefined) {
-    for (const name of args.only) if (!specs.some((c) => c.name === name)) throw new Error(`unknown contender ${name}`);
-    specs = specs.filter((c) => args.only?.includes(c.name));
-  }
+  if (args.only !== undefined) specs = specs.filter((c) => args.only?.includes(c.name));
   if (variantLib !== undefined) {
     const variants = specs.filter((c) => c.ours).map((c) => ({ ...c, name: `${c.name}@variant`, label: `${c.label} [variant]`, lib: variantLib }));
     specs = specs.flatMap((c) => [c, ...variants.filter((v) => v.factory === c.name)]);
@@ -405,7 +434,7 @@ function report(run: RunResult, args: Args): void {
 }
 
 main().catch((error: unknown) => {
-  console.error(error);
+  console.error(error instanceof UsageError ? `npm run bench: ${error.message}` : error);
   killChildren();
   process.exit(1);
 });
