@@ -43,8 +43,8 @@ const USAGE = `npm run bench [-- options]
   --warmup S           warm-up seconds before each window (default 0.5, quick 0.25); a full
                        run's warm-up goes on, up to 3 s, until the server served 5,000 requests
   --connections N      autocannon connections (default 50)
-  --only a,b           contenders to run: \${CONTENDERS.map((c) => c.name).join(', ')}
-  --workloads W1,W3    workloads to run: \${Object.keys(WORKLOADS).join(', ')}
+  --only a,b           contenders to run: ${CONTENDERS.map((c) => c.name).join(', ')}
+  --workloads W1,W3    workloads to run: ${Object.keys(WORKLOADS).join(', ')}
   --src DIR            library sources to measure (default src/)
   --lib FILE           an already compiled entry point instead (e.g. dist/index.js)
   --variant DIR        also measure a scratch copy of src/ as ours*@variant, interleaved
