@@ -115,8 +115,9 @@ function parseArgs(argv: string[]): Args {
   };
   const list = (name: string) => (typeof flags.get(name) === 'string' ? String(flags.get(name)).split(',').filter(Boolean) : undefined);
   const workloads = (list('workloads') ?? (quick ? ['W1', 'W2', 'W3'] : ['W1', 'W2', 'W2x', 'W3', 'W4'])) as WorkloadId[];
+  const only = list('only');
   const names = CONTENDERS.map((c) => c.name);
-  for (const name of list('only') ?? []) if (!names.includes(name)) throw new UsageError(`unknown contender ${name} (names: ${names.join(', ')})`);
+  for (const name of only ?? []) if (!names.includes(name)) throw new UsageError(`unknown contender ${name} (names: ${names.join(', ')})`);
   for (const w of workloads) if (!(w in WORKLOADS)) throw new UsageError(`unknown workload ${w} (workloads: ${Object.keys(WORKLOADS).join(', ')})`);
   return {
     help: flags.has('help'),
@@ -125,7 +126,7 @@ function parseArgs(argv: string[]): Args {
     duration: num('duration', quick ? 1 : 2, 0.1, false),
     warmup: num('warmup', quick ? 0.25 : 0.5, 0, false),
     connections: num('connections', 50, 1, true),
-    only: list('only') ?? (quick ? QUICK_CONTENDERS : undefined),
+    only: only ?? (quick ? QUICK_CONTENDERS : undefined),
     workloads,
     src: typeof flags.get('src') === 'string' ? String(flags.get('src')) : join(ROOT, 'src'),
     lib: typeof flags.get('lib') === 'string' ? resolve(String(flags.get('lib'))) : undefined,
