@@ -7,7 +7,7 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { USAGE, UsageError, parseArgs } from '../bench/args';
-import { CONTENDERS, QUICK_CONTENDERS } from '../bench/contenders-meta';
+import { CONTENDERS, MEASURING_ORDER, QUICK_CONTENDERS } from '../bench/contenders-meta';
 import type { WindowResult, WorkloadId } from '../bench/load';
 import { Results, SWEEP_TARGET_SESSIONS, targetLines, targets } from '../bench/report';
 import type { RunResult, SweepResult } from '../bench/report';
@@ -71,6 +71,10 @@ describe('npm run bench: the command line', () => {
     expect(refusal(['--warmup', '-1'])).to.equal('--warmup needs a number of at least 0, not -1');
     expect(refusal(['--only', 'koa,nope'])).to.match(/^unknown contender nope \(names: koa, koa-busy, /);
     expect(refusal(['--workloads', 'W9'])).to.equal('unknown workload W9 (workloads: W1, W2, W3, W2x, W4)');
+  });
+
+  it('every contender has its place in the measuring order, once', () => {
+    expect([...MEASURING_ORDER].sort()).to.deep.equal(CONTENDERS.map((c) => c.name).sort());
   });
 
   it('--help names every contender and workload', () => {
