@@ -11,6 +11,7 @@ import { createServer, connect as netConnect, type AddressInfo, type Socket } fr
 import { join } from 'node:path';
 import fc from 'fast-check';
 import Redis from 'ioredis';
+import RedisV5 from 'ioredis-v5';
 import type { RedisOptions } from 'ioredis';
 import Koa from 'koa';
 import supertest from 'supertest';
@@ -38,6 +39,15 @@ const RECOMMENDED: RedisOptions = {
 const CLIENT_KINDS: Array<[string, RedisOptions]> = [
   ['commands sent one by one', { ...RECOMMENDED, enableAutoPipelining: false }],
   ['auto-pipelining client', RECOMMENDED],
+];
+
+/**
+ * The suite runs on both majors of the optional peer range (ioredis >= 5):
+ * 6, which users get today and which speaks RESP3 by default, and 5 (RESP2).
+ */
+const IOREDIS_MAJORS: Array<[string, typeof Redis, 2 | 3]> = [
+  ['ioredis 6', Redis, 3],
+  ['ioredis 5', RedisV5 as unknown as typeof Redis, 2],
 ];
 
 describe('RedisStore options', () => {
@@ -74,13 +84,15 @@ describe('RedisStore options', () => {
     }
   });
 
-  it('tells to pass { client } when given a real ioredis client itself, and takes one whose keyPrefix has no braces', () => {
-    const real = new Redis({ host: '127.0.0.1', port: 1, lazyConnect: true, keyPrefix: 'app:' });
-    try {
-      assert.throws(() => new RedisStore(real as never), (error: unknown) => error instanceof TypeError && /new RedisStore\(\{ client \}\)/.test(error.message));
-      assert.equal(new RedisStore({ client: real }).key('a'), 'sess:{a}');
-    } finally {
-      real.disconnect();
+  it('tells to pass { client } when given a real ioredis client itself, and takes one whose keyPrefix has no braces (ioredis 6 and 5, their own types)', () => {
+    const settings = { host: '127.0.0.1', port: 1, lazyConnect: true, keyPrefix: 'app:' };
+    for (const real of [new Redis(settings), new RedisV5(settings)]) {
+      try {
+        assert.throws(() => new RedisStore(real as never), (error: unknown) => error instanceof TypeError && /new RedisStore\(\{ client \}\)/.test(error.message));
+        assert.equal(new RedisStore({ client: real }).key('a'), 'sess:{a}');
+      } finally {
+        real.disconnect();
+      }
     }
   });
 
@@ -90,7 +102,7 @@ describe('RedisStore options', () => {
   });
 });
 
-describe('RedisStore', function () {
+for (const [major, Client, resp] of IOREDIS_MAJORS) describe(`RedisStore on ${major}`, function () {
   this.timeout(60_000);
 
   let server: RedisServer | undefined;
@@ -122,7 +134,7 @@ describe('RedisStore', function () {
   });
 
   function connect(options: RedisOptions = RECOMMENDED, at = url): Redis {
-    const client = new Redis(at, options);
+    const client = new Client(at, options);
     client.on('error', () => undefined); // reconnects are expected in the fault test
     clients.push(client);
     return client;
@@ -205,6 +217,10 @@ describe('RedisStore', function () {
     assert.ok(jar.sessionId);
     return jar.sessionId;
   }
+
+  it(`talks to Redis in RESP${resp}, as ${major} does by default`, async () => {
+    assert.match(String(await connect().call('CLIENT', 'INFO')), new RegExp(`\\bresp=${resp}\\b`));
+  });
 
   it('round-trips a session, stored as one hash that expires with maxAge', async () => {
     const a = await instance({}, { maxAge: 60_000 });
