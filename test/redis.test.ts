@@ -222,6 +222,16 @@ for (const [major, Client, resp] of IOREDIS_MAJORS) describe(`RedisStore on ${ma
     assert.match(String(await connect().call('CLIENT', 'INFO')), new RegExp(`\\bresp=${resp}\\b`));
   });
 
+  it(`a client that has subscribed to a channel ${resp === 3 ? 'still serves the store (RESP3 allows every command)' : 'refuses the store\'s commands, and the request gets a 503 (RESP2)'}`, async () => {
+    const client = connect();
+    await client.subscribe(`${prefix}news`);
+    const a = await instance({}, {}, client);
+    const jar = new CookieJar();
+    const reply = await send(jar, a.url, 'POST', '/set?key=k&value=1');
+    assert.equal(reply.status, resp === 3 ? 200 : 503);
+    if (resp === 3) assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { k: 1 });
+  });
+
   it('round-trips a session, stored as one hash that expires with maxAge', async () => {
     const a = await instance({}, { maxAge: 60_000 });
     const jar = new CookieJar();
