@@ -5,12 +5,13 @@
  * processes.
  */
 import assert from 'node:assert/strict';
-import { Cluster } from 'ioredis';
+import type { Cluster } from 'ioredis';
 import { RedisStore } from '../src';
 import { hasRedisCli, hasRedisServer, skipOrFail, startRedisCluster, type RedisCluster } from './support/redis-server';
 import { CookieJar, send, startApp, type TestApp } from './support/redis-apps';
+import { IOREDIS_MAJORS } from './support/ioredis-majors';
 
-describe('RedisStore on Redis Cluster', function () {
+for (const { name: major, Cluster: ClusterClient, resp } of IOREDIS_MAJORS) describe(`RedisStore on Redis Cluster (${major})`, function () {
   this.timeout(60_000);
 
   let cluster: RedisCluster | undefined;
@@ -43,7 +44,7 @@ describe('RedisStore on Redis Cluster', function () {
   });
 
   function connect(): Cluster {
-    const client = new Cluster((cluster as RedisCluster).nodes, {
+    const client = new ClusterClient((cluster as RedisCluster).nodes, {
       redisOptions: { maxRetriesPerRequest: 1, commandTimeout: 2000 },
     });
     client.on('error', () => undefined);
@@ -58,6 +59,10 @@ describe('RedisStore on Redis Cluster', function () {
     apps.push(app);
     return { client, store, url: app.url };
   }
+
+  it(`talks to the cluster's nodes in RESP${resp}, as ${major} does by default`, async () => {
+    assert.match(String(await connect().call('CLIENT', 'INFO')), new RegExp(`\\bresp=${resp}\\b`));
+  });
 
   it('round-trips a session; its key and lock key share one slot', async () => {
     const a = await instance({ lock: true });

@@ -23,6 +23,7 @@ import { gate } from './support/concurrency';
 import { PROPERTY_RUNS, propertyParams } from './support/hardening-harness';
 import { skipOrFail, startRedis, testRedis, type RedisServer } from './support/redis-server';
 import { CookieJar, send, sleep, startApp, type Reply, type TestApp } from './support/redis-apps';
+import { IOREDIS_MAJORS } from './support/ioredis-majors';
 
 /** The client settings the README recommends (section "Scaling out"). */
 /** What hashIds puts in the store instead of the ID, computed here independently of the library. */
@@ -39,15 +40,6 @@ const RECOMMENDED: RedisOptions = {
 const CLIENT_KINDS: Array<[string, RedisOptions]> = [
   ['commands sent one by one', { ...RECOMMENDED, enableAutoPipelining: false }],
   ['auto-pipelining client', RECOMMENDED],
-];
-
-/**
- * The suite runs on both majors of the optional peer range (ioredis >= 5):
- * 6, which users get today and which speaks RESP3 by default, and 5 (RESP2).
- */
-const IOREDIS_MAJORS: Array<[string, typeof Redis, 2 | 3]> = [
-  ['ioredis 6', Redis, 3],
-  ['ioredis 5', RedisV5 as unknown as typeof Redis, 2],
 ];
 
 describe('RedisStore options', () => {
@@ -102,7 +94,7 @@ describe('RedisStore options', () => {
   });
 });
 
-for (const [major, Client, resp] of IOREDIS_MAJORS) describe(`RedisStore on ${major}`, function () {
+for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`RedisStore on ${major}`, function () {
   this.timeout(60_000);
 
   let server: RedisServer | undefined;
