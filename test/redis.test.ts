@@ -224,6 +224,22 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
     if (resp === 3) assert.deepEqual((await send(jar, a.url, 'GET', '/')).body, { k: 1 });
   });
 
+  if (resp === 3) {
+    it("a client with replyMapping: 'resp3' (map replies as objects) serves the store alike: values, locked increments, regenerate, destroy", async () => {
+      const client = connect({ ...RECOMMENDED, protocol: 3, replyMapping: 'resp3' });
+      const a = await instance({ lock: true }, {}, client);
+      const jar = new CookieJar();
+      await send(jar, a.url, 'POST', `/set?key=user&value=${encodeURIComponent('{"name":"ada"}')}`);
+      await Promise.all(Array.from({ length: 20 }, () => send(jar, a.url, 'POST', '/incr?delay=2')));
+      const before = jar.sessionId;
+      assert.deepEqual((await send(jar, a.url, 'POST', '/regenerate')).body, { user: { name: 'ada' }, n: 20 });
+      assert.notEqual(jar.sessionId, before);
+      assert.deepEqual(await sessionKeys(client), [a.store.key(jar.sessionId as string)]);
+      assert.equal((await send(jar, a.url, 'POST', '/destroy')).status, 204);
+      assert.deepEqual(await sessionKeys(client), []);
+    });
+  }
+
   it('round-trips a session, stored as one hash that expires with maxAge', async () => {
     const a = await instance({}, { maxAge: 60_000 });
     const jar = new CookieJar();
