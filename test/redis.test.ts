@@ -227,6 +227,8 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
   if (resp === 3) {
     it("a client with replyMapping: 'resp3' (map replies as objects) serves the store alike: values, locked increments, regenerate, destroy", async () => {
       const client = connect({ ...RECOMMENDED, protocol: 3, replyMapping: 'resp3' });
+      // The setting is in effect: a map reply (CONFIG GET's) arrives as an object, not as a flat [key, value] array.
+      assert.deepEqual(Object.keys((await client.call('CONFIG', 'GET', 'maxmemory')) as object), ['maxmemory']);
       const a = await instance({ lock: true }, {}, client);
       const jar = new CookieJar();
       await send(jar, a.url, 'POST', `/set?key=user&value=${encodeURIComponent('{"name":"ada"}')}`);
