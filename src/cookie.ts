@@ -22,6 +22,8 @@ const INVALID: CookieRead = { state: 'invalid' };
  * package writes them (same attributes, same order, lower case), so a
  * browser gets exactly what `ctx.cookies.set` would send. Only the value and
  * `expires` change from one response to the next; the rest is built once.
+ * A line without `expiresAt` has no `expires`: a cookie that ends with the
+ * browser session (cookieExpires: false).
  */
 class SetCookieLines {
   private readonly path: string;
@@ -38,7 +40,8 @@ class SetCookieLines {
     this.rest = rest;
   }
 
-  line(name: string, value: string, expiresAt: number): string {
+  line(name: string, value: string, expiresAt: number | undefined): string {
+    if (expiresAt === undefined) return `${name}=${value}${this.path}${this.rest}`;
     return `${name}=${value}${this.path}; expires=${this.httpDate(expiresAt)}${this.rest}`;
   }
 
@@ -128,15 +131,16 @@ export class SessionCookie {
 
   /** Does what the commit says the response must do with the cookie: send it, expire it, or nothing. */
   send(ctx: Context, action: CookieAction, signed: boolean): void {
-    if (action.kind === 'send') this.write(ctx, signed, action.id, action.expiresAt);
+    if (action.kind === 'send') this.write(ctx, signed, action.id, this.settings.expires ? action.expiresAt : undefined);
     else if (action.kind === 'expire') this.expire(ctx, signed);
   }
 
   /**
    * Sends the session cookie with `value` (and its `.sig` when signed),
    * expiring at `expiresAt` (ms): the session's ID, or '' and 0 to expire it.
+   * Without `expiresAt`, a cookie that ends with the browser session.
    */
-  write(ctx: Context, signed: boolean, value: string, expiresAt: number): void {
+  write(ctx: Context, signed: boolean, value: string, expiresAt: number | undefined): void {
     const lines = [this.lines.line(this.settings.name, value, expiresAt)];
     // The signature cookie ctx.cookies would add (for an expired cookie too), the signature computed once per ID.
     if (signed) lines.push(this.lines.line(this.signatureName, this.sign(ctx, value), expiresAt));

@@ -21,6 +21,13 @@ export interface SessionOptions {
   cookieHttpOnly?: boolean;
   /** SameSite attribute; `false` omits it. Default `'lax'`. */
   sameSite?: SameSite;
+  /**
+   * Expires attribute: the cookie expires with the session (`maxAge`,
+   * `absoluteTimeout`). `false` omits it, for a cookie the browser drops when
+   * it ends its session; the server still ends the session after `maxAge`
+   * idle. Default `true`.
+   */
+  cookieExpires?: boolean;
   /** Idle lifetime in ms: a session unused this long is gone. Default 24 h. */
   maxAge?: number;
   /** Hard lifetime in ms from creation, whatever the activity. Default: unset. */
@@ -48,6 +55,8 @@ export interface CookieSettings {
   readonly secure: boolean;
   readonly httpOnly: boolean;
   readonly sameSite: SameSite;
+  /** Whether a live cookie carries an Expires attribute (an expired one always does). */
+  readonly expires: boolean;
   /** `undefined`: sign exactly when `app.keys` is set. */
   readonly signed: boolean | undefined;
 }
@@ -73,7 +82,7 @@ export function defaultLockMode(ctx: Context): LockMode {
 }
 
 const KNOWN = new Set<string>([
-  'cookieName', 'cookiePath', 'cookieDomain', 'cookieSecure', 'cookieHttpOnly', 'sameSite',
+  'cookieName', 'cookiePath', 'cookieDomain', 'cookieSecure', 'cookieHttpOnly', 'sameSite', 'cookieExpires',
   'maxAge', 'absoluteTimeout', 'signed', 'store', 'lockMode', 'lockTimeout', 'rolling',
   'genid', 'hashIds',
 ]);
@@ -108,7 +117,7 @@ function positiveMs(opts: SessionOptions, option: 'maxAge' | 'absoluteTimeout'):
   const value = opts[option];
   if (value === undefined) return undefined;
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    const browserSession = (value as unknown) === 'session' ? "; a cookie that ends with the browser session ('session') is not offered" : '';
+    const browserSession = (value as unknown) === 'session' ? '; for a cookie that ends with the browser session, set cookieExpires: false' : '';
     throw invalid(option, `a positive number of milliseconds up to 100 years (${MAX_LIFETIME_MS})${browserSession}`);
   }
   if (value > MAX_LIFETIME_MS) {
@@ -166,7 +175,7 @@ const FROM_PEERS: Readonly<Record<string, string>> = {
   unset: 'not needed: ctx.session = null or ctx.session.destroy() removes the session',
   // The cookie* family's two members without the prefix:
   cookieSameSite: 'it is sameSite',
-  cookieMaxAge: 'it is maxAge',
+  cookieMaxAge: 'it is maxAge; for a cookie that ends with the browser session, set cookieExpires: false',
 };
 
 /**
@@ -233,6 +242,7 @@ export function resolveOptions(opts: SessionOptions = {}, extra?: unknown): Reso
     secure,
     httpOnly: optionalBoolean(opts, 'cookieHttpOnly', true),
     sameSite,
+    expires: optionalBoolean(opts, 'cookieExpires', true),
     signed: optionalBoolean(opts, 'signed', undefined),
   };
   checkNamePrefix(cookie);

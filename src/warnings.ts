@@ -29,7 +29,8 @@ export class Warnings {
       return this.once(
         'KOA_LOCKED_SESSION_LIFETIME',
         'ctx.session.maxAge was assigned, which changes nothing: a lifetime per session is not offered; ' +
-          "the maxAge option of session() sets every session's idle lifetime",
+          "the maxAge option of session() sets every session's idle lifetime, and cookieExpires: false gives " +
+          'a cookie that ends with the browser session',
       );
     }
     this.once(

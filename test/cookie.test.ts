@@ -325,6 +325,7 @@ describe('Set-Cookie lines are exactly what ctx.cookies.set writes', () => {
     { label: 'name, path, domain, SameSite=Strict', opts: { cookieName: 'sid', cookiePath: '/app', cookieDomain: 'example.test', sameSite: 'strict' } },
     { label: 'Secure, SameSite=None, not HttpOnly', opts: { cookieSecure: true, sameSite: 'none', cookieHttpOnly: false } },
     { label: 'no SameSite', opts: { sameSite: false } },
+    { label: 'no Expires (cookieExpires: false)', opts: { cookieExpires: false } },
   ];
   for (const { label, opts } of settings) {
     for (const keys of [undefined, ['first key', 'older key']]) {
@@ -343,8 +344,11 @@ describe('Set-Cookie lines are exactly what ctx.cookies.set writes', () => {
         const jar = new Jar();
         const sent = await call(run, jar, 'post', '/app/x', HTTPS);
         const id = sent.body.id as string;
-        const expires = new Date(String(cookieNamed(sent, name)?.attrs.expires));
-        expect(linesOf(sent)).to.deep.equal(cookiesWouldWrite(name, id, { ...attributes, expires }, keys));
+        // Without an expires option the cookies package writes a cookie that ends with the browser session.
+        const expiresAttr = cookieNamed(sent, name)?.attrs.expires;
+        const sentAttributes = opts.cookieExpires === false ? attributes : { ...attributes, expires: new Date(String(expiresAttr)) };
+        expect(linesOf(sent)).to.deep.equal(cookiesWouldWrite(name, id, sentAttributes, keys));
+        expect(expiresAttr === undefined, 'no Expires exactly when cookieExpires is false').to.equal(opts.cookieExpires === false);
 
         const expired = await call(run, jar, 'delete', '/app/x', HTTPS);
         expect(linesOf(expired)).to.deep.equal(cookiesWouldWrite(name, null, attributes, keys));

@@ -494,6 +494,70 @@ describe('Expiry', function () {
     });
   });
 
+  describe('cookieExpires: false (a cookie that ends with the browser session)', () => {
+    it('the cookie carries no Expires, and the server still ends the session after maxAge idle', async () => {
+      const store = memoryStore();
+      const t = await start({ store, maxAge: 10_000, cookieExpires: false });
+      await withHeldClock(async (clock) => {
+        const res = await t.client.post('/login');
+        const cookie = sessionCookie(res);
+        expect(cookie?.value, 'the login sets the cookie').to.match(/^[0-9a-f]{64}$/);
+        expect(cookie!.raw, 'no Expires').to.not.match(/expires=/i);
+        const id = cookie!.value;
+
+        clock.at += 10_001; // a browser kept the cookie open past maxAge of idleness
+        const late = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(late.body.isNew, 'the session is gone').to.equal(true);
+        expect(late.body.data).to.deep.equal({});
+        expect(await store.get(id), 'nor does the store hold it').to.equal(undefined);
+      });
+    });
+
+    it('use keeps it alive as usual: a read that pushes the expiry re-sends the cookie, still without Expires', async () => {
+      const store = memoryStore();
+      const t = await start({ store, maxAge: 10_000, cookieExpires: false });
+      await withHeldClock(async (clock) => {
+        const id = sessionCookie(await t.client.post('/login'))!.value;
+
+        clock.at += 6_000; // more than a tenth of maxAge: this read pushes the expiry to 16 s
+        const push = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(sessionCookie(push)?.value, 'the re-sent cookie').to.equal(id);
+        expect(sessionCookie(push)!.raw, 'no Expires').to.not.match(/expires=/i);
+
+        clock.at += 6_000; // 12 s: past the end the login gave it, before the pushed one
+        const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+        expect(res.body).to.deep.include({ id, isNew: false, data: { user: 'ann' } });
+      });
+    });
+
+    it('absoluteTimeout still ends the session, and a logout still expires the cookie with a date in the past', async () => {
+      const t = await startApp(
+        { store: memoryStore(), maxAge: 60_000, absoluteTimeout: 20_000, cookieExpires: false },
+        {
+          routes: {
+            'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+            'POST /logout': (ctx) => ctx.session.destroy(),
+            'GET /whoami': (ctx) => describeSession(ctx),
+          },
+        },
+      );
+      cleanup.track(t);
+      await withHeldClock(async (clock) => {
+        const id = sessionCookie(await t.client.post('/login'))!.value;
+        clock.at += 15_000;
+        expect((await t.client.get('/whoami').set('Cookie', cookieFor(id))).body.isNew, 'alive before the absolute end').to.equal(false);
+        clock.at += 5_001;
+        expect((await t.client.get('/whoami').set('Cookie', cookieFor(id))).body.isNew, 'gone after it').to.equal(true);
+
+        const other = sessionCookie(await t.client.post('/login'))!.value;
+        const logout = await t.client.post('/logout').set('Cookie', cookieFor(other));
+        const expired = sessionCookie(logout);
+        expect(expired?.value, 'the logout sends the cookie empty').to.equal('');
+        expect(expired!.expires!.getTime(), 'expired: the browser drops it').to.equal(0);
+      });
+    });
+  });
+
   describe('rolling', () => {
     it('with rolling, every response of a live session re-sends the cookie, even a read right after a save', async () => {
       const t = await start({ store: memoryStore(), rolling: true });

@@ -58,6 +58,7 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     ['an absoluteTimeout 1 ms over 100 years', 'absoluteTimeout', { absoluteTimeout: HUNDRED_YEARS + 1 }],
     ['a cookieSecure that is not a boolean', 'cookieSecure', { cookieSecure: 'yes' }],
     ['a cookieHttpOnly that is not a boolean', 'cookieHttpOnly', { cookieHttpOnly: 0 }],
+    ['a cookieExpires that is not a boolean', 'cookieExpires', { cookieExpires: 'session' }],
     ['a rolling that is not a boolean', 'rolling', { rolling: 'true' }],
     ['a signed that is not a boolean', 'signed', { signed: 1 }],
     ['a hashIds that is not a boolean', 'hashIds', { hashIds: 'no' }],
@@ -135,7 +136,7 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     ["express-session's proxy", { proxy: true }, /unknown option proxy \(set app\.proxy = true/],
     ["koa-session's overwrite", { overwrite: true }, /unknown option overwrite \(not needed/],
     ['a cookie-prefixed sameSite', { cookieSameSite: 'strict' }, /unknown option cookieSameSite \(it is sameSite\)/],
-    ['a cookie-prefixed maxAge', { cookieMaxAge: 1000 }, /unknown option cookieMaxAge \(it is maxAge\)/],
+    ['a cookie-prefixed maxAge', { cookieMaxAge: 1000 }, /unknown option cookieMaxAge \(it is maxAge; for a cookie that ends with the browser session, set cookieExpires: false\)/],
     ["koa-session's encode", { encode: String }, /unknown option encode \(not needed: the cookie holds only the session ID/],
     ["koa-session's decode", { decode: String }, /unknown option decode \(not needed: the cookie holds only the session ID/],
     ["koa-session's valid", { valid: () => true }, /unknown option valid \(not offered: check the session in a middleware after session\(\)\)/],
@@ -159,8 +160,8 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     expect(() => session({ constructor: Object } as unknown as SessionOptions)).to.throw(TypeError, /unknown option constructor$/);
   });
 
-  it("koa-session's maxAge: 'session' is refused with a message saying browser-session cookies are not offered", () => {
-    expect(() => session({ maxAge: 'session' } as unknown as SessionOptions)).to.throw(TypeError, /maxAge.*\('session'\) is not offered/);
+  it("koa-session's maxAge: 'session' is refused with a message pointing to cookieExpires: false", () => {
+    expect(() => session({ maxAge: 'session' } as unknown as SessionOptions)).to.throw(TypeError, /maxAge must be .*; for a cookie that ends with the browser session, set cookieExpires: false$/);
   });
 
   it('a too large maxAge or absoluteTimeout is refused with a message giving the 100-year limit', () => {

@@ -876,6 +876,7 @@ describe('Session: replacing ctx.session', () => {
     });
     expect(lifetime).to.have.length(1);
     expect(lifetime[0]).to.include('ctx.session.maxAge was assigned').and.include('lifetime per session is not offered').and.include('maxAge option of session()');
+    expect(lifetime[0], "koa-session's maxAge = 'session' has an option here").to.include('cookieExpires: false gives a cookie that ends with the browser session');
     expect(lifetime[0]).to.not.include('set(');
     expect(property).to.have.length(1);
     expect(property[0]).to.include('ctx.session.views');
