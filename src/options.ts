@@ -160,6 +160,7 @@ const FROM_PEERS: Readonly<Record<string, string>> = {
   resave: 'not needed: only changes are written',
   saveUninitialized: 'not needed: a new session is saved only once something is set',
   cookie: 'the cookie settings are the cookie* options and maxAge',
+  expires: 'the cookie expires with the session (maxAge); for a cookie that ends with the browser session, set cookieExpires: false',
   proxy: 'set app.proxy = true, as Koa has it',
   overwrite: 'not needed: the session cookie always replaces one set before it',
   encode: 'not needed: the cookie holds only the session ID, and the data stays in the store',

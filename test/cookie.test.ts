@@ -302,6 +302,64 @@ describe('cookieSecure', () => {
   });
 });
 
+describe('cookieExpires: false leaves Expires off every live cookie line, whatever sends it', () => {
+  const KEYS = ['new key', 'old key'];
+
+  /** POST /set stores a value, POST /regen regenerates, POST /fail stores a value and throws; anything else reads. */
+  async function app(opts: SessionOptions) {
+    return start(
+      { store: new RecordingStore(), cookieExpires: false, ...opts },
+      async (ctx: Context) => {
+        if (ctx.path === '/set' || ctx.path === '/fail') ctx.session.set('a', 1);
+        if (ctx.path === '/regen') await ctx.session.regenerate();
+        if (ctx.path === '/fail') ctx.throw(409, 'refused after the change');
+        ctx.body = { id: ctx.session.id };
+      },
+      { keys: KEYS },
+    );
+  }
+
+  /** The session cookie's and its signature's lines: both there, for `id`, neither with Expires. */
+  function expectBrowserSessionLines(res: { headers: Record<string, unknown> }, id: string | undefined, what: string): void {
+    const lines = setCookies(res).filter((c) => c.name === 'session_id' || c.name === 'session_id.sig');
+    expect(lines.map((c) => c.name).sort(), `${what}: both lines`).to.deep.equal(['session_id', 'session_id.sig']);
+    if (id !== undefined) expect(cookieNamed(res)?.value, `${what}: the session's ID`).to.equal(id);
+    for (const line of lines) expect(line.attrs, `${what}: ${line.name} without Expires`).to.not.have.property('expires');
+  }
+
+  it('a rolling re-send', async () => {
+    const run = await app({ rolling: true });
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/set')).body.id as string;
+    expectBrowserSessionLines(await call(run, jar, 'get', '/read'), id, 'rolling');
+  });
+
+  it('a re-sign of a cookie signed with an older key', async () => {
+    const run = await app({});
+    const id = (await call(run, new Jar(), 'post', '/set')).body.id as string;
+    const oldSignature = createHmac('sha1', KEYS[1]).update(`session_id=${id}`).digest('base64url');
+    const res = await call(run, new Jar().set('session_id', id).set('session_id.sig', oldSignature), 'get', '/read');
+    expectBrowserSessionLines(res, id, 're-signed');
+    expect(cookieNamed(res, 'session_id.sig')?.value, 'signed with the first key now').to.equal(createHmac('sha1', KEYS[0]).update(`session_id=${id}`).digest('base64url'));
+  });
+
+  it('a regenerate', async () => {
+    const run = await app({});
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/set')).body.id as string;
+    const res = await call(run, jar, 'post', '/regen');
+    expect(res.body.id).to.not.equal(id);
+    expectBrowserSessionLines(res, res.body.id as string, 'regenerated');
+  });
+
+  it("an error response from Koa's error handler", async () => {
+    const run = await app({});
+    const res = await call(run, new Jar(), 'post', '/fail');
+    expect(res.status).to.equal(409);
+    expectBrowserSessionLines(res, undefined, 'error response');
+  });
+});
+
 describe('Set-Cookie lines are exactly what ctx.cookies.set writes', () => {
   /** The Set-Cookie lines the cookies package writes for `value` with these attributes. */
   function cookiesWouldWrite(name: string, value: string | null, attributes: Cookies.SetOption, keys: string[] | undefined): string[] {

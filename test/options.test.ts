@@ -135,6 +135,7 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     ["koa-session's renew", { renew: true }, /unknown option renew \(not needed/],
     ["express-session's proxy", { proxy: true }, /unknown option proxy \(set app\.proxy = true/],
     ["koa-session's overwrite", { overwrite: true }, /unknown option overwrite \(not needed/],
+    ["the cookies package's expires", { expires: new Date() }, /unknown option expires \(the cookie expires with the session \(maxAge\); for a cookie that ends with the browser session, set cookieExpires: false\)/],
     ['a cookie-prefixed sameSite', { cookieSameSite: 'strict' }, /unknown option cookieSameSite \(it is sameSite\)/],
     ['a cookie-prefixed maxAge', { cookieMaxAge: 1000 }, /unknown option cookieMaxAge \(it is maxAge; for a cookie that ends with the browser session, set cookieExpires: false\)/],
     ["koa-session's encode", { encode: String }, /unknown option encode \(not needed: the cookie holds only the session ID/],
