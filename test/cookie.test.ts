@@ -1,7 +1,7 @@
 /**
  * SPEC "Options", cookie rows: cookieName, cookiePath, cookieDomain,
- * cookieSecure (with Koa's app.proxy), cookieHttpOnly and sameSite reach the
- * Set-Cookie header; a Secure cookie that would go out on plain HTTP fails
+ * cookieSecure (with Koa's app.proxy), cookieHttpOnly, sameSite and
+ * cookieExpires reach the Set-Cookie header; a Secure cookie that would go out on plain HTTP fails
  * the request and commits nothing.
  */
 import { createHmac } from 'node:crypto';

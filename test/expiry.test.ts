@@ -33,13 +33,14 @@ const STORES: Array<[string, () => Store]> = [
   ['a koa-session style store (get/set/destroy only)', () => new ForgetfulStore()],
 ];
 
-/** An app with: POST /login (user=ann), POST /bump (counter+1), POST /noop, GET /whoami. */
+/** An app with: POST /login (user=ann), POST /bump (counter+1), POST /noop, POST /logout, GET /whoami. */
 async function start(options: SessionOptions): Promise<TestApp> {
   const t = await startApp(options, {
     routes: {
       'POST /login': (ctx) => ctx.session.set('user', 'ann'),
       'POST /bump': (ctx) => ctx.session.set('bumps', (ctx.session.get<number>('bumps') ?? 0) + 1),
       'POST /noop': (ctx) => describeSession(ctx),
+      'POST /logout': (ctx) => ctx.session.destroy(),
       'GET /whoami': (ctx) => describeSession(ctx),
     },
   });
@@ -531,17 +532,7 @@ describe('Expiry', function () {
     });
 
     it('absoluteTimeout still ends the session, and a logout still expires the cookie with a date in the past', async () => {
-      const t = await startApp(
-        { store: memoryStore(), maxAge: 60_000, absoluteTimeout: 20_000, cookieExpires: false },
-        {
-          routes: {
-            'POST /login': (ctx) => ctx.session.set('user', 'ann'),
-            'POST /logout': (ctx) => ctx.session.destroy(),
-            'GET /whoami': (ctx) => describeSession(ctx),
-          },
-        },
-      );
-      cleanup.track(t);
+      const t = await start({ store: memoryStore(), maxAge: 60_000, absoluteTimeout: 20_000, cookieExpires: false });
       await withHeldClock(async (clock) => {
         const id = sessionCookie(await t.client.post('/login'))!.value;
         clock.at += 15_000;
