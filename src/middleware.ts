@@ -10,7 +10,7 @@ import { Expiry } from './expiry';
 import { SessionLocks } from './hold';
 import { lockTableOf } from './lock';
 import type { SessionMiddleware } from './nesting';
-import { cannotShare, findServing, markServing, passThrough, servingOf } from './nesting';
+import { cannotShare, findServing, markServing, passThrough, servingOf, servingOptions, unusedOptions } from './nesting';
 import { SessionOpener } from './opening';
 import { resolveOptions } from './options';
 import type { SessionOptions } from './options';
@@ -41,6 +41,15 @@ export function session(opts?: SessionOptions): Middleware {
     cookieName: options.cookie.name,
     store: options.store,
     hashIds: options.hashIds,
+    servesWith: servingOptions(options, opts?.genid),
+  };
+  // Nested in one that serves its session, this one's options go unused: told once per outer middleware.
+  const checkedOuter = new WeakSet<SessionMiddleware>();
+  const warnOfUnusedOptions = (outer: SessionMiddleware): void => {
+    if (checkedOuter.has(outer)) return;
+    checkedOuter.add(outer);
+    const unused = unusedOptions(outer.servesWith, self.servesWith);
+    if (unused.length > 0) warnings.unusedOptions(unused);
   };
 
   return async function lockedSession(ctx: Context, next: Next): Promise<void> {
@@ -49,7 +58,10 @@ export function session(opts?: SessionOptions): Middleware {
     const around = servingOf(ctx);
     if (around !== undefined) {
       const outer = findServing(around, (other) => other.mark === self.mark);
-      if (outer !== undefined) return outer.session === ctx.session ? next() : passThrough(ctx, next, outer.session, warnings);
+      if (outer !== undefined) {
+        warnOfUnusedOptions(outer.by);
+        return outer.session === ctx.session ? next() : passThrough(ctx, next, outer.session, warnings);
+      }
       const rival = findServing(around, (other) => other.cookieName === self.cookieName && cannotShare(other, self));
       if (rival !== undefined) warnings.sharedCookie(self.cookieName);
     }

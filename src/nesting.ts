@@ -1,6 +1,8 @@
 import type { Context, Next } from 'koa';
 import type { Failure } from './context';
 import { setSession, takeBack, takeBackSession } from './context';
+import type { LockMode } from './lock';
+import type { ResolvedOptions, SameSite } from './options';
 import { Session } from './session';
 import type { Store } from './stores/store';
 import { MemoryStore } from './stores/memory';
@@ -22,6 +24,53 @@ export interface SessionMiddleware {
   readonly cookieName: string;
   readonly store: Store;
   readonly hashIds: boolean;
+  /** The options it serves a session with, as the outer of two that share a session. */
+  readonly servesWith: ServingOptions;
+}
+
+/**
+ * The options (besides the store, cookieName and hashIds that make two
+ * middlewares share a session) of which a nested middleware's own go
+ * unused: the outer one serves the session. `genid` as the app gave it.
+ */
+export interface ServingOptions {
+  readonly cookiePath: string;
+  readonly cookieDomain: string | undefined;
+  readonly cookieSecure: boolean;
+  readonly cookieHttpOnly: boolean;
+  readonly sameSite: SameSite;
+  readonly cookieExpires: boolean;
+  readonly signed: boolean | undefined;
+  readonly maxAge: number;
+  readonly absoluteTimeout: number | undefined;
+  readonly lockMode: (ctx: Context) => LockMode;
+  readonly lockTimeout: number;
+  readonly rolling: boolean;
+  readonly genid: (() => string) | undefined;
+}
+
+export function servingOptions(options: ResolvedOptions, givenGenid: (() => string) | undefined): ServingOptions {
+  const { cookie } = options;
+  return {
+    cookiePath: cookie.path,
+    cookieDomain: cookie.domain,
+    cookieSecure: cookie.secure,
+    cookieHttpOnly: cookie.httpOnly,
+    sameSite: cookie.sameSite,
+    cookieExpires: cookie.expires,
+    signed: cookie.signed,
+    maxAge: options.maxAge,
+    absoluteTimeout: options.absoluteTimeout,
+    lockMode: options.lockMode,
+    lockTimeout: options.lockTimeout,
+    rolling: options.rolling,
+    genid: givenGenid,
+  };
+}
+
+/** The names of the options `inner` sets otherwise than `outer`, which serves its requests. */
+export function unusedOptions(outer: ServingOptions, inner: ServingOptions): string[] {
+  return (Object.keys(inner) as (keyof ServingOptions)[]).filter((name) => !Object.is(outer[name], inner[name]));
 }
 
 /** One of them, with the session it serves, and the one around it (of another cookie or store). */

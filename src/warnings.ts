@@ -50,6 +50,16 @@ export class Warnings {
     );
   }
 
+  /** Nested in a session middleware of the same store and cookie, which serves the request with its own options (see passThrough in nesting.ts). */
+  unusedOptions(names: readonly string[]): void {
+    this.once(
+      'KOA_LOCKED_SESSION_NESTED_OPTIONS',
+      `this session() runs inside another session middleware of the same store and cookie, which serves the request with its own options, ` +
+        `so this one's ${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} not used; give both the same options, ` +
+        'or give this one another cookieName for a session of its own',
+    );
+  }
+
   /** A new session or a new ID left unstored, its cookie being impossible to send (see withoutCookie in commit.ts). */
   headersSentBeforeCommit(): void {
     this.once(

@@ -3,7 +3,7 @@
  * signed), when the session is committed and when Set-Cookie is sent, and
  * a handler that throws. Everything over real HTTP.
  */
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { inspect } from 'node:util';
 import { runInNewContext } from 'node:vm';
@@ -1183,6 +1183,42 @@ describe('Request lifecycle: session() twice on one request path', () => {
       });
       expect(warnings.length, label).to.equal(warns ? 1 : 0);
       if (warns) expect(warnings[0]).to.match(/same cookie \(session_id\) but another store object or hashIds setting.*same store object, or give one another cookieName/);
+    }
+  });
+
+  it('a session() nested in another of the same store and cookie but other options warns once, naming them: the outer one serves the request with its own', async () => {
+    const store = memoryStore();
+    const makeId = (): string => randomBytes(32).toString('base64url');
+    const alwaysWrite = (): 'write' => 'write';
+    const outerOptions: SessionOptions = { store, genid: makeId, lockMode: alwaysWrite };
+    const nestings: Array<[string, SessionOptions, string | undefined]> = [
+      ['the same options', { store, genid: makeId, lockMode: alwaysWrite }, undefined],
+      ['a shorter maxAge, rolling', { store, genid: makeId, lockMode: alwaysWrite, maxAge: 60_000, rolling: true }, 'maxAge, rolling are not used'],
+      ['its own lockMode and genid', { store, lockMode: () => 'read' }, 'lockMode, genid are not used'],
+      ['another cookie path', { store, genid: makeId, lockMode: alwaysWrite, cookiePath: '/admin' }, 'cookiePath is not used'],
+      ['another cookie (a session of its own)', { store, cookieName: 'admin_sid', maxAge: 60_000 }, undefined],
+    ];
+    for (const [label, innerOptions, unused] of nestings) {
+      const run = await start(innerOptions, (ctx) => {
+        ctx.session.set('k', 1);
+        ctx.body = 'ok';
+      }, { before: [session(outerOptions)] });
+      const jar = new Jar();
+      const cookies: ReturnType<typeof cookieNamed>[] = [];
+      const warnings = await warningsDuring('KOA_LOCKED_SESSION_NESTED_OPTIONS', async () => {
+        cookies.push(cookieNamed(await call(run, jar, 'post', '/admin')));
+        await call(run, jar, 'post', '/admin');
+      });
+      if (unused === undefined) {
+        expect(warnings, label).to.deep.equal([]);
+        continue;
+      }
+      expect(warnings, label).to.have.length(1);
+      expect(warnings[0], label).to.include(`of the same store and cookie, which serves the request with its own options, so this one's ${unused}`);
+      // What the warning says: the outer one's cookie (path '/', a day's Expires) and lifetime.
+      const cookie = cookies[0];
+      expect(cookie?.attrs.path, label).to.equal('/');
+      expect(Date.parse(String(cookie?.attrs.expires)) - Date.now(), label).to.be.above(86_400_000 - 60_000);
     }
   });
 });
