@@ -77,6 +77,25 @@ function checkKey(key: unknown): asserts key is string {
   if (typeof key !== 'string') throw new TypeError('koa-locked-session: session keys must be strings');
 }
 
+/**
+ * The types of the session's values, for the app to declare by key:
+ *
+ *     declare module 'koa-locked-session' {
+ *       interface SessionValues { userId: string; views: number }
+ *     }
+ *
+ * Then `get('userId')` is a `string | undefined`, and `set('views', 'x')`
+ * does not compile. Keys not declared take any value, as before. Types
+ * only: at run time a value is checked as any other (see set()).
+ */
+export interface SessionValues {}
+
+/** The keys the app has declared in SessionValues. */
+type DeclaredKey = keyof SessionValues & string;
+
+/** What set() takes under `key`: its declared type, or any value for a key not declared. */
+export type SessionValue<K extends string> = K extends DeclaredKey ? SessionValues[K] : unknown;
+
 /** The session of one request: `ctx.session`. */
 export class Session {
   readonly #state: SessionState;
@@ -115,15 +134,17 @@ export class Session {
   }
 
   /** A copy of the value under `key`: changing it does not change the session. */
-  get<T = unknown>(key: string): T | undefined {
-    return valueOf(this.#state.values.get(key)) as T | undefined;
+  get<K extends DeclaredKey>(key: K): SessionValues[K] | undefined;
+  get<T = unknown>(key: string): T | undefined;
+  get(key: string): unknown {
+    return valueOf(this.#state.values.get(key));
   }
 
   /**
    * Stores a copy of `value` under `key`. Throws a TypeError, keeping the
    * previous value, for anything JSON would not carry back unchanged.
    */
-  set(key: string, value: unknown): void {
+  set<K extends string>(key: K, value: SessionValue<K>): void {
     this.#noteChange('set');
     checkKey(key);
     const copy = copyValue(value, key);

@@ -273,6 +273,31 @@ describe('Package: packed with npm pack and installed into a fresh project', fun
       expect(result.code, result.stdout + result.stderr).to.equal(0);
     });
 
+    // The app declares its values' types once; @ts-expect-error fails the check when a line it marks compiles.
+    const declaredValues = `
+      declare module 'koa-locked-session' {
+        interface SessionValues { userId: string; views: number }
+      }
+      app.use(async (ctx) => {
+        const userId: string | undefined = ctx.session.get('userId');
+        ctx.session.set('views', (ctx.session.get('views') ?? 0) + 1);
+        ctx.session.set('notDeclared', { any: ['value', 1] });
+        const flag: boolean | undefined = ctx.session.get<boolean>('flag');
+        // @ts-expect-error a declared key takes only its declared type
+        ctx.session.set('views', 'many');
+        // @ts-expect-error get() of a declared key is of the declared type
+        const wrong: number | undefined = ctx.session.get('userId');
+        ctx.body = { userId, flag, wrong };
+      });
+    `;
+    for (const [dir, kind, type] of [['ts-values-cjs', 'commonjs', undefined], ['ts-values-esm', 'node16', 'module']] as const) {
+      it(`values typed by the app through SessionValues: get() returns, and set() takes, the declared types (module ${kind}${type === undefined ? '' : ', ESM'})`, async () => {
+        const resolution = kind === 'commonjs' ? 'node' : kind;
+        const result = await typecheck(dir, kind, resolution, true, { type, extra: declaredValues });
+        expect(result.code, result.stdout + result.stderr).to.equal(0);
+      });
+    }
+
     it('(control) without the package, ctx.session does not compile', async () => {
       const result = await typecheck('ts-control', 'commonjs', 'node', false);
       expect(result.code).to.not.equal(0);
