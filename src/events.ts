@@ -1,4 +1,4 @@
-import { debuglog } from 'node:util';
+import { debuglog, format } from 'node:util';
 import type { Context } from 'koa';
 import { SessionLockTimeoutError } from './errors';
 import { idHash } from './ids';
@@ -53,6 +53,17 @@ export function reportIfTimedOut(ctx: Context, id: string, error: unknown): unkn
     return listenerError;
   }
   return error;
+}
+
+/**
+ * Tells the app of an error that does not fail the request (another one
+ * does, or the response is already out), as Koa's ctx.onerror tells it of
+ * the one that does: a thrown value that is not an Error is wrapped in one
+ * first, so that Koa's own listener logs it instead of throwing.
+ */
+export function tellAppOf(ctx: Context, error: unknown): void {
+  const isError = error instanceof Error || Object.prototype.toString.call(error) === '[object Error]';
+  ctx.app.emit('error', isError ? error : new Error(format('non-error thrown: %j', error)), ctx);
 }
 
 /** How the commit tells the app what it did (see report); the middleware decides what a throwing listener does. */

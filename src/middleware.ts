@@ -5,7 +5,7 @@ import { NO_COOKIE, commit, planCommit, withoutCookie } from './commit';
 import { SessionCookie } from './cookie';
 import { keepCookieOnError } from './error-headers';
 import type { Reporter } from './events';
-import { report, reportIfTimedOut } from './events';
+import { report, reportIfTimedOut, tellAppOf } from './events';
 import { Expiry } from './expiry';
 import { SessionLocks } from './hold';
 import { lockTableOf } from './lock';
@@ -89,7 +89,7 @@ export function session(opts?: SessionOptions): Middleware {
         report(ctx, event, id, oldId);
       } catch (error) {
         if (listenerFailure === undefined) listenerFailure = { error };
-        else ctx.app.emit('error', error, ctx);
+        else tellAppOf(ctx, error);
       }
     };
 
@@ -121,10 +121,12 @@ export function session(opts?: SessionOptions): Middleware {
     // The store failed to remove the session: the request fails (SPEC: a store failure is a 503), whether
     // the handler awaited destroy() or not, caught its error or not. The session stays as it was. With the
     // headers out, failing would only keep Koa from sending the body (a stream would hang): the app hears of it.
+    // Else the app hears of it once the lock is let go of: an 'error' listener that throws must not keep it.
     const removalFailure = state.removalFailure;
+    let unheardRemovalFailure: Failure | undefined;
     if (removalFailure !== undefined && removalFailure.error !== failure?.error) {
       if (failure === undefined && !ctx.res.headersSent) failure = removalFailure;
-      else ctx.app.emit('error', removalFailure.error, ctx);
+      else unheardRemovalFailure = removalFailure;
     }
     for (const assigned of Object.keys(session)) warnings.property(assigned); // ctx.session.views = 1, as koa-session is used
     markServing(ctx, around);
@@ -152,11 +154,10 @@ export function session(opts?: SessionOptions): Middleware {
         // (a stream would hang): the response stands, and the app hears of the failure.
         if (!sentBeforeCommit) {
           // The request fails with the commit's error; the app still hears of the others.
-          if (failure !== undefined) ctx.app.emit('error', failure.error, ctx);
-          if (listenerFailure !== undefined) ctx.app.emit('error', listenerFailure.error, ctx);
+          for (const other of [unheardRemovalFailure, failure, listenerFailure]) if (other !== undefined) tellAppOf(ctx, other.error);
           throw error;
         }
-        ctx.app.emit('error', error, ctx);
+        tellAppOf(ctx, error);
       } finally {
         // In this process, whoever asked for the session before this request let go of it was in line
         // behind its removal (see HeldLock.release in hold.ts); a RedisStore's mark tells other processes the same.
@@ -174,10 +175,11 @@ export function session(opts?: SessionOptions): Middleware {
         // Sent during the commit, by a task the handler did not await: what was committed stays, without its cookie.
         warnings.headersSentInCommit();
       }
+      if (unheardRemovalFailure !== undefined) tellAppOf(ctx, unheardRemovalFailure.error);
       if (listenerFailure !== undefined) {
         // The handler's own error goes first; with the headers out, failing would only cut the response short.
         if (failure === undefined && !ctx.res.headersSent) failure = listenerFailure;
-        else ctx.app.emit('error', listenerFailure.error, ctx);
+        else tellAppOf(ctx, listenerFailure.error);
       }
       if (failure !== undefined) throw failure.error;
     } finally {

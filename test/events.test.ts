@@ -764,6 +764,27 @@ describe('a listener that throws after the store changed', () => {
       expect(run.errors.some((e) => e instanceof SessionStoreError), `the failed ${broken}`).to.equal(true);
     });
   }
+
+  it("when the commit fails after the handler threw a value that is not an Error, the request still fails with the commit's 503, and Koa's own listener hears the value wrapped, as Koa's ctx.onerror wraps it", async () => {
+    const run = start({ store: new BrokenStore('applyChanges') }, {
+      '/then-throw-value': (ctx) => {
+        ctx.session.set('user', 'grace');
+        throw { status: 409, message: 'conflict' };
+      },
+    });
+    // As an app that adds no listener of its own has it: Koa's onerror (which throws for a value that is
+    // not an Error) first; a recorder after it.
+    run.app.removeAllListeners('error');
+    run.app.on('error', (error: Error) => run.app.onerror(error));
+    run.app.on('error', (error: unknown) => run.errors.push(error));
+    const saved = await request(run.server).post('/save').expect(200);
+
+    const res = await request(run.server).post('/then-throw-value').set('Cookie', cookieHeader(saved));
+
+    expect(res.status).to.equal(503);
+    expect(run.errors.map((e) => (e as Error).message)).to.include('non-error thrown: {"status":409,"message":"conflict"}');
+    expect(run.errors.every((e) => e instanceof Error), 'every error the app heard is an Error').to.equal(true);
+  });
 });
 
 describe('events with hashIds', () => {

@@ -771,6 +771,23 @@ describe('Session.destroy()', function () {
       expect(errors.map((error) => (error as Error).message)).to.include('handler failed').and.have.length(2);
     });
 
+    it("an 'error' listener that throws when told of the removal's failure does not keep the session locked: its error fails the request, and the session is served after it", async () => {
+      const { t, id } = await failingDestroy(1);
+      t.app.on('error', (error: unknown) => {
+        if (error instanceof SessionStoreError) throw new Error('the logger failed');
+      });
+
+      const res = await t.client.post('/logout-null-then-fail').set('Cookie', cookieFor(id)).timeout(3_000);
+
+      expect([res.status, res.text], 'the listener\'s error, as Koa answers it').to.deep.equal([500, 'Internal Server Error']);
+      const write = await t.client.post('/login').set('Cookie', cookieFor(id)).timeout(3_000);
+      expect(write.status, 'the next write of the session (its exclusive lock)').to.equal(200);
+      const read = await t.client.get('/whoami').set('Cookie', cookieFor(id)).timeout(3_000);
+      expect(read.status, 'the next read').to.equal(200);
+      expect(read.body).to.deep.include({ id, isNew: false });
+      expect(read.body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
+    });
+
     const STREAMED: Array<[string, string]> = [
       ['a failure the handler caught', '/logout-streamed'],
       ['ctx.session = null, whose removal fails,', '/logout-null-streamed'],
