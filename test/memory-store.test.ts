@@ -256,6 +256,19 @@ describe('MemoryStore', function () {
       expect(await store.get('new')).to.deep.equal({ v: 1 });
     });
 
+    it('a sweep() called while another is under way resolves once that one is done, not before', async () => {
+      const store = memoryStore({ cleanupInterval: 3_600_000 });
+      for (let i = 0; i < 20_000; i++) await store.set(`old${i}`, { i }, 20);
+      await sleep(40);
+
+      const first = store.sweep();
+      await new Promise<void>((resolve) => setImmediate(resolve)); // the first has done its first slice, and waits
+      await store.sweep();
+
+      expect(heldEntries(store), 'entries held once the second sweep() resolved').to.equal(0);
+      await first;
+    });
+
     for (const [label, lifetime] of [
       ['NaN', NaN],
       ["'session' (koa-session's browser-session maxAge)", 'session'],
@@ -282,6 +295,17 @@ describe('MemoryStore', function () {
         expect(await store.get('kept')).to.deep.equal({ v: 1 });
       });
     }
+
+    it('applyChanges with a value JSON cannot encode (a BigInt) rejects and changes nothing, not even the changes before it', async () => {
+      const store = memoryStore();
+      await store.set('s', { data: { a: 'old' }, createdAt: 1000, touchedAt: 1000 }, 60_000);
+      const changes = [{ op: 'clear' }, { op: 'set', key: 'b', value: 1 }, { op: 'set', key: 'c', value: 10n }] as const;
+
+      const refusal = await store.applyChanges('s', changes, 2000, 60_000).then(() => 'resolved', (error: unknown) => String(error));
+
+      expect(refusal).to.match(/TypeError: Do not know how to serialize a BigInt/);
+      expect(await store.get('s')).to.deep.equal({ data: { a: 'old' }, createdAt: 1000, touchedAt: 1000 });
+    });
 
     it('applyChanges with a push time older than the stored one applies the changes and leaves push time and expiry as they are', async () => {
       const store = memoryStore();

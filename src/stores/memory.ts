@@ -251,7 +251,8 @@ function writeUtf16(text: string): void {
 export class MemoryStore implements AtomicStore {
   private readonly shards: Map<string, Entry>[] = Array.from({ length: SHARDS }, () => new Map());
   private readonly timer: NodeJS.Timeout;
-  private sweeping = false;
+  /** The sweep under way, for a second sweep() to wait for. */
+  private sweeping: Promise<void> | undefined;
 
   constructor(options: MemoryStoreOptions = {}) {
     if (typeof options !== 'object' || options === null) throw new TypeError('koa-locked-session: MemoryStore options must be an object');
@@ -328,6 +329,9 @@ export class MemoryStore implements AtomicStore {
 
   async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
     assertLifetime('MemoryStore', maxAgeMs);
+    // All or nothing: a value JSON cannot encode (a BigInt) would throw part-way through the replay. The
+    // middleware's own commits never carry one (set() refuses it), and go through applySession.
+    for (const change of changes) if (change.op === 'set') JSON.stringify(change.value);
     return this.applySession(id, changes, touchedAt, maxAgeMs);
   }
 
@@ -355,26 +359,28 @@ export class MemoryStore implements AtomicStore {
   /**
    * Removes every expired record, SWEEP_SLICE entries per turn of the event
    * loop, deleting in place (each shard is small enough to shrink in
-   * microseconds). Resolves when every shard has been swept.
+   * microseconds). Resolves when every shard has been swept; called
+   * while a sweep is under way, it resolves with that sweep.
    */
-  async sweep(): Promise<void> {
-    if (this.sweeping) return;
-    this.sweeping = true;
-    try {
-      const now = Date.now();
-      let budget = SWEEP_SLICE;
-      for (const shard of this.shards) {
-        // A Map's iterator carries on past deletions, and past what requests set or delete while the sweep waits.
-        const ids = shard.keys();
-        for (;;) {
-          budget = sweepSlice(shard, ids, now, budget);
-          if (budget > 0) break; // the shard is done, with budget left for the next
-          await new Promise<void>((resolve) => setImmediate(resolve));
-          budget = SWEEP_SLICE;
-        }
+  sweep(): Promise<void> {
+    this.sweeping ??= this.sweepShards().finally(() => {
+      this.sweeping = undefined;
+    });
+    return this.sweeping;
+  }
+
+  private async sweepShards(): Promise<void> {
+    const now = Date.now();
+    let budget = SWEEP_SLICE;
+    for (const shard of this.shards) {
+      // A Map's iterator carries on past deletions, and past what requests set or delete while the sweep waits.
+      const ids = shard.keys();
+      for (;;) {
+        budget = sweepSlice(shard, ids, now, budget);
+        if (budget > 0) break; // the shard is done, with budget left for the next
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        budget = SWEEP_SLICE;
       }
-    } finally {
-      this.sweeping = false;
     }
   }
 
