@@ -23,7 +23,7 @@ export interface SessionState {
   id: string;
   /** The ID whose stored record this request loaded; undefined for a new session. */
   readonly loadedId: string | undefined;
-  /** Stored meta of the loaded record. */
+  /** Stored meta of the loaded record; touchedAt is -Infinity when no push time is known (StoredSession.foreign). */
   readonly createdAt: number;
   readonly touchedAt: number;
   /** The values by key; a loaded value may still be JSON text (see JsonText) until it is read. */
@@ -55,7 +55,8 @@ export function newState(id: string, loaded?: StoredSession): SessionState {
     id,
     loadedId: loaded === undefined ? undefined : id,
     createdAt: loaded?.createdAt ?? 0,
-    touchedAt: loaded?.touchedAt ?? 0,
+    // No push time known (a record the library did not write): a push is due at once (see planCommit).
+    touchedAt: loaded === undefined ? 0 : loaded.foreign === true ? Number.NEGATIVE_INFINITY : loaded.touchedAt,
     values: loaded === undefined ? new Map() : loaded.values,
     changes: [],
     regenerated: false,

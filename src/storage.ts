@@ -1,5 +1,5 @@
 import type { Change, DirectStore, DistributedLock, SessionData, Store, StoredSession } from './stores/store';
-import { isAtomicStore, replayChanges, toRecord, writeLockOf } from './stores/store';
+import { isAtomicStore, isSessionRecord, replayChanges, toRecord, writeLockOf } from './stores/store';
 import { SessionStoreError } from './errors';
 import type { Expiry } from './expiry';
 import type { Eventually } from './lock';
@@ -173,7 +173,8 @@ export class Storage {
     if (stored === undefined || stored === null) return undefined;
     // A plain store may have handed out its own object, which must stay untouched.
     const { data, createdAt, touchedAt } = toRecord(this.atomic ? stored : cloneChecked(stored), now);
-    return { values: valuesOf(data), createdAt, touchedAt };
+    const values = valuesOf(data);
+    return isSessionRecord(stored) ? { values, createdAt, touchedAt } : { values, createdAt, touchedAt, foreign: true };
   }
 
   /**

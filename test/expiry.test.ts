@@ -15,6 +15,7 @@ import {
   describeSession,
   expect,
   gate,
+  hexId,
   sessionCookie,
   settle,
   sleep,
@@ -97,6 +98,34 @@ describe('Expiry', function () {
           const res = await t.client.get('/whoami').set('Cookie', cookieFor(id));
           expect(res.body, `read ${i + 1}, ${(i + 1) * 300} ms in`).to.deep.include({ id, isNew: false, data: { user: 'ann' } });
         }
+      });
+    }
+
+    for (const [kind, makeStore] of STORES) {
+      it(`a session stored as plain data by someone else (koa-session's shape) is kept alive by reads: the first one pushes, and writes it as the library's record, on ${kind}`, async () => {
+        const store = makeStore();
+        const t = await start({ store, maxAge: 10_000 });
+        const id = hexId(0xfeed);
+        await withHeldClock(async (clock) => {
+          const seededAt = clock.at;
+          await store.set(id, { user: 'ann' }, 10_000);
+
+          clock.at = seededAt + 5_000; // no push time is known: this read pushes
+          const first = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+          expect(first.body).to.deep.include({ id, isNew: false, data: { user: 'ann' } });
+          const pushed = sessionCookie(first);
+          expect(pushed?.value, 'Set-Cookie of the push').to.equal(id);
+          expect(pushed!.expires!.getTime(), 'pushed Expires (to the second)').to.be.closeTo(clock.at + 10_000, 1_000);
+          expect(await store.get(id), "the library's record").to.deep.equal({ data: { user: 'ann' }, createdAt: clock.at, touchedAt: clock.at });
+
+          clock.at = seededAt + 5_500;
+          const soon = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+          expect(soon.headers['set-cookie'], 'no push again within a tenth of maxAge').to.equal(undefined);
+
+          clock.at = seededAt + 12_000; // past the end the seeding gave it
+          const later = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+          expect(later.body).to.deep.include({ id, isNew: false, data: { user: 'ann' } });
+        });
       });
     }
 

@@ -931,6 +931,26 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
     assert.equal(got.touchedAt, got.createdAt);
   });
 
+  it("a session hash without the library's times (written by another tool) is pushed on its first read and gets them: absoluteTimeout counts from then", async () => {
+    const a = await instance({}, { maxAge: 60_000, absoluteTimeout: 1_000 });
+    const jar = new CookieJar();
+    const id = await login(jar, a.url);
+    const key = a.store.key(id);
+    await a.client.hdel(key, 'm:c', 'm:t');
+
+    const first = await send(jar, a.url, 'GET', '/');
+    const pushedBy = Date.now();
+    assert.deepEqual(first.body, { seed: 1 });
+    assert.equal(first.setCookies.filter((line) => line.startsWith(`session_id=${id};`)).length, 1, 'Set-Cookie of the push');
+    const [created, touched] = await a.client.hmget(key, 'm:c', 'm:t');
+    assert.ok(touched !== null && Number(touched) <= pushedBy && Number(touched) > pushedBy - 1_000, `m:t ${touched} is the push time`);
+    assert.equal(created, touched, 'm:c: created at its first push');
+
+    await sleep(1_100); // past absoluteTimeout, counted from the push
+    const later = await send(jar, a.url, 'GET', '/');
+    assert.deepEqual(later.body, {}, 'the session ended at its absoluteTimeout');
+  });
+
   it('regenerate and destroy remove the old keys from Redis, leaving a mark of the removal for a minute', async () => {
     const a = await instance({ lock: true });
     const jar = new CookieJar();

@@ -300,10 +300,11 @@ export class MemoryStore implements AtomicStore {
   readSession(id: string, now: number): StoredSession | undefined {
     const entry = this.live(id, now);
     if (entry === undefined) return undefined;
-    const { createdAt, touchedAt, fields } = isRecordEntry(entry) ? entry : recordOfOther(entry, now);
+    const own = isRecordEntry(entry);
+    const { createdAt, touchedAt, fields } = own ? entry : recordOfOther(entry, now);
     const values = new Map<string, unknown>();
     for (let i = 0; i < fields.length; i += 2) values.set(fields[i]!, new JsonText(fields[i + 1]!));
-    return { values, createdAt, touchedAt };
+    return own ? { values, createdAt, touchedAt } : { values, createdAt, touchedAt, foreign: true };
   }
 
   /** @internal Stores `session` under `id` for `maxAgeMs`, replacing what was there. */

@@ -126,6 +126,8 @@ while i <= #ARGV do
 end
 -- The push time and expiry never move back: a later push another process made meanwhile stays.
 local pushed = tonumber(redis.call('HGET', KEYS[1], '${TOUCHED}'))
+-- A hash the library did not write: created at its first push, from which absoluteTimeout counts.
+if pushed == nil then redis.call('HSETNX', KEYS[1], '${CREATED}', ARGV[1]) end
 if pushed == nil or tonumber(ARGV[1]) >= pushed then
   redis.call('HSET', KEYS[1], '${TOUCHED}', ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -276,5 +278,8 @@ export function sessionOfFields(fields: Record<string, string>, now: number): St
     const key = keyOfField(name);
     if (key !== undefined) values.set(key, new JsonText(fields[name] as string));
   }
-  return { values, createdAt: Number(fields[CREATED] ?? now), touchedAt: Number(fields[TOUCHED] ?? now) };
+  const touchedAt = fields[TOUCHED];
+  const createdAt = Number(fields[CREATED] ?? now);
+  // A hash the library did not write (no push time): see StoredSession.foreign.
+  return touchedAt === undefined ? { values, createdAt, touchedAt: now, foreign: true } : { values, createdAt, touchedAt: Number(touchedAt) };
 }

@@ -125,6 +125,12 @@ export interface StoredSession {
   readonly values: Map<string, unknown>;
   readonly createdAt: number;
   readonly touchedAt: number;
+  /**
+   * Read from a record the library did not write (see toRecord), whose
+   * times are taken as now: no push time is known, so an expiry push is
+   * due at once, which writes it as the library's own record.
+   */
+  readonly foreign?: true;
 }
 
 /**
