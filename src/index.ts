@@ -1,7 +1,7 @@
 export { session, session as default, withStore } from './middleware';
 export { getSession, fromContext } from './context';
 export { Session } from './session';
-export type { SessionValues, SessionValue } from './session';
+export type { SessionValues } from './session';
 export { MemoryStore, createMemoryStore } from './stores/memory';
 export type { MemoryStoreOptions } from './stores/memory';
 export { RedisStore } from './stores/redis';

@@ -95,7 +95,7 @@ export interface SessionValues {}
 type DeclaredKey = keyof SessionValues & string;
 
 /** What set() takes under `key`: its declared type, or any value for a key not declared. */
-export type SessionValue<K extends string> = K extends DeclaredKey ? SessionValues[K] : unknown;
+type SessionValue<K extends string> = K extends DeclaredKey ? SessionValues[K] : unknown;
 
 /** The session of one request: `ctx.session`. */
 export class Session {
