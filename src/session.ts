@@ -94,8 +94,12 @@ export interface SessionValues {}
 /** The keys the app has declared in SessionValues. */
 type DeclaredKey = keyof SessionValues & string;
 
-/** What set() takes under `key`: its declared type, or any value for a key not declared. */
-type SessionValue<K extends string> = K extends DeclaredKey ? SessionValues[K] : unknown;
+/**
+ * What set() takes under `key`: its declared type, or any value for a key
+ * not declared. Resolved at once when the app declares nothing, so that
+ * code generic over the key (`<K extends string>`) compiles as before.
+ */
+type SessionValue<K extends string> = [DeclaredKey] extends [never] ? unknown : K extends DeclaredKey ? SessionValues[K] : unknown;
 
 /** The session of one request: `ctx.session`. */
 export class Session {
@@ -145,7 +149,9 @@ export class Session {
    * Stores a copy of `value` under `key`. Throws a TypeError, keeping the
    * previous value, for anything JSON would not carry back unchanged.
    */
-  set<K extends string>(key: K, value: SessionValue<K>): void {
+  set<K extends DeclaredKey>(key: K, value: SessionValues[K]): void;
+  set<K extends string>(key: K, value: SessionValue<K>): void;
+  set(key: string, value: unknown): void {
     this.#noteChange('set');
     checkKey(key);
     const copy = copyValue(value, key);
