@@ -230,11 +230,17 @@ export class RedisStore implements AtomicStore, LockingStore {
     return `${this.key(id)}:removed`;
   }
 
-  /** The record stored for `id` ({ data, createdAt, touchedAt }), or undefined. Redis drops expired ones itself. */
+  /**
+   * The record stored for `id` ({ data, createdAt, touchedAt }), or
+   * undefined. Redis drops expired ones itself. A hash the library did not
+   * write (no push time) reads as its plain data, as MemoryStore gives back
+   * plain data, so that the middleware takes it for what it is (see toRecord).
+   */
   async get(id: string): Promise<SessionData | undefined> {
     const session = await this.readSession(id, Date.now());
     if (session === undefined) return undefined;
-    return { data: dataOfValues(session.values), createdAt: session.createdAt, touchedAt: session.touchedAt };
+    const data = dataOfValues(session.values);
+    return session.foreign === true ? data : { data, createdAt: session.createdAt, touchedAt: session.touchedAt };
   }
 
   /**
