@@ -59,9 +59,11 @@ export function reportIfTimedOut(ctx: Context, id: string, error: unknown): unkn
  * Tells the app of an error that does not fail the request (another one
  * does, or the response is already out), as Koa's ctx.onerror tells it of
  * the one that does: a thrown value that is not an Error is wrapped in one
- * first, so that Koa's own listener logs it instead of throwing.
+ * first, so that Koa's own listener logs it instead of throwing, and a
+ * thrown null or undefined is not told.
  */
 export function tellAppOf(ctx: Context, error: unknown): void {
+  if (error === null || error === undefined) return; // as Koa's ctx.onerror has it
   const isError = error instanceof Error || Object.prototype.toString.call(error) === '[object Error]';
   ctx.app.emit('error', isError ? error : new Error(format('non-error thrown: %j', error)), ctx);
 }

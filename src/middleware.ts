@@ -121,7 +121,7 @@ export function session(opts?: SessionOptions): Middleware {
     // The store failed to remove the session: the request fails (SPEC: a store failure is a 503), whether
     // the handler awaited destroy() or not, caught its error or not. The session stays as it was. With the
     // headers out, failing would only keep Koa from sending the body (a stream would hang): the app hears of it.
-    // Else the app hears of it once the lock is let go of: an 'error' listener that throws must not keep it.
+    // Else the app hears of it with the commit's outcome, where the lock is let go of whatever an 'error' listener throws.
     const removalFailure = state.removalFailure;
     let unheardRemovalFailure: Failure | undefined;
     if (removalFailure !== undefined && removalFailure.error !== failure?.error) {

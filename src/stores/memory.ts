@@ -330,8 +330,8 @@ export class MemoryStore implements AtomicStore {
 
   async applyChanges(id: string, changes: readonly Change[], touchedAt: number, maxAgeMs: number): Promise<boolean> {
     assertLifetime('MemoryStore', maxAgeMs);
-    // All or nothing: a value JSON cannot encode (a BigInt) would throw part-way through the replay. The
-    // middleware's own commits never carry one (set() refuses it), and go through applySession.
+    // All or nothing: a value JSON cannot encode (a BigInt) would throw part-way through the replay.
+    // The middleware's own commits never carry one (set() refuses it).
     for (const change of changes) if (change.op === 'set') JSON.stringify(change.value);
     return this.applySession(id, changes, touchedAt, maxAgeMs);
   }
