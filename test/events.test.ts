@@ -765,26 +765,34 @@ describe('a listener that throws after the store changed', () => {
     });
   }
 
-  it("when the commit fails after the handler threw a value that is not an Error, the request still fails with the commit's 503, and Koa's own listener hears the value wrapped, as Koa's ctx.onerror wraps it", async () => {
-    const run = start({ store: new BrokenStore('applyChanges') }, {
-      '/then-throw-value': (ctx) => {
-        ctx.session.set('user', 'grace');
-        throw { status: 409, message: 'conflict' };
-      },
+  const THROWN_VALUES: Array<[string, unknown, string[]]> = [
+    ['an object', { status: 409, message: 'conflict' }, ['non-error thrown: {"status":409,"message":"conflict"}']],
+    ['undefined (which Koa ignores)', undefined, []],
+  ];
+  for (const [what, thrown, told] of THROWN_VALUES) {
+    it(`when the commit fails after the handler threw ${what}, not an Error, the request still fails with the commit's 503, and Koa's own listener hears it as Koa's ctx.onerror would`, async () => {
+      const run = start({ store: new BrokenStore('applyChanges') }, {
+        '/then-throw-value': (ctx) => {
+          ctx.session.set('user', 'grace');
+          throw thrown;
+        },
+      });
+      // As an app that adds no listener of its own has it: Koa's onerror (which throws for a value that is
+      // not an Error) first; a recorder after it.
+      run.app.removeAllListeners('error');
+      run.app.on('error', (error: Error) => run.app.onerror(error));
+      run.app.on('error', (error: unknown) => run.errors.push(error));
+      const saved = await request(run.server).post('/save').expect(200);
+
+      const res = await request(run.server).post('/then-throw-value').set('Cookie', cookieHeader(saved));
+
+      expect(res.status).to.equal(503);
+      expect(run.errors.every((e) => e instanceof Error), 'every error the app heard is an Error').to.equal(true);
+      const heard = run.errors.map((e) => (e as Error).message);
+      expect(heard.filter((message) => message.startsWith('non-error thrown'))).to.deep.equal(told);
+      expect(run.errors.some((e) => e instanceof SessionStoreError), 'the failed commit').to.equal(true);
     });
-    // As an app that adds no listener of its own has it: Koa's onerror (which throws for a value that is
-    // not an Error) first; a recorder after it.
-    run.app.removeAllListeners('error');
-    run.app.on('error', (error: Error) => run.app.onerror(error));
-    run.app.on('error', (error: unknown) => run.errors.push(error));
-    const saved = await request(run.server).post('/save').expect(200);
-
-    const res = await request(run.server).post('/then-throw-value').set('Cookie', cookieHeader(saved));
-
-    expect(res.status).to.equal(503);
-    expect(run.errors.map((e) => (e as Error).message)).to.include('non-error thrown: {"status":409,"message":"conflict"}');
-    expect(run.errors.every((e) => e instanceof Error), 'every error the app heard is an Error').to.equal(true);
-  });
+  }
 });
 
 describe('events with hashIds', () => {
