@@ -40,7 +40,8 @@ export interface ServingOptions {
   readonly cookieHttpOnly: boolean;
   readonly sameSite: SameSite;
   readonly cookieExpires: boolean;
-  readonly signed: boolean | undefined;
+  /** Whether it may sign (signed unset signs when app.keys is set, as true does then). */
+  readonly signed: boolean;
   readonly maxAge: number;
   readonly absoluteTimeout: number | undefined;
   readonly lockMode: (ctx: Context) => LockMode;
@@ -58,7 +59,7 @@ export function servingOptions(options: ResolvedOptions, givenGenid: (() => stri
     cookieHttpOnly: cookie.httpOnly,
     sameSite: cookie.sameSite,
     cookieExpires: cookie.expires,
-    signed: cookie.signed,
+    signed: cookie.signed !== false,
     maxAge: options.maxAge,
     absoluteTimeout: options.absoluteTimeout,
     lockMode: options.lockMode,
@@ -70,7 +71,13 @@ export function servingOptions(options: ResolvedOptions, givenGenid: (() => stri
 
 /** The names of the options `inner` sets otherwise than `outer`, which serves its requests. */
 export function unusedOptions(outer: ServingOptions, inner: ServingOptions): string[] {
-  return (Object.keys(inner) as (keyof ServingOptions)[]).filter((name) => !Object.is(outer[name], inner[name]));
+  return (Object.keys(inner) as (keyof ServingOptions)[]).filter((name) => !alike(outer[name], inner[name]));
+}
+
+/** Functions of the same code count as alike: two calls of one options factory make two of each. */
+function alike(a: unknown, b: unknown): boolean {
+  if (Object.is(a, b)) return true;
+  return typeof a === 'function' && typeof b === 'function' && String(a) === String(b);
 }
 
 /** One of them, with the session it serves, and the one around it (of another cookie or store). */

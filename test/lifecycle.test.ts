@@ -1188,14 +1188,16 @@ describe('Request lifecycle: session() twice on one request path', () => {
 
   it('a session() nested in another of the same store and cookie but other options warns once, naming them: the outer one serves the request with its own', async () => {
     const store = memoryStore();
-    const makeId = (): string => randomBytes(32).toString('base64url');
-    const alwaysWrite = (): 'write' => 'write';
-    const outerOptions: SessionOptions = { store, genid: makeId, lockMode: alwaysWrite };
+    // Options made by a factory, as an app may call one per router: functions alike in their code, not the same objects.
+    const optionsFrom = (): SessionOptions => ({ store, genid: () => randomBytes(32).toString('base64url'), lockMode: () => 'write' });
+    const outerOptions = optionsFrom();
     const nestings: Array<[string, SessionOptions, string | undefined]> = [
-      ['the same options', { store, genid: makeId, lockMode: alwaysWrite }, undefined],
-      ['a shorter maxAge, rolling', { store, genid: makeId, lockMode: alwaysWrite, maxAge: 60_000, rolling: true }, 'maxAge, rolling are not used'],
+      ['the same options, from a factory', optionsFrom(), undefined],
+      ['signed: true beside signed unset (both sign with app.keys)', { ...optionsFrom(), signed: true }, undefined],
+      ['a shorter maxAge, rolling', { ...optionsFrom(), maxAge: 60_000, rolling: true }, 'maxAge, rolling are not used'],
       ['its own lockMode and genid', { store, lockMode: () => 'read' }, 'lockMode, genid are not used'],
-      ['another cookie path', { store, genid: makeId, lockMode: alwaysWrite, cookiePath: '/admin' }, 'cookiePath is not used'],
+      ['another cookie path', { ...optionsFrom(), cookiePath: '/admin' }, 'cookiePath is not used'],
+      ['signed: false', { ...optionsFrom(), signed: false }, 'signed is not used'],
       ['another cookie (a session of its own)', { store, cookieName: 'admin_sid', maxAge: 60_000 }, undefined],
     ];
     for (const [label, innerOptions, unused] of nestings) {
