@@ -34,7 +34,7 @@ export function keepCookieOnError(ctx: Context, sessionCookie: SessionCookie): v
   };
 }
 
-/** `added` on top of an error's own `headers`, a header both have holding both values. */
+/** `added` on top of an error's own `headers`, a header both have holding both values (a list item once). */
 function mergeHeaders(own: Record<string, unknown> | undefined, added: Record<string, string | string[]>): Record<string, unknown> {
   const merged: Record<string, unknown> = { ...own };
   for (const [name, value] of Object.entries(added)) {
@@ -45,9 +45,19 @@ function mergeHeaders(own: Record<string, unknown> | undefined, added: Record<st
     }
     const before = merged[same];
     delete merged[same];
-    merged[name] = Array.isArray(value) ? [before, ...value].flat() : `${String(before)}, ${value}`;
+    merged[name] = Array.isArray(value) ? [before, ...value].flat() : withListItem(String(before), value);
   }
   return merged;
+}
+
+/**
+ * `item` added to the header list `list`, unless it is there already (as
+ * the cache headers are on an error thrown on many responses), or the list
+ * is `*` (Vary: every request header, Cookie included).
+ */
+function withListItem(list: string, item: string): string {
+  const items = list.split(',').map((entry) => entry.trim().toLowerCase());
+  return items.includes(item.toLowerCase()) || items.includes('*') ? list : `${list}, ${item}`;
 }
 
 /** Koa's own test for an Error (errors from another realm fail `instanceof`). */

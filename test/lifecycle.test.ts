@@ -409,6 +409,24 @@ describe('Request lifecycle: the session cookie on error responses', () => {
     expect(thrown.headers).to.deep.equal({ 'WWW-Authenticate': 'Basic', 'cache-control': 'no-store' });
   });
 
+  const OWN_CACHE_HEADERS: Array<[string, Record<string, string>, string, string]> = [
+    ['already the ones the cookie needs', { Vary: 'Cookie', 'Cache-Control': 'no-cache="Set-Cookie"' }, 'Cookie', 'no-cache="Set-Cookie"'],
+    ['Vary: * and a Vary of its own', { vary: '*' }, '*', 'no-cache="Set-Cookie"'],
+    ['others', { Vary: 'Accept', 'Cache-Control': 'private' }, 'Accept, Cookie', 'private, no-cache="Set-Cookie"'],
+  ];
+  for (const [what, headers, vary, cacheControl] of OWN_CACHE_HEADERS) {
+    it(`an error whose own cache headers are ${what} sends each item once`, async () => {
+      const run = await start({ store: memoryStore() }, (ctx) => {
+        ctx.session.set('tries', 1);
+        throw Object.assign(new Error('bad input'), { status: 400, expose: true, headers });
+      });
+      const res = await call(run, new Jar(), 'post');
+      expect(res.status).to.equal(400);
+      expect([res.headers.vary, res.headers['cache-control']]).to.deep.equal([vary, cacheControl]);
+      expect(cookieNamed(res)?.value).to.match(HEX64);
+    });
+  }
+
   it("a cookie the error sets in its own headers is sent beside the session cookie", async () => {
     const run = await start({ store: memoryStore() }, (ctx) => {
       ctx.session.set('tries', 1);
