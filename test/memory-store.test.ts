@@ -239,14 +239,19 @@ describe('MemoryStore', function () {
       expect(await store.get('live')).to.deep.equal({ v: 1 });
     });
 
-    it('sessions set again or added while a sweep is under way are kept', async () => {
+    /** A store of 20,000 expired sessions `old0`… whose sweep has done its first slice, and waits. */
+    async function sweepUnderWay(): Promise<{ store: MemoryStore; sweeping: Promise<void> }> {
       const store = memoryStore({ cleanupInterval: 3_600_000 });
       for (let i = 0; i < 20_000; i++) await store.set(`old${i}`, { i }, 20);
       await sleep(40);
-
       const sweeping = store.sweep();
-      await new Promise<void>((resolve) => setImmediate(resolve)); // the sweep has done its first slice, and waits
+      await new Promise<void>((resolve) => setImmediate(resolve));
       expect(heldEntries(store), 'entries held after the first slice').to.be.above(1000);
+      return { store, sweeping };
+    }
+
+    it('sessions set again or added while a sweep is under way are kept', async () => {
+      const { store, sweeping } = await sweepUnderWay();
       for (let i = 0; i < 20_000; i += 1000) await store.set(`old${i}`, { i, again: true }, 60_000);
       await store.set('new', { v: 1 }, 60_000);
       await sweeping;
@@ -257,16 +262,12 @@ describe('MemoryStore', function () {
     });
 
     it('a sweep() called while another is under way resolves once that one is done, not before', async () => {
-      const store = memoryStore({ cleanupInterval: 3_600_000 });
-      for (let i = 0; i < 20_000; i++) await store.set(`old${i}`, { i }, 20);
-      await sleep(40);
+      const { store, sweeping } = await sweepUnderWay();
 
-      const first = store.sweep();
-      await new Promise<void>((resolve) => setImmediate(resolve)); // the first has done its first slice, and waits
       await store.sweep();
 
       expect(heldEntries(store), 'entries held once the second sweep() resolved').to.equal(0);
-      await first;
+      await sweeping;
     });
 
     for (const [label, lifetime] of [
