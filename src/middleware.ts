@@ -100,7 +100,8 @@ export function session(opts?: SessionOptions): Middleware {
         // Marked first: a store may drop the session before it answers, and a request sharing
         // the lock that finds it gone meanwhile must already see why (see LockTable.removalStarted).
         lock?.markRemoved();
-        await storage.remove(id);
+        // Holding the lock, it says when it is done (see removalDone below): other processes wait for that.
+        await storage.remove(id, lock?.removedTheSession === true);
         if (lock === undefined || lock.claimDestroyReport()) tell('session:destroyed', id);
       },
       changedTooLate,

@@ -84,8 +84,11 @@ export class Storage {
     });
   }
 
-  async remove(id: string): Promise<void> {
-    await this.attempt('destroy', () => this.store.destroy(this.key(id)));
+  /** `untilDone`: the request goes on running with the session's lock, and says when it is done (see removalDone). */
+  async remove(id: string, untilDone = false): Promise<void> {
+    const redis = this.redis;
+    const key = this.key(id);
+    await this.attempt('destroy', () => (untilDone && redis !== undefined ? redis.removeUntilDone(key) : this.store.destroy(key)));
   }
 
   /**
@@ -103,10 +106,10 @@ export class Storage {
    * the epoch), in any process (see RedisStore.removedSince); false for
    * any other store.
    */
-  async removedSince(id: string, since: number): Promise<boolean> {
+  async removedSince(id: string, since: number, waitMs: number): Promise<boolean> {
     const redis = this.redis;
     if (redis === undefined) return false;
-    return this.attempt('load', () => redis.removedSince(this.key(id), since));
+    return this.attempt('load', () => redis.removedSince(this.key(id), since, waitMs));
   }
 
   /**

@@ -1123,6 +1123,39 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
       assert.deepEqual((await send(jar, b.url, 'GET', '/')).body, { seed: 1 }, 'the login goes on');
     });
 
+    // A login by destroy() then set(), whose handler runs on (a password check), and a request of the same
+    // browser (another tab, a page's fetch) sent to another process meanwhile, past the clocks' margin.
+    for (const [what, lockTimeout, ahead] of [
+      ['starts no session: the login\'s cookie stands', 5_000, true],
+      ['after lockTimeout (the remover may be gone) is one with an unknown ID', 200, false],
+    ] as const) {
+      it(`without lock: true, a request in another process while a login runs on after its destroy() ${what}`, async () => {
+        const a = await instance();
+        const b = await instance({}, { lockTimeout });
+        const jar = new CookieJar();
+        const oldId = await login(jar, a.url);
+        const tab = tabOf(jar);
+
+        const loggingIn = send(jar, a.url, 'POST', '/destroy?hold&key=user&value=%22alice%22');
+        await a.app.held();
+        await sleep(800);
+        const { reply, interrupted, missed } = await lateWrite(b.app, send(tab, b.url, 'POST', '/set?key=csrf&value=1'));
+        a.app.release();
+        assert.equal((await loggingIn).status, 204);
+
+        assert.equal(reply.status, 200);
+        assert.deepEqual([interrupted, missed], ahead ? [1, 0] : [0, 1]);
+        if (ahead) {
+          assert.deepEqual(reply.setCookies, [], 'no cookie to replace the one the login sent');
+          assert.equal(tab.sessionId, oldId);
+          assert.deepEqual((await send(jar, b.url, 'GET', '/')).body, { user: 'alice' }, 'the login goes on');
+          assert.deepEqual(await sessionKeys(a.client), [`${prefix}{${jar.sessionId}}`], 'no other session was started');
+        } else {
+          assert.ok(tab.sessionId !== undefined && tab.sessionId !== oldId, 'a new session and its cookie');
+        }
+      });
+    }
+
     it('a request that comes after the removal (a logout response that was lost, an admin\'s revoke) is one with an unknown ID: a new session starts', async () => {
       const a = await instance();
       const b = await instance();

@@ -79,6 +79,12 @@ const REMOVED_MEMORY_MS = 60_000;
  */
 const CLOCK_MARGIN_MS = 500;
 
+/**
+ * What a removal mark starts with while the request that removed the
+ * session still runs (see removeUntilDone): the removal time follows.
+ */
+const PENDING = 'p';
+
 /** A regenerate whose old session other processes keep changing gives up after this many copies. */
 const MOVE_ATTEMPTS = 10;
 
@@ -281,6 +287,15 @@ export class RedisStore implements AtomicStore, LockingStore {
   }
 
   /**
+   * @internal destroy(), by a request that goes on running with the
+   * session's lock (a logout, a login that destroy()s first): its mark
+   * says the removal is under way until removalDone (see removedSince).
+   */
+  async removeUntilDone(id: string): Promise<void> {
+    await this.run(DESTROY, [this.key(id), this.removedKey(id)], [REMOVED_MEMORY_MS, `${PENDING}${Date.now()}`]);
+  }
+
+  /**
    * @internal True when `id` was removed (destroyed or regenerated away),
    * by any process, after a request that asked for it at `since` (its own
    * clock, ms since the epoch; see CLOCK_MARGIN_MS). Such a request, sent
@@ -288,11 +303,18 @@ export class RedisStore implements AtomicStore, LockingStore {
    * new session, whose cookie would replace the login's. In one process
    * the lock table knows this of the requests that waited (see
    * LockTable.removalStarted); this is how other processes know it. A
-   * request that came after the removal is one with an unknown ID.
+   * request that came after the removal is one with an unknown ID. While
+   * the remover still runs (removeUntilDone), every request is in line
+   * behind it, as a request of its process would wait for its lock: for up
+   * to `waitMs` (lockTimeout) after the removal, in case the remover
+   * never said it was done (its process ended).
    */
-  async removedSince(id: string, since: number): Promise<boolean> {
+  async removedSince(id: string, since: number, waitMs: number): Promise<boolean> {
     const removedAt = await this.run(REMOVED_AT, [this.removedKey(id)], []);
-    return removedAt !== null && removedAt !== undefined && Number(String(removedAt)) + CLOCK_MARGIN_MS >= since;
+    if (removedAt === null || removedAt === undefined) return false;
+    const mark = String(removedAt);
+    if (mark.startsWith(PENDING)) return Date.now() <= Number(mark.slice(PENDING.length)) + waitMs + CLOCK_MARGIN_MS;
+    return Number(mark) + CLOCK_MARGIN_MS >= since;
   }
 
   /**

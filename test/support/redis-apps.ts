@@ -87,7 +87,7 @@ const json = (value: unknown) => JSON.parse(String(value)) as unknown;
  *   POST /incr?delay=ms     n = n + 1, with an await of `delay` ms in between
  *   POST /hold?key=&value=  set (without key=: change nothing), then wait for release() before committing
  *   POST /regenerate        new ID, same data (?hold: then wait for release(), before the commit)
- *   POST /destroy           log out (?hold: then wait for release())
+ *   POST /destroy           log out (?hold: then wait for release(); ?key=&value=: then set, a login)
  */
 export async function startApp(store: Store, options: SessionOptions = {}): Promise<TestApp> {
   const app = new Koa();
@@ -127,6 +127,7 @@ export async function startApp(store: Store, options: SessionOptions = {}): Prom
       case 'POST /destroy':
         await session.destroy();
         if (query.hold !== undefined) await hold();
+        if (query.key !== undefined) session.set(String(query.key), json(query.value)); // a login that destroy()s first
         ctx.status = 204;
         return;
       default:
