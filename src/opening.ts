@@ -25,7 +25,7 @@ export class SessionOpener {
     private readonly storage: Storage,
     private readonly locks: SessionLocks,
     /** Called as methods of the options, as the app's lockMode has always been (its `this`). */
-    private readonly options: Pick<ResolvedOptions, 'genid' | 'lockMode' | 'lockTimeout'>,
+    private readonly options: Pick<ResolvedOptions, 'genid' | 'lockMode'>,
   ) {}
 
   /** A new session, under a new ID: nothing stored, nothing to lock. */
@@ -84,7 +84,7 @@ export class SessionOpener {
     let removedAhead: boolean;
     try {
       // In this process the lock saw the removal; a RedisStore remembers when one was made, in any process.
-      removedAhead = lock.removedAfterAsking || (await this.storage.removedSince(id, askedAt, this.options.lockTimeout));
+      removedAhead = lock.removedAfterAsking || (await this.storage.removedSince(id, askedAt));
     } catch (error) {
       return releaseAndThrow(lock, error);
     }

@@ -106,10 +106,10 @@ export class Storage {
    * the epoch), in any process (see RedisStore.removedSince); false for
    * any other store.
    */
-  async removedSince(id: string, since: number, waitMs: number): Promise<boolean> {
+  async removedSince(id: string, since: number): Promise<boolean> {
     const redis = this.redis;
     if (redis === undefined) return false;
-    return this.attempt('load', () => redis.removedSince(this.key(id), since, waitMs));
+    return this.attempt('load', () => redis.removedSince(this.key(id), since));
   }
 
   /**

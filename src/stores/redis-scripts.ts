@@ -203,11 +203,34 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `, 2);
 
-/** KEYS[1] a removal mark; ARGV[1] how long it stays, in ms; ARGV[2] the time. Moves the mark's time on, if there is one. */
-export const RESTAMP = new Script(`return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])`);
+/**
+ * DESTROY by a request that goes on running: KEYS[3] says the removal is
+ * under way (see RedisStore.removeUntilDone); ARGV[3] how long it may say
+ * so, in ms.
+ */
+export const DESTROY_UNDER_WAY = new Script(`
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+return 1
+`, 3);
 
-/** KEYS[1] a removal mark: the removal time it holds, or false (nil) when there is none. */
-export const REMOVED_AT = new Script(`return redis.call('GET', KEYS[1])`);
+/**
+ * KEYS[1] a removal mark, KEYS[2] its under-way key; ARGV[1] how long the
+ * mark stays, in ms; ARGV[2] the time. The removal is no longer under
+ * way, and the mark's time moves on, if there is a mark.
+ */
+export const RESTAMP = new Script(`
+redis.call('DEL', KEYS[2])
+return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])
+`, 2);
+
+/**
+ * KEYS[1] a removal mark, KEYS[2] its under-way key: the removal time the
+ * mark holds (false, a nil reply, when there is none), and 1 while the
+ * removal is under way, else 0.
+ */
+export const REMOVED_AT = new Script(`return { redis.call('GET', KEYS[1]), redis.call('EXISTS', KEYS[2]) }`, 2);
 
 /**
  * RETIRE's removal time: now, with a random fraction of a millisecond that

@@ -11,6 +11,7 @@ import {
   APPLY,
   APPLY_AND_READ,
   DESTROY,
+  DESTROY_UNDER_WAY,
   LOCK,
   LOCK_LOST,
   REMOVED_AT,
@@ -78,12 +79,6 @@ const REMOVED_MEMORY_MS = 60_000;
  * a little apart.
  */
 const CLOCK_MARGIN_MS = 500;
-
-/**
- * What a removal mark starts with while the request that removed the
- * session still runs (see removeUntilDone): the removal time follows.
- */
-const PENDING = 'p';
 
 /** A regenerate whose old session other processes keep changing gives up after this many copies. */
 const MOVE_ATTEMPTS = 10;
@@ -236,6 +231,11 @@ export class RedisStore implements AtomicStore, LockingStore {
     return `${this.key(id)}:removed`;
   }
 
+  /** The Redis key that says the removal of session `id` is under way (see removeUntilDone). */
+  removingKey(id: string): string {
+    return `${this.key(id)}:removing`;
+  }
+
   /**
    * The record stored for `id` ({ data, createdAt, touchedAt }), or
    * undefined. Redis drops expired ones itself. A hash the library did not
@@ -288,11 +288,14 @@ export class RedisStore implements AtomicStore, LockingStore {
 
   /**
    * @internal destroy(), by a request that goes on running with the
-   * session's lock (a logout, a login that destroy()s first): its mark
-   * says the removal is under way until removalDone (see removedSince).
+   * session's lock (a logout, a login that destroy()s first): the key
+   * `removingKey(id)` says the removal is under way until removalDone (see
+   * removedSince), or for lockTtl at most, should the request's process
+   * end first (as its Redis lock would).
    */
   async removeUntilDone(id: string): Promise<void> {
-    await this.run(DESTROY, [this.key(id), this.removedKey(id)], [REMOVED_MEMORY_MS, `${PENDING}${Date.now()}`]);
+    const keys = [this.key(id), this.removedKey(id), this.removingKey(id)];
+    await this.run(DESTROY_UNDER_WAY, keys, [REMOVED_MEMORY_MS, Date.now(), this.lockTtl]);
   }
 
   /**
@@ -305,16 +308,13 @@ export class RedisStore implements AtomicStore, LockingStore {
    * LockTable.removalStarted); this is how other processes know it. A
    * request that came after the removal is one with an unknown ID. While
    * the remover still runs (removeUntilDone), every request is in line
-   * behind it, as a request of its process would wait for its lock: for up
-   * to `waitMs` (lockTimeout) after the removal, in case the remover
-   * never said it was done (its process ended).
+   * behind it, as a request of its process would wait for its lock.
    */
-  async removedSince(id: string, since: number, waitMs: number): Promise<boolean> {
-    const removedAt = await this.run(REMOVED_AT, [this.removedKey(id)], []);
-    if (removedAt === null || removedAt === undefined) return false;
-    const mark = String(removedAt);
-    if (mark.startsWith(PENDING)) return Date.now() <= Number(mark.slice(PENDING.length)) + waitMs + CLOCK_MARGIN_MS;
-    return Number(mark) + CLOCK_MARGIN_MS >= since;
+  async removedSince(id: string, since: number): Promise<boolean> {
+    const answer = await this.run(REMOVED_AT, [this.removedKey(id), this.removingKey(id)], []);
+    const [removedAt, underWay] = Array.isArray(answer) ? answer : [];
+    if (Number(underWay) === 1) return true;
+    return removedAt !== null && removedAt !== undefined && Number(String(removedAt)) + CLOCK_MARGIN_MS >= since;
   }
 
   /**
@@ -325,7 +325,7 @@ export class RedisStore implements AtomicStore, LockingStore {
    * in line behind the removal, as it does in the remover's own process.
    */
   async removalDone(id: string): Promise<void> {
-    await this.run(RESTAMP, [this.removedKey(id)], [REMOVED_MEMORY_MS, Date.now()]);
+    await this.run(RESTAMP, [this.removedKey(id), this.removingKey(id)], [REMOVED_MEMORY_MS, Date.now()]);
   }
 
   /** Pushes the expiry of `id` out to `maxAgeMs` from now; never creates a session. */
