@@ -167,7 +167,7 @@ export function session(opts?: SessionOptions): Middleware {
       } finally {
         // In this process, whoever asked for the session before this request let go of it was in line
         // behind its removal (see HeldLock.release in hold.ts); a RedisStore's mark tells other processes the same.
-        if (lock !== undefined && (removedUntilDone || lock.removedTheSession)) storage.removalDone(lock.id);
+        if (lock !== undefined && (removedUntilDone || lock.removedTheSession)) storage.removalDone(lock.id, removedUntilDone);
         const releasing = lock?.release();
         // A failed commit is not held up by handing back a cross-process lock either (see releaseAndThrow in opening.ts).
         if (releasing !== undefined && !commitFailed) await releasing;

@@ -97,8 +97,8 @@ export class Storage {
    * lock's release on the same connection, it lands before any request
    * that waited for that lock reads it. A failure only costs that.
    */
-  removalDone(id: string): void {
-    this.redis?.removalDone(this.key(id)).catch(() => trace('removal-mark-failed', id));
+  removalDone(id: string, underWay: boolean): void {
+    this.redis?.removalDone(this.key(id), underWay).catch(() => trace('removal-mark-failed', id));
   }
 
   /**

@@ -193,7 +193,13 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
     return keys.sort();
   }
 
+  /** This test's keys, once no removal is counted as under way (its end is told without waiting, after the response). */
   async function ourKeys(client: Redis): Promise<string[]> {
+    for (let tries = 0; tries < 100; tries++) {
+      const keys = await keysOf(client, `${prefix}*`);
+      if (!keys.some((key) => key.endsWith(':removing'))) return keys;
+      await sleep(10);
+    }
     return keysOf(client, `${prefix}*`);
   }
 
@@ -1155,6 +1161,26 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
         }
       });
     }
+
+    it("removals under way are counted: two processes' removals of one session overlap, and the end of one may reach Redis before its start", async () => {
+      const a = await instance();
+      const b = await instance();
+      const id = await login(new CookieJar(), a.url);
+      const underWay = () => a.store.removedSince(id, Date.now() + 60_000); // asked long after the mark's time: only the count can say yes
+
+      await a.store.removeUntilDone(id);
+      await b.store.removeUntilDone(id);
+      await a.store.removalDone(id, true);
+      assert.equal(await underWay(), true, "b's removal is still under way after a's is done");
+      await b.store.removalDone(id, true);
+      assert.equal(await underWay(), false, 'both done');
+
+      // A removal's end first (its start sent again as EVAL after NOSCRIPT, behind it), then its start.
+      await a.store.removalDone(id, true);
+      await a.store.removeUntilDone(id);
+      assert.equal(await underWay(), false, 'the late start ends nothing under way');
+      assert.equal(await a.client.exists(a.store.removingKey(id)), 0, 'nothing is left to expire');
+    });
 
     it('a read-mode logout whose removal Redis makes but answers too late says it is done all the same: no removal is left under way', async () => {
       const client = connect();

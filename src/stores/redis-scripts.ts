@@ -14,9 +14,11 @@ import { JsonText } from '../values';
  * a key that is not well-formed UTF-16, see fieldOf); `m:c` and `m:t` hold
  * createdAt and touchedAt. The prefixes keep the library's meta apart from
  * the user's keys, so no key is reserved. The lock, when used, is
- * `${prefix}{${id}}:lock`, and `${prefix}{${id}}:removed` remembers for a
- * while that the session was removed (see REMOVED_MEMORY_MS in redis.ts): the hash tag
- * `{id}` puts all three in one Cluster slot.
+ * `${prefix}{${id}}:lock`, `${prefix}{${id}}:removed` remembers for a
+ * while that the session was removed (see REMOVED_MEMORY_MS in redis.ts),
+ * and `${prefix}{${id}}:removing` counts the removals under way (see
+ * RedisStore.removeUntilDone): the hash tag `{id}` puts them all in one
+ * Cluster slot.
  */
 const DATA = 'd:';
 const ESCAPED_DATA = 'u:';
@@ -204,33 +206,38 @@ return 1
 `, 2);
 
 /**
- * DESTROY by a request that goes on running: KEYS[3] says the removal is
- * under way (see RedisStore.removeUntilDone); ARGV[3] how long it may say
- * so, in ms.
+ * DESTROY by a request that goes on running: one more removal under way
+ * in the count KEYS[3] (see RedisStore.removeUntilDone), which lasts
+ * ARGV[3] ms from its last change.
  */
 export const DESTROY_UNDER_WAY = new Script(`
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+if redis.call('INCR', KEYS[3]) == 0 then redis.call('DEL', KEYS[3]) else redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
 return 1
 `, 3);
 
+/** KEYS[1] a removal mark; ARGV[1] how long it stays, in ms; ARGV[2] the time. Moves the mark's time on, if there is one. */
+export const RESTAMP = new Script(`return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])`);
+
 /**
- * KEYS[1] a removal mark, KEYS[2] its under-way key; ARGV[1] how long the
- * mark stays, in ms; ARGV[2] the time. The removal is no longer under
- * way, and the mark's time moves on, if there is a mark.
+ * RESTAMP, and one removal fewer under way in the count KEYS[2] (ARGV[3]:
+ * how long the count lasts). A count, not a flag: the removals of two
+ * processes may overlap, and this may reach Redis before the removal it
+ * ends (a DESTROY_UNDER_WAY sent again as EVAL after NOSCRIPT), which then
+ * brings the count back to 0, not up to 1.
  */
-export const RESTAMP = new Script(`
-redis.call('DEL', KEYS[2])
+export const RESTAMP_UNDER_WAY = new Script(`
+if redis.call('DECR', KEYS[2]) == 0 then redis.call('DEL', KEYS[2]) else redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])
 `, 2);
 
 /**
- * KEYS[1] a removal mark, KEYS[2] its under-way key: the removal time the
- * mark holds (false, a nil reply, when there is none), and 1 while the
- * removal is under way, else 0.
+ * KEYS[1] a removal mark, KEYS[2] its count of removals under way: the
+ * removal time the mark holds (false, a nil reply, when there is none),
+ * and the count (false when there is none).
  */
-export const REMOVED_AT = new Script(`return { redis.call('GET', KEYS[1]), redis.call('EXISTS', KEYS[2]) }`, 2);
+export const REMOVED_AT = new Script(`return { redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]) }`, 2);
 
 /**
  * RETIRE's removal time: now, with a random fraction of a millisecond that

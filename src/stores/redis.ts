@@ -17,6 +17,7 @@ import {
   REMOVED_AT,
   REPLACE,
   RESTAMP,
+  RESTAMP_UNDER_WAY,
   RETIRE,
   RENEW,
   Script,
@@ -288,10 +289,10 @@ export class RedisStore implements AtomicStore, LockingStore {
 
   /**
    * @internal destroy(), by a request that goes on running with the
-   * session's lock (a logout, a login that destroy()s first): the key
-   * `removingKey(id)` says the removal is under way until removalDone (see
-   * removedSince), or for lockTtl at most, should the request's process
-   * end first (as its Redis lock would).
+   * session's lock (a logout, a login that destroy()s first): the count
+   * under `removingKey(id)` says the removal is under way until
+   * removalDone (see removedSince), or for lockTtl after its last change at
+   * most, should the request's process end first (as its Redis lock would).
    */
   async removeUntilDone(id: string): Promise<void> {
     const keys = [this.key(id), this.removedKey(id), this.removingKey(id)];
@@ -313,7 +314,7 @@ export class RedisStore implements AtomicStore, LockingStore {
   async removedSince(id: string, since: number): Promise<boolean> {
     const answer = await this.run(REMOVED_AT, [this.removedKey(id), this.removingKey(id)], []);
     const [removedAt, underWay] = Array.isArray(answer) ? answer : [];
-    if (Number(underWay) === 1) return true;
+    if (Number(underWay) > 0) return true;
     return removedAt !== null && removedAt !== undefined && Number(String(removedAt)) + CLOCK_MARGIN_MS >= since;
   }
 
@@ -323,9 +324,15 @@ export class RedisStore implements AtomicStore, LockingStore {
    * session while the remover still ran (after a destroy(), a login's
    * handler may run on for a while before its set()) then counts as one
    * in line behind the removal, as it does in the remover's own process.
+   * `underWay`: the request removed it with removeUntilDone, whose count
+   * of removals under way this takes back.
    */
-  async removalDone(id: string): Promise<void> {
-    await this.run(RESTAMP, [this.removedKey(id), this.removingKey(id)], [REMOVED_MEMORY_MS, Date.now()]);
+  async removalDone(id: string, underWay: boolean): Promise<void> {
+    if (!underWay) {
+      await this.run(RESTAMP, [this.removedKey(id)], [REMOVED_MEMORY_MS, Date.now()]);
+      return;
+    }
+    await this.run(RESTAMP_UNDER_WAY, [this.removedKey(id), this.removingKey(id)], [REMOVED_MEMORY_MS, Date.now(), this.lockTtl]);
   }
 
   /** Pushes the expiry of `id` out to `maxAgeMs` from now; never creates a session. */
