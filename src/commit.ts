@@ -122,20 +122,22 @@ export function commit(scope: CommitScope, plan: CommitPlan, now: number): Event
 /** A session no store knows yet: its first save. */
 function create(scope: CommitScope, now: number): Eventually<CookieAction> {
   const { state, storage, expiry } = scope;
+  const id = state.id; // a regenerate() too late, while the save is under way, must not change the ID the cookie carries
   const created = (): CookieAction => {
-    scope.report('session:created', state.id);
-    return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
+    scope.report('session:created', id);
+    return { kind: 'send', id, expiresAt: expiry.endsAt(now, now) };
   };
-  const saving = storage.save(state.id, { values: state.values, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
+  const saving = storage.save(id, { values: state.values, createdAt: now, touchedAt: now }, expiry.ttl(now, now));
   return saving instanceof Promise ? saving.then(created) : created();
 }
 
 async function refresh(scope: CommitScope, now: number): Promise<CookieAction> {
   const { state, storage, expiry } = scope;
+  const loadedId = state.loadedId as string;
   // Re-sending the cookie of a session destroyed meanwhile would hand out a dead ID.
-  const stored = await storage.load(state.loadedId as string, now);
+  const stored = await storage.load(loadedId, now);
   if (stored === undefined) return interrupted(scope);
-  return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(stored.createdAt, stored.touchedAt) };
+  return { kind: 'send', id: loadedId, expiresAt: expiry.endsAt(stored.createdAt, stored.touchedAt) };
 }
 
 async function applyAfterUpgrade(scope: CommitScope, plan: 'update' | 'push', upgrading: Promise<void>): Promise<CookieAction> {
@@ -195,12 +197,13 @@ function applyChanges(scope: CommitScope, plan: 'update' | 'push', now: number):
 async function regenerate(scope: CommitScope, planned: number): Promise<CookieAction> {
   const { state, storage, expiry } = scope;
   const oldId = state.loadedId as string;
+  const newId = state.id; // as in create: a regenerate() too late does not change it
   const now = await exclusiveAt(scope, planned); // else an expired session could live on under the new ID
-  if (!(await storage.move(oldId, state.id, state.changes, now, expiry.ttl(now, now)))) return interrupted(scope);
+  if (!(await storage.move(oldId, newId, state.changes, now, expiry.ttl(now, now)))) return interrupted(scope);
   scope.lock?.markRemoved(); // for requests in line behind this one (see LockTable.removalStarted)
-  scope.report('session:created', state.id);
-  scope.report('session:regenerated', state.id, oldId);
-  return { kind: 'send', id: state.id, expiresAt: expiry.endsAt(now, now) };
+  scope.report('session:created', newId);
+  scope.report('session:regenerated', newId, oldId);
+  return { kind: 'send', id: newId, expiresAt: expiry.endsAt(now, now) };
 }
 
 /**

@@ -175,6 +175,18 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
         setTimeout(() => void session.destroy(), 10);
       },
       // The same, and what ctx.session holds once that late destroy() has removed the session.
+      // A regenerate() from a task the handler did not await, 10 ms in: while a slow store saves the session.
+      'POST /create-then-late-regenerate': (ctx) => {
+        ctx.session.set('cart', ['book']);
+        const session = ctx.session;
+        setTimeout(() => void session.regenerate(), 10);
+      },
+      'POST /login-then-late-regenerate': async (ctx) => {
+        await ctx.session.regenerate();
+        ctx.session.set('user', 'alice');
+        const session = ctx.session;
+        setTimeout(() => void session.regenerate(), 10);
+      },
       'POST /logout-late-seen': (ctx) => {
         const session = ctx.session;
         setTimeout(() => {
@@ -805,6 +817,32 @@ describe('Session.destroy()', function () {
       });
     }
   });
+
+  for (const [what, path, data] of [
+    ['new session', '/create-then-late-regenerate', { cart: ['book'] }],
+    ['login (regenerate, then set)', '/login-then-late-regenerate', { user: 'alice', roles: ['reader'] }],
+  ] as const) {
+    it(`a regenerate() too late, while a slow store saves a ${what}, is lost as warned: the cookie names the session as stored`, async () => {
+      const { t, spy } = await start();
+      const loggedIn = path === '/login-then-late-regenerate' ? await login(t) : undefined;
+      spy.hooks.before = async (method) => {
+        if (method === 'set') await sleep(50);
+      };
+
+      let res: Awaited<ReturnType<typeof t.client.post>> | undefined;
+      const warnings = await warningsDuring('KOA_LOCKED_SESSION_LATE_CHANGE', async () => {
+        const request = t.client.post(path);
+        res = await (loggedIn === undefined ? request : request.set('Cookie', cookieFor(loggedIn)));
+      });
+      expect(warnings).to.have.length(1);
+      const id = sessionCookie(res!)?.value;
+      expect(id, 'the session cookie').to.be.a('string');
+      expect(await spy.get(id!), 'what the cookie names is stored').to.not.equal(undefined);
+      spy.hooks.before = undefined;
+      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id!));
+      expect(next.body).to.deep.include({ id, isNew: false, data });
+    });
+  }
 
   it('a destroy() from a task the handler did not await, once the commit began, still empties ctx.session when it resolves', async () => {
     const { t, spy } = await start();
