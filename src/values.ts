@@ -139,6 +139,26 @@ function copyStep(value: unknown, walk: Walk, step: string | number): unknown {
   return copied;
 }
 
+/**
+ * A realm's own Array.prototype: this one's, or another vm context's (as
+ * Jest's test environment makes them), which is itself an array, unlike a
+ * subclass's prototype.
+ */
+function isArrayPrototype(proto: unknown): boolean {
+  return proto === Array.prototype || Array.isArray(proto);
+}
+
+/**
+ * A realm's own Object.prototype: this one's, or another vm context's (the
+ * end of its prototype chain, whose constructor is that realm's Object).
+ */
+function isObjectPrototype(proto: unknown): boolean {
+  if (proto === Object.prototype) return true;
+  if (typeof proto !== 'object' || proto === null || Object.getPrototypeOf(proto) !== null) return false;
+  const constructor: unknown = Object.getOwnPropertyDescriptor(proto, 'constructor')?.value;
+  return typeof constructor === 'function' && constructor.prototype === proto && constructor.name === 'Object';
+}
+
 function copyObject(value: object, walk: Walk): unknown {
   const { ancestors } = walk;
   if (ancestors.length === MAX_DEPTH) throw walk.refuse(`nested deeper than ${MAX_DEPTH} objects or arrays`, true);
@@ -148,7 +168,7 @@ function copyObject(value: object, walk: Walk): unknown {
   ancestors.push(value);
   try {
     if (Array.isArray(value)) {
-      if (proto !== Array.prototype) throw walk.refuse('an array subclass');
+      if (!isArrayPrototype(proto)) throw walk.refuse('an array subclass');
       // Own property names: the indices and `length`; anything else JSON would leave out.
       if (Object.keys(value).length !== value.length || Object.getOwnPropertyNames(value).length !== value.length + 1) {
         throw walk.refuse('a sparse array or an array with extra properties');
@@ -157,7 +177,7 @@ function copyObject(value: object, walk: Walk): unknown {
       for (let i = 0; i < value.length; i++) out[i] = copyStep(value[i], walk, i);
       return out;
     }
-    if (proto !== Object.prototype && proto !== null) {
+    if (proto !== null && !isObjectPrototype(proto)) {
       const name = (value as { constructor?: { name?: string } }).constructor?.name ?? 'object';
       throw walk.refuse(`an instance of ${name}`);
     }

@@ -4,6 +4,7 @@
  * getSession / fromContext. Everything over real HTTP.
  */
 import { inspect, isDeepStrictEqual } from 'node:util';
+import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
 import type { Context } from 'koa';
 import { fromContext, getSession, Session } from '../src';
@@ -267,9 +268,33 @@ const REFUSED: Array<[string, () => unknown]> = [
   ['a sparse array (holes)', holeyArray],
   ['a RegExp', () => /x/],
   ['a boxed string', () => new String('x')],
+  ['an object inheriting from a null-prototype object (JSON drops what it inherits)', () => Object.create(Object.assign(Object.create(null), { inherited: 1 }))],
+  ['a Date from another realm (a vm context)', () => runInNewContext('new Date(0)')],
+  ['a class instance from another realm', () => runInNewContext('new (class Point { constructor() { this.x = 1; } })()')],
   ['an object nested 1,001 deep (one past the 1,000 the README allows)', () => nested(1001)],
   ['an object nested 100,000 deep (not a RangeError from the stack)', () => nested(100_000)],
 ];
+
+describe('Session: plain values made in another realm (a vm context, as Jest\'s test environment makes them)', () => {
+  it('set() takes plain objects and arrays of another realm, and they come back equal in the next request', async () => {
+    const made = runInNewContext(`({
+      object: { user: 'alice', roles: ['admin'], nested: { a: [1, { b: null }] } },
+      array: [1, 'two', { three: 3 }],
+      parsed: JSON.parse('{"cart":[1,2]}'),
+    })`) as Record<string, unknown>;
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') for (const key of Object.keys(made)) ctx.session.set(key, made[key]);
+      ctx.body = ctx.session.toJSON();
+    });
+    const jar = new Jar();
+    expect((await call(run, jar, 'post')).status).to.equal(200);
+    expect((await call(run, jar, 'get')).body).to.deep.equal({
+      object: { user: 'alice', roles: ['admin'], nested: { a: [1, { b: null }] } },
+      array: [1, 'two', { three: 3 }],
+      parsed: { cart: [1, 2] },
+    });
+  });
+});
 
 describe('Session: set() refuses what JSON cannot carry unchanged', () => {
   for (const [label, make] of REFUSED) {
