@@ -6,7 +6,7 @@ import Koa from 'koa';
 import type { Context, Middleware, Next } from 'koa';
 import { session } from '../src';
 import type { Store } from '../src';
-import { csrfProtection, csrfToken, rotateCsrfToken } from './csrf';
+import { csrfProtection, csrfToken, isSafeMethod, rotateCsrfToken } from './csrf';
 import { readForm } from './form';
 import type { CartLine, Html, WizardData } from './pages';
 import { PLANS, cartPage, concurrencyPage, errorPage, homePage, layout, loginPage, profilePage, wizardPage } from './pages';
@@ -34,9 +34,13 @@ export function createApp({ keys, store }: AppOptions): Koa {
   return app;
 }
 
-/** Reads a form body in full (readForm keeps it for the handlers) before the session's lock is taken. */
+/**
+ * Reads a form body in full (readForm keeps it for the handlers and the
+ * CSRF check) before the session's lock is taken: of every request that
+ * may carry one, which csrfProtection reads, not of POSTs alone.
+ */
 async function formFirst(ctx: Context, next: Next): Promise<void> {
-  if (ctx.method === 'POST') await readForm(ctx);
+  if (!isSafeMethod(ctx.method)) await readForm(ctx);
   await next();
 }
 

@@ -13,6 +13,11 @@ import { readForm } from './form';
 const KEY = 'csrf';
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+/** Whether a request of `method` changes nothing, and so needs no token (nor carries a form). */
+export function isSafeMethod(method: string): boolean {
+  return SAFE_METHODS.has(method);
+}
+
 /** This session's token, made on first use. Call it when rendering a form. */
 export function csrfToken(ctx: Context): string {
   return ctx.session.get<string>(KEY) ?? rotateCsrfToken(ctx);
@@ -27,7 +32,7 @@ export function rotateCsrfToken(ctx: Context): string {
 
 /** Middleware: refuses (403) a state-changing request without the session's token. */
 export async function csrfProtection(ctx: Context, next: Next): Promise<void> {
-  if (!SAFE_METHODS.has(ctx.method)) {
+  if (!isSafeMethod(ctx.method)) {
     const sent = (await readForm(ctx))._csrf ?? ctx.get('X-CSRF-Token');
     const expected = ctx.session.get<string>(KEY);
     if (expected === undefined || !sameToken(sent, expected)) {
