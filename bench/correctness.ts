@@ -9,11 +9,22 @@ import { Jar, createSessions, request } from './http';
 
 export interface LostUpdates {
   sent: number;
-  /** Increments that did not survive (sent − final n). */
+  /** Increments answered 200 that did not survive (see lostOf). */
   lost: number;
   /** Answers other than 200 (a lock timeout would show here). */
   failed: number;
   ms: number;
+}
+
+/**
+ * Of `sent` increments, `failed` answered other than 200 (a lock timeout: no
+ * change, and counted apart); the rest must all be in the final count `n`,
+ * and what is missing of them is lost. (A failed one whose change was saved
+ * all the same raises `n` and may hide a lost one; `failed` shows it.)
+ */
+export function lostOf(sent: number, failed: number, n: number): number {
+  if (!Number.isFinite(n)) return sent - failed;
+  return Math.max(0, sent - failed - n);
 }
 
 export async function lostUpdates(child: Child, concurrency = 200): Promise<LostUpdates> {
@@ -36,7 +47,7 @@ export async function lostUpdates(child: Child, concurrency = 200): Promise<Lost
     const ms = Date.now() - started;
     const final = await request(agent, port, 'GET', '/count', jar.header());
     const n = Number(final.body);
-    return { sent: concurrency, lost: Number.isFinite(n) ? concurrency - n : concurrency, failed, ms };
+    return { sent: concurrency, lost: lostOf(concurrency, failed, n), failed, ms };
   } finally {
     agent.destroy();
   }

@@ -170,6 +170,12 @@ async function idleTurns(ms: number): Promise<void> {
   while (performance.now() < until) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
+/** Every entry `store` holds, expired or not (MemoryStore's size counts live sessions only). */
+function heldEntries(store: object): number {
+  const { shards } = store as { shards: readonly Map<string, unknown>[] };
+  return shards.reduce((held, shard) => held + shard.size, 0);
+}
+
 /**
  * The sweep of `count` expired sessions, `repeats` times on fresh stores.
  * A stall that comes from the sweep itself shows in every repeat; one that
@@ -184,6 +190,7 @@ async function sweepBlock(count: number, repeats: number) {
     let store: InstanceType<typeof MemoryStore> | undefined = new MemoryStore({ cleanupInterval: 24 * 3600 * 1000 });
     const filled = store;
     for (const id of manyIds(count)) void filled.set(id, record, 1);
+    if (heldEntries(filled) !== count) throw new Error(`the store holds ${heldEntries(filled)} entries, not ${count}`);
     await sleep(50); // every entry is now expired
     gc();
     // A forced full GC leaves V8's helper threads sweeping the old heap for a
@@ -193,7 +200,8 @@ async function sweepBlock(count: number, repeats: number) {
     // forced GC). So let them finish first.
     await sleep(2000);
     const watched = await watchLoop(() => filled.sweep());
-    const left = filled.size;
+    const left = heldEntries(filled); // not size, which counts live sessions only: every one here has expired
+    if (left > 0) throw new Error(`the sweep left ${left} of ${count} expired sessions`);
     // The same process doing nothing but turn its event loop, as long as the sweep took: how long
     // a "block" this machine shows with no work at all (another process takes the CPU, a timer is late).
     const idle = await watchLoop(() => idleTurns(watched.ms));

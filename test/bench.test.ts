@@ -8,6 +8,8 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { USAGE, UsageError, parseArgs } from '../bench/args';
 import { CONTENDERS, MEASURING_ORDER, QUICK_CONTENDERS } from '../bench/contenders-meta';
+import { lostOf } from '../bench/correctness';
+import { mixedRequest } from '../bench/load';
 import type { WindowResult, WorkloadId } from '../bench/load';
 import { Results, SWEEP_TARGET_SESSIONS, targetLines, targets } from '../bench/report';
 import type { RunResult, SweepResult } from '../bench/report';
@@ -166,6 +168,36 @@ describe('npm run bench: the Targets block', () => {
     expect(lines).to.not.contain('W2 throughput, ours ÷ bare Koa'); // W2 not in the run at all
     expect(lineOf(run, 'W1 throughput, ours signed ÷ koa-session')).to.equal('SKIP  W1 throughput, ours signed ÷ koa-session (Map store, signed): not measured');
     expect(lineOf(run, 'MemoryStore sweep')).to.equal('SKIP  MemoryStore sweep block: not measured');
+  });
+
+  it('a ratio either side of which had answers other than 2xx is a MISS, whatever its value', () => {
+    const run = runOf({ koa: { W1: [[10_000, 30], [10_000, 30]] }, ours: { W1: [[9_500, 31], [9_500, 31]] } });
+    expect(lineOf(run, 'W1 throughput, ours ÷ bare Koa')).to.match(/^PASS /);
+    run.windows.find((w) => w.contender === 'ours' && w.round === 2)!.result.bad = 140;
+    expect(lineOf(run, 'W1 throughput, ours ÷ bare Koa')).to.equal(
+      'MISS  W1 throughput, ours ÷ bare Koa: 0.95× (target ≥ 0.80×; rounds 0.95–0.95) — 140 answers were not 2xx, so the ratio does not count',
+    );
+  });
+
+  it('a lost update is one answered 200 and missing from the count; a failed answer is counted apart, not as lost', () => {
+    expect(lostOf(200, 0, 200)).to.equal(0);
+    expect(lostOf(200, 0, 150), 'fifty answered 200 and missing').to.equal(50);
+    expect(lostOf(200, 142, 58), '142 lock timeouts, the rest all counted').to.equal(0);
+    expect(lostOf(200, 10, 180)).to.equal(10);
+    expect(lostOf(200, 10, NaN), 'no count to read: every answered one is lost').to.equal(190);
+  });
+
+  it('W4 reads and writes every session of its pool, a tenth of the requests writes, spread over the run', () => {
+    const sessions = 1000;
+    const reads = new Array<number>(sessions).fill(0);
+    const writes = new Array<number>(sessions).fill(0);
+    for (let i = 0; i < 20 * sessions; i++) {
+      const { session, write } = mixedRequest(i, sessions);
+      (write ? writes : reads)[session]++;
+    }
+    expect(reads.every((n) => n === 18) && writes.every((n) => n === 2), 'every session: 18 reads, 2 writes').to.equal(true);
+    const firstLap = Array.from({ length: sessions }, (_, i) => mixedRequest(i, sessions).write).filter(Boolean).length;
+    expect(firstLap, 'writes in the first pass over the pool').to.equal(sessions / 10);
   });
 
   it('any lost or failed update of ours is a MISS', () => {
