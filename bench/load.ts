@@ -13,8 +13,6 @@ export interface Workload {
   options(base: string, cookies: string[]): autocannon.Options;
 }
 
-let nextSlot = 0;
-
 /** W4 mixes 90 % reads and 10 % writes over this many sessions. */
 export const MIXED_SESSIONS = 1000;
 
@@ -47,20 +45,19 @@ export const WORKLOADS: Record<WorkloadId, Workload> = {
     id: 'W2x',
     title: 'write, a session per connection: W2 without waiting for the lock',
     sessions: 50,
-    options: (base, cookies) => ({
-      url: `${base}/write`,
-      requests: [
-        {
-          setupRequest: (req: autocannon.Request, context: object) => {
-            // autocannon keeps one context per connection: give each its own session.
-            const connection = context as { cookie?: string };
-            if (connection.cookie === undefined) connection.cookie = cookies[nextSlot++ % cookies.length];
-            const cookie = connection.cookie;
-            return { ...req, method: 'POST', path: '/write', headers: cookie ? { cookie } : {} };
-          },
+    options: (base, cookies) => {
+      let nextSlot = 0;
+      return {
+        url: `${base}/write`,
+        method: 'POST',
+        // Called once per connection: each sends its own session's cookie on every request. (A request's
+        // context would not do: autocannon resets it each time it comes round to the first request.)
+        setupClient: (client: autocannon.Client) => {
+          const cookie = cookies[nextSlot++ % cookies.length];
+          if (cookie) client.setHeaders({ cookie });
         },
-      ],
-    }),
+      };
+    },
   },
   W4: {
     id: 'W4',

@@ -5,11 +5,14 @@
  * given figures is.
  */
 import { execFile } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import autocannon from 'autocannon';
 import { join } from 'node:path';
 import { USAGE, UsageError, parseArgs } from '../bench/args';
 import { CONTENDERS, MEASURING_ORDER, QUICK_CONTENDERS } from '../bench/contenders-meta';
 import { lostOf } from '../bench/correctness';
-import { mixedRequest } from '../bench/load';
+import { WORKLOADS, mixedRequest } from '../bench/load';
 import type { WindowResult, WorkloadId } from '../bench/load';
 import { Results, SWEEP_TARGET_SESSIONS, targetLines, targets } from '../bench/report';
 import type { RunResult, SweepResult } from '../bench/report';
@@ -198,6 +201,28 @@ describe('npm run bench: the Targets block', () => {
     expect(reads.every((n) => n === 18) && writes.every((n) => n === 2), 'every session: 18 reads, 2 writes').to.equal(true);
     const firstLap = Array.from({ length: sessions }, (_, i) => mixedRequest(i, sessions).write).filter(Boolean).length;
     expect(firstLap, 'writes in the first pass over the pool').to.equal(sessions / 10);
+  });
+
+  it('W2x gives each connection a session of its own: every request of a connection sends the same cookie', async () => {
+    const cookiesBySocket = new Map<object, Set<string>>();
+    const server = http.createServer((req, res) => {
+      const seen = cookiesBySocket.get(req.socket) ?? new Set<string>();
+      seen.add(String(req.headers.cookie));
+      cookiesBySocket.set(req.socket, seen);
+      res.end('ok');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const cookies = Array.from({ length: 10 }, (_, i) => `session_id=${i}`);
+      const result = await autocannon({ ...WORKLOADS.W2x.options(`http://127.0.0.1:${port}`, cookies), connections: 10, amount: 2_000 });
+      expect(result['2xx']).to.equal(2_000);
+      expect([...cookiesBySocket.values()].map((seen) => seen.size)).to.deep.equal(new Array(10).fill(1));
+      expect(new Set([...cookiesBySocket.values()].flatMap((seen) => [...seen])).size, 'sessions in use').to.equal(10);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('any lost or failed update of ours is a MISS', () => {
