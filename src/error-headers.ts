@@ -1,6 +1,6 @@
-import { format } from 'node:util';
 import type { Context } from 'koa';
 import type { SessionCookie } from './cookie';
+import { asError } from './errors';
 
 /**
  * Koa's error handler drops every response header and sets those of the
@@ -19,7 +19,7 @@ export function keepCookieOnError(ctx: Context, sessionCookie: SessionCookie): v
     const kept = thrown === null || thrown === undefined ? undefined : sessionCookie.errorHeaders(this);
     if (kept === undefined) return handleError.call(this, thrown as Error);
     // What Koa makes of a thrown non-Error, made here so that it can carry the headers.
-    const error: Error = isError(thrown) ? thrown : new Error(format('non-error thrown: %j', thrown));
+    const error = asError(thrown);
     const own = Object.getOwnPropertyDescriptor(error, 'headers');
     // A frozen or sealed error cannot carry them (and Koa's handler fails on one with a status of its own).
     if (!Object.isExtensible(error) || own?.configurable === false) return handleError.call(this, error);
@@ -58,9 +58,4 @@ function mergeHeaders(own: Record<string, unknown> | undefined, added: Record<st
 function withListItem(list: string, item: string): string {
   const items = list.split(',').map((entry) => entry.trim().toLowerCase());
   return items.includes(item.toLowerCase()) || items.includes('*') ? list : `${list}, ${item}`;
-}
-
-/** Koa's own test for an Error (errors from another realm fail `instanceof`). */
-function isError(value: unknown): value is Error {
-  return value instanceof Error || Object.prototype.toString.call(value) === '[object Error]';
 }

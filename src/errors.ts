@@ -1,3 +1,15 @@
+import { format } from 'node:util';
+
+/**
+ * What Koa's ctx.onerror makes of a thrown value: the value itself when it
+ * is an Error (of any realm: `instanceof` fails across them), else an Error
+ * saying what was thrown.
+ */
+export function asError(thrown: unknown): Error {
+  const isError = thrown instanceof Error || Object.prototype.toString.call(thrown) === '[object Error]';
+  return isError ? (thrown as Error) : new Error(format('non-error thrown: %j', thrown));
+}
+
 /**
  * The library's own errors. Each carries `status` (Koa turns it into the
  * HTTP status) and a stable `code`; none ever contains a raw session ID.

@@ -1,6 +1,6 @@
-import { debuglog, format } from 'node:util';
+import { debuglog } from 'node:util';
 import type { Context } from 'koa';
-import { SessionLockTimeoutError } from './errors';
+import { SessionLockTimeoutError, asError } from './errors';
 import { idHash } from './ids';
 
 /** Events emitted on `app`, each with `{ ctx, idHash }` (`session:invalid` has no `idHash`). */
@@ -64,8 +64,7 @@ export function reportIfTimedOut(ctx: Context, id: string, error: unknown): unkn
  */
 export function tellAppOf(ctx: Context, error: unknown): void {
   if (error === null || error === undefined) return; // as Koa's ctx.onerror has it
-  const isError = error instanceof Error || Object.prototype.toString.call(error) === '[object Error]';
-  ctx.app.emit('error', isError ? error : new Error(format('non-error thrown: %j', error)), ctx);
+  ctx.app.emit('error', asError(error), ctx);
 }
 
 /** How the commit tells the app what it did (see report); the middleware decides what a throwing listener does. */
