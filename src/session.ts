@@ -36,7 +36,7 @@ export interface SessionState {
   /** A destroy() under way: the commit waits for it, awaited by the handler or not (see Session.destroy). */
   destroying: Promise<void> | undefined;
   /** The store failed to remove the session (and no destroy() since succeeded): the request fails with this. */
-  removalFailure: Failure | undefined;
+  removalFailure: RemovalFailure | undefined;
   /** After destroy(), the next set() starts a new session under a new ID. */
   needsNewId: boolean;
   /**
@@ -47,6 +47,17 @@ export interface SessionState {
   readonly removedAhead: string | undefined;
   /** The middleware has begun committing: a change now would be lost (see Session.#noteChange). */
   committing: boolean;
+}
+
+/**
+ * A removal the store failed (see Session.destroy): the request fails with
+ * its error, and commits the session as the first failed destroy() found
+ * it. What the handler changes after the failure goes with the failure: a
+ * login that caught it and went on would otherwise be saved under the ID it
+ * meant to retire (one an attacker may have planted).
+ */
+export interface RemovalFailure extends Failure {
+  readonly before: SessionState;
 }
 
 /** The state of a new session under `id`, or of the session `loaded` from the store under `id`. */
@@ -261,7 +272,7 @@ export class Session {
       } catch (error) {
         // Not removed: the session is as it was, and what the handler did since goes with the request's failure.
         restore(state, before);
-        state.removalFailure = { error };
+        state.removalFailure = { error, before: state.removalFailure?.before ?? before };
         throw error;
       }
     }
@@ -280,12 +291,17 @@ function emptyForDestroy(state: SessionState): void {
   state.changes = [];
 }
 
-/** Puts back what destroy() emptied, from `before` (a copy of the state when destroy() was called). */
+/** Before the commit: the session as the failed removal found it, when one failed (see RemovalFailure). */
+export function undoChangesSinceFailedRemoval(state: SessionState): void {
+  if (state.removalFailure !== undefined) restore(state, state.removalFailure.before);
+}
+
+/** Puts back what destroy() emptied, from `before` (a copy of the state when destroy() was called), which stays as it is. */
 function restore(state: SessionState, before: SessionState): void {
   state.id = before.id;
   state.regenerated = before.regenerated;
   state.needsNewId = before.needsNewId;
-  state.changes = before.changes;
+  state.changes = [...before.changes];
   state.values.clear();
   for (const [key, slot] of before.values) state.values.set(key, slot);
 }

@@ -249,6 +249,25 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
           return { failed: true };
         }
       },
+      // A "switch user" that swallows the store's failure to log out, then logs another user in.
+      'POST /switch-user-caught': async (ctx) => {
+        for (const attempt of ctx.query.twice === undefined ? [1] : [1, 2]) {
+          try {
+            await ctx.session.destroy();
+          } catch {
+            ctx.session.set('user', `bob${attempt}`);
+            ctx.session.delete('roles');
+          }
+        }
+      },
+      'POST /set-then-logout-caught': async (ctx) => {
+        ctx.session.set('cart', [1]);
+        try {
+          await ctx.session.destroy();
+        } catch {
+          // the request fails all the same
+        }
+      },
       'POST /set-then-logout': async (ctx) => {
         ctx.session.set('cart', [1]);
         await ctx.session.destroy();
@@ -667,28 +686,50 @@ describe('Session.destroy()', function () {
       const res = await t.client.post('/logout-caught').set('Cookie', cookieFor(id));
 
       expect(res.status).to.equal(503);
-      // The set() is saved, which pushes the expiry: the cookie goes out again for the same session, not expired.
-      const cookie = sessionCookie(res);
-      expect(cookie?.value, 'the cookie names the same session').to.equal(id);
-      expect(cookie!.expires!.getTime()).to.be.greaterThan(Date.now());
+      // Nothing is saved, so no cookie goes out: the browser keeps the one it has.
+      expect(sessionCookie(res), 'no cookie change').to.equal(undefined);
       // The set() made while the removal was under way went with the failure.
       expect(afterCaughtFailure, 'what the handler sees after the failure').to.deep.equal({ id, data: { user: 'ann', roles: ['reader'] }, idAfterSet: id });
       spy.hooks.before = undefined;
-      // Its set() after the failure went to the same session, committed all the same (as a handler's error would be).
+      // Its set() after the failure went with the failure too.
       const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
-      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'], after: 1 });
+      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
     });
 
-    it('after a failed destroy() the handler caught, a set() changes the session as it was, under its ID', async () => {
-      const { t, spy, id } = await failingDestroy();
-      afterCaughtFailure = undefined;
+    it('after a failed destroy() the handler caught, what it changes goes with the failure: a login that goes on is not saved under the old ID', async () => {
+      const { t, spy, memory, id } = await failingDestroy();
+      const sizeBefore = memory.size;
 
-      expect((await t.client.post('/logout-caught?quiet').set('Cookie', cookieFor(id))).status).to.equal(503);
+      const res = await t.client.post('/switch-user-caught').set('Cookie', cookieFor(id));
 
-      expect(afterCaughtFailure).to.deep.equal({ id, data: { user: 'ann', roles: ['reader'] }, idAfterSet: id });
+      expect(res.status).to.equal(503);
+      expect(sessionCookie(res), 'no cookie change').to.equal(undefined);
+      expect(await storedData(memory, id), 'the session, stored').to.deep.equal({ user: 'ann', roles: ['reader'] });
+      expect(memory.size, 'no new session stored').to.equal(sizeBefore);
       spy.hooks.before = undefined;
       const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
-      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'], after: 1 });
+      expect(next.body).to.deep.include({ id, isNew: false });
+      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
+    });
+
+    it('after two failed destroy() calls, what the handler changed between them goes with the failure too', async () => {
+      const { t, spy, id } = await failingDestroy();
+
+      expect((await t.client.post('/switch-user-caught?twice').set('Cookie', cookieFor(id))).status).to.equal(503);
+
+      spy.hooks.before = undefined;
+      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
+    });
+
+    it('a set() before a destroy() that fails is saved, as a change the handler made before its failure', async () => {
+      const { t, spy, id } = await failingDestroy();
+
+      expect((await t.client.post('/set-then-logout-caught').set('Cookie', cookieFor(id))).status).to.equal(503);
+
+      spy.hooks.before = undefined;
+      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'], cart: [1] });
     });
 
     it('a regenerate() before a destroy() that fails still happens: the session moves to its new ID, with its data', async () => {
