@@ -12,7 +12,7 @@ import { lockTableOf } from './lock';
 import type { SessionMiddleware } from './nesting';
 import { cannotShare, findServing, markServing, passThrough, servingOf, servingOptions, unusedOptions } from './nesting';
 import { SessionOpener } from './opening';
-import { resolveOptions } from './options';
+import { checkOptionsObject, resolveOptions } from './options';
 import type { SessionOptions } from './options';
 import { Session, undoChangesSinceFailedRemoval } from './session';
 import { Storage } from './storage';
@@ -205,5 +205,7 @@ export function withStore(store: Store, opts?: SessionOptions): Middleware {
   if (store === undefined || store === null) {
     throw new TypeError('koa-locked-session: withStore(store) needs a store (for the default MemoryStore, use session())');
   }
+  // Checked before the spread, which would turn an app into its own fields and a string into its characters.
+  if (opts !== undefined) checkOptionsObject(opts, 'withStore');
   return session({ ...opts, store });
 }

@@ -204,7 +204,19 @@ function isApp(value: unknown): boolean {
   return typeof (value as { use?: unknown } | null | undefined)?.use === 'function';
 }
 
-const NOT_THE_APP = "koa-locked-session: session() takes an options object, not the app: write app.use(session()) or app.use(session({ ... }))";
+/**
+ * Refuses what cannot be the options of `fn`: a value that is not an
+ * object, or a Koa app, as koa-session's `session(app)` /
+ * `session(opts, app)` pass it (`extra`: what came after the options).
+ */
+export function checkOptionsObject(opts: unknown, fn: 'session' | 'withStore', extra?: unknown): void {
+  if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new TypeError('koa-locked-session: options must be an object');
+  if (isApp(opts) || isApp(extra)) {
+    const store = fn === 'withStore' ? 'store' : '';
+    const usage = `app.use(${fn}(${store})) or app.use(${fn}(${store === '' ? '' : `${store}, `}{ ... }))`;
+    throw new TypeError(`koa-locked-session: ${fn}() takes an options object, not the app: write ${usage}`);
+  }
+}
 
 /**
  * Fills in defaults and checks every option; throws a TypeError naming the
@@ -213,8 +225,7 @@ const NOT_THE_APP = "koa-locked-session: session() takes an options object, not 
  * refused; anything else is ignored, as `options.map(session)` passes an index.
  */
 export function resolveOptions(opts: SessionOptions = {}, extra?: unknown): ResolvedOptions {
-  if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new TypeError('koa-locked-session: options must be an object');
-  if (isApp(opts) || isApp(extra)) throw new TypeError(NOT_THE_APP);
+  checkOptionsObject(opts, 'session', extra);
   refuseUnknownOptions(opts, KNOWN, FROM_PEERS, 'option');
 
   const secure = optionalBoolean(opts, 'cookieSecure', false);

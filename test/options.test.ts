@@ -109,6 +109,17 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     expect(() => session({ cookiePath: '/a;b' })).to.throw(TypeError, /cookiePath must be a cookie path: '\/' followed by printable ASCII other than ';'/);
   });
 
+  it('withStore(store, app) and withStore(store, a string) are refused as session() refuses them, not as unknown options', () => {
+    const app = new Koa();
+    expect(() => withStore(okStore(), app as unknown as SessionOptions)).to.throw(
+      TypeError,
+      /^koa-locked-session: withStore\(\) takes an options object, not the app: write app\.use\(withStore\(store\)\) or app\.use\(withStore\(store, \{ \.\.\. \}\)\)$/,
+    );
+    for (const opts of ['x', [], 5]) {
+      expect(() => withStore(okStore(), opts as unknown as SessionOptions)).to.throw(TypeError, /^koa-locked-session: options must be an object$/);
+    }
+  });
+
   it('withStore() checks the other options too', () => {
     expect(() => withStore(okStore(), { maxAge: -1 })).to.throw(TypeError, 'maxAge');
   });
