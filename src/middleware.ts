@@ -8,6 +8,7 @@ import type { Reporter } from './events';
 import { report, reportIfTimedOut, tellAppOf } from './events';
 import { Expiry } from './expiry';
 import { SessionLocks } from './hold';
+import { generateId } from './ids';
 import { lockTableOf } from './lock';
 import type { SessionMiddleware } from './nesting';
 import { cannotShare, findServing, markServing, passThrough, servingOf, servingOptions, unusedOptions } from './nesting';
@@ -94,9 +95,9 @@ export function session(opts?: SessionOptions): Middleware {
     };
 
     // 3. The handler.
-    // A removal this request made while holding the lock, which it says it is done with when it lets go (see
-    // removalDone below). Kept here: a hold made exclusive after a failed removal no longer knows of it.
-    let removedUntilDone = false;
+    // The token of the removals this request made while holding the lock, which it says it is done with when it
+    // lets go (see removalDone below). Kept here: a hold made exclusive after a failed removal no longer knows of it.
+    let removalToken: string | undefined;
     const session = new Session(state, {
       newId: options.genid,
       removeStored: async (id) => {
@@ -104,9 +105,8 @@ export function session(opts?: SessionOptions): Middleware {
         // the lock that finds it gone meanwhile must already see why (see LockTable.removalStarted).
         lock?.markRemoved();
         // Holding the lock, it says when it is done (see removalDone below): other processes wait for that.
-        const untilDone = lock?.removedTheSession === true;
-        removedUntilDone ||= untilDone;
-        await storage.remove(id, untilDone);
+        if (lock?.removedTheSession === true) removalToken ??= generateId();
+        await storage.remove(id, removalToken);
         if (lock === undefined || lock.claimDestroyReport()) tell('session:destroyed', id);
       },
       changedTooLate,
@@ -169,7 +169,7 @@ export function session(opts?: SessionOptions): Middleware {
       } finally {
         // In this process, whoever asked for the session before this request let go of it was in line
         // behind its removal (see HeldLock.release in hold.ts); a RedisStore's mark tells other processes the same.
-        if (lock !== undefined && (removedUntilDone || lock.removedTheSession)) storage.removalDone(lock.id, removedUntilDone);
+        if (lock !== undefined && (removalToken !== undefined || lock.removedTheSession)) storage.removalDone(lock.id, removalToken);
         const releasing = lock?.release();
         // A failed commit is not held up by handing back a cross-process lock either (see releaseAndThrow in opening.ts).
         if (releasing !== undefined && !commitFailed) await releasing;

@@ -84,11 +84,15 @@ export class Storage {
     });
   }
 
-  /** `untilDone`: the request goes on running with the session's lock, and says when it is done (see removalDone). */
-  async remove(id: string, untilDone = false): Promise<void> {
+  /**
+   * `underWayToken`: the request goes on running with the session's lock,
+   * and says when it is done, with this token (see removalDone).
+   */
+  async remove(id: string, underWayToken?: string): Promise<void> {
     const redis = this.redis;
     const key = this.key(id);
-    await this.attempt('destroy', () => (untilDone && redis !== undefined ? redis.removeUntilDone(key) : this.store.destroy(key)));
+    await this.attempt('destroy', () =>
+      (underWayToken !== undefined && redis !== undefined ? redis.removeUntilDone(key, underWayToken) : this.store.destroy(key)));
   }
 
   /**
@@ -97,8 +101,8 @@ export class Storage {
    * lock's release on the same connection, it lands before any request
    * that waited for that lock reads it. A failure only costs that.
    */
-  removalDone(id: string, underWay: boolean): void {
-    this.redis?.removalDone(this.key(id), underWay).catch(() => trace('removal-mark-failed', id));
+  removalDone(id: string, underWayToken: string | undefined): void {
+    this.redis?.removalDone(this.key(id), underWayToken).catch(() => trace('removal-mark-failed', id));
   }
 
   /**

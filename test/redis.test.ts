@@ -1162,24 +1162,63 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
       });
     }
 
-    it("removals under way are counted: two processes' removals of one session overlap, and the end of one may reach Redis before its start", async () => {
-      const a = await instance();
+    it("removals under way are kept by token: two processes' removals of one session overlap, an end takes only its own, and one may reach Redis before its start", async () => {
+      const a = await instance({ lockTtl: 5_000 });
       const b = await instance();
       const id = await login(new CookieJar(), a.url);
-      const underWay = () => a.store.removedSince(id, Date.now() + 60_000); // asked long after the mark's time: only the count can say yes
+      const underWay = () => a.store.removedSince(id, Date.now() + 60_000); // asked long after the mark's time: only the set can say yes
 
-      await a.store.removeUntilDone(id);
-      await b.store.removeUntilDone(id);
-      await a.store.removalDone(id, true);
+      await a.store.removeUntilDone(id, 'a');
+      await b.store.removeUntilDone(id, 'b');
+      await a.store.removalDone(id, 'a');
       assert.equal(await underWay(), true, "b's removal is still under way after a's is done");
-      await b.store.removalDone(id, true);
+      await a.store.removalDone(id, 'a');
+      await a.store.removalDone(id, 'never-started'); // the end of a removal the client dropped before sending it
+      assert.equal(await underWay(), true, "ends of other removals take nothing from b's");
+      await b.store.removalDone(id, 'b');
       assert.equal(await underWay(), false, 'both done');
-
-      // A removal's end first (its start sent again as EVAL after NOSCRIPT, behind it), then its start.
-      await a.store.removalDone(id, true);
-      await a.store.removeUntilDone(id);
-      assert.equal(await underWay(), false, 'the late start ends nothing under way');
       assert.equal(await a.client.exists(a.store.removingKey(id)), 0, 'nothing is left to expire');
+
+      // A removal's end first (its start sent again as EVAL after NOSCRIPT, behind it), then its start:
+      // under way until the set expires, as a removal whose process ended.
+      await a.store.removalDone(id, 'late');
+      await a.store.removeUntilDone(id, 'late');
+      assert.equal(await underWay(), true);
+      const ttl = await a.client.pttl(a.store.removingKey(id));
+      assert.ok(ttl > 0 && ttl <= 5_000, `expires within the remover's lockTtl (${ttl} ms)`);
+    });
+
+    it('a logout whose removal never reached Redis takes nothing from a later one: a login by destroy() in another process still holds back a request of a third', async () => {
+      const dropping = connect();
+      type Send = (script: string, numkeys: number, keysAndArgs: string[]) => Promise<unknown>;
+      const client = dropping as unknown as Record<'evalsha' | 'eval', Send>;
+      // As ioredis drops a queued command at a failed reconnection: the removal never reaches Redis, its end does.
+      for (const method of ['evalsha', 'eval'] as const) {
+        const sendScript: Send = client[method].bind(dropping);
+        client[method] = (script, numkeys, keysAndArgs) =>
+          numkeys === 3 && keysAndArgs[2].endsWith(':removing') ? Promise.reject(new Error('dropped before it was sent')) : sendScript(script, numkeys, keysAndArgs);
+      }
+      const failing = await instance({}, {}, dropping);
+      const a = await instance();
+      const b = await instance();
+      const jar = new CookieJar();
+      const oldId = await login(jar, a.url);
+      const tab = tabOf(jar);
+
+      assert.equal((await send(tabOf(jar), failing.url, 'POST', '/destroy')).status, 503);
+      await sleep(50); // its end, told without waiting, reaches Redis
+      const loggingIn = send(jar, a.url, 'POST', '/destroy?hold&key=user&value=%22alice%22');
+      await a.app.held();
+      await sleep(800); // past the clocks' margin: only the removal under way holds the request back
+      const { reply, interrupted, missed } = await lateWrite(b.app, send(tab, b.url, 'POST', '/set?key=csrf&value=1'));
+      a.app.release();
+      assert.equal((await loggingIn).status, 204);
+
+      assert.equal(reply.status, 200);
+      assert.deepEqual(reply.setCookies, [], 'no cookie to replace the one the login sent');
+      assert.deepEqual([interrupted, missed], [1, 0]);
+      assert.equal(tab.sessionId, oldId);
+      assert.deepEqual((await send(jar, b.url, 'GET', '/')).body, { user: 'alice' }, 'the login stands');
     });
 
     it('a read-mode logout whose removal Redis makes but answers too late says it is done all the same: no removal is left under way', async () => {

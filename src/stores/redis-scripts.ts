@@ -206,14 +206,15 @@ return 1
 `, 2);
 
 /**
- * DESTROY by a request that goes on running: one more removal under way
- * in the count KEYS[3] (see RedisStore.removeUntilDone), which lasts
- * ARGV[3] ms from its last change.
+ * DESTROY by a request that goes on running: its token ARGV[4] joins the
+ * set KEYS[3] of removals under way (see RedisStore.removeUntilDone),
+ * which lasts ARGV[3] ms from its last change.
  */
 export const DESTROY_UNDER_WAY = new Script(`
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
-if redis.call('INCR', KEYS[3]) == 0 then redis.call('DEL', KEYS[3]) else redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return 1
 `, 3);
 
@@ -221,23 +222,26 @@ return 1
 export const RESTAMP = new Script(`return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])`);
 
 /**
- * RESTAMP, and one removal fewer under way in the count KEYS[2] (ARGV[3]:
- * how long the count lasts). A count, not a flag: the removals of two
- * processes may overlap, and this may reach Redis before the removal it
- * ends (a DESTROY_UNDER_WAY sent again as EVAL after NOSCRIPT), which then
- * brings the count back to 0, not up to 1.
+ * RESTAMP, and the removal with token ARGV[4] no longer under way in the
+ * set KEYS[2] (ARGV[3]: how long the set lasts; Redis drops it once
+ * empty). A set of tokens, not a flag or a count: the removals of two
+ * processes may overlap, and the end of a removal that never reached
+ * Redis (a command the client dropped at a failed reconnection) must take
+ * nothing from another's. An end that reaches Redis before its removal (a
+ * DESTROY_UNDER_WAY sent again as EVAL after NOSCRIPT) leaves that removal
+ * under way until the set expires, as one whose process ended.
  */
 export const RESTAMP_UNDER_WAY = new Script(`
-if redis.call('DECR', KEYS[2]) == 0 then redis.call('DEL', KEYS[2]) else redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+if redis.call('SREM', KEYS[2], ARGV[4]) == 1 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])
 `, 2);
 
 /**
- * KEYS[1] a removal mark, KEYS[2] its count of removals under way: the
+ * KEYS[1] a removal mark, KEYS[2] its set of removals under way: the
  * removal time the mark holds (false, a nil reply, when there is none),
- * and the count (false when there is none).
+ * and how many removals are under way.
  */
-export const REMOVED_AT = new Script(`return { redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]) }`, 2);
+export const REMOVED_AT = new Script(`return { redis.call('GET', KEYS[1]), redis.call('SCARD', KEYS[2]) }`, 2);
 
 /**
  * RETIRE's removal time: now, with a random fraction of a millisecond that

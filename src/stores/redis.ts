@@ -289,14 +289,15 @@ export class RedisStore implements AtomicStore, LockingStore {
 
   /**
    * @internal destroy(), by a request that goes on running with the
-   * session's lock (a logout, a login that destroy()s first): the count
-   * under `removingKey(id)` says the removal is under way until
-   * removalDone (see removedSince), or for lockTtl after its last change at
-   * most, should the request's process end first (as its Redis lock would).
+   * session's lock (a logout, a login that destroy()s first): its `token`
+   * in the set under `removingKey(id)` says the removal is under way until
+   * removalDone with that token (see removedSince), or for lockTtl after
+   * the set's last change at most, should the request's process end first
+   * (as its Redis lock would).
    */
-  async removeUntilDone(id: string): Promise<void> {
+  async removeUntilDone(id: string, token: string): Promise<void> {
     const keys = [this.key(id), this.removedKey(id), this.removingKey(id)];
-    await this.run(DESTROY_UNDER_WAY, keys, [REMOVED_MEMORY_MS, Date.now(), this.lockTtl]);
+    await this.run(DESTROY_UNDER_WAY, keys, [REMOVED_MEMORY_MS, Date.now(), this.lockTtl, token]);
   }
 
   /**
@@ -324,15 +325,16 @@ export class RedisStore implements AtomicStore, LockingStore {
    * session while the remover still ran (after a destroy(), a login's
    * handler may run on for a while before its set()) then counts as one
    * in line behind the removal, as it does in the remover's own process.
-   * `underWay`: the request removed it with removeUntilDone, whose count
-   * of removals under way this takes back.
+   * `underWayToken`: the request removed it with removeUntilDone, with
+   * that token, whose removal is then no longer under way.
    */
-  async removalDone(id: string, underWay: boolean): Promise<void> {
-    if (!underWay) {
+  async removalDone(id: string, underWayToken?: string): Promise<void> {
+    if (underWayToken === undefined) {
       await this.run(RESTAMP, [this.removedKey(id)], [REMOVED_MEMORY_MS, Date.now()]);
       return;
     }
-    await this.run(RESTAMP_UNDER_WAY, [this.removedKey(id), this.removingKey(id)], [REMOVED_MEMORY_MS, Date.now(), this.lockTtl]);
+    const args = [REMOVED_MEMORY_MS, Date.now(), this.lockTtl, underWayToken];
+    await this.run(RESTAMP_UNDER_WAY, [this.removedKey(id), this.removingKey(id)], args);
   }
 
   /** Pushes the expiry of `id` out to `maxAgeMs` from now; never creates a session. */
