@@ -132,6 +132,21 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
     return client;
   }
 
+  /** A client whose calls of the script that keeps a removal under way (DESTROY_UNDER_WAY) go through `wrap`, given the call. */
+  function connectWrappingRemovals(wrap: (call: () => Promise<unknown>) => Promise<unknown>): Redis {
+    const client = connect();
+    type Send = (script: string, numkeys: number, keysAndArgs: string[]) => Promise<unknown>;
+    const calls = client as unknown as Record<'evalsha' | 'eval', Send>;
+    for (const method of ['evalsha', 'eval'] as const) {
+      const send: Send = calls[method].bind(client);
+      calls[method] = (script, numkeys, keysAndArgs) => {
+        const call = () => send(script, numkeys, keysAndArgs);
+        return numkeys === 3 && keysAndArgs[2].endsWith(':removing') ? wrap(call) : call();
+      };
+    }
+    return client;
+  }
+
   /** One "process": its own ioredis client, RedisStore and Koa app. */
   /**
    * Runs `body` against a redis-server of its own, which it may stall with
@@ -1189,15 +1204,8 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
     });
 
     it('a logout whose removal never reached Redis takes nothing from a later one: a login by destroy() in another process still holds back a request of a third', async () => {
-      const dropping = connect();
-      type Send = (script: string, numkeys: number, keysAndArgs: string[]) => Promise<unknown>;
-      const client = dropping as unknown as Record<'evalsha' | 'eval', Send>;
       // As ioredis drops a queued command at a failed reconnection: the removal never reaches Redis, its end does.
-      for (const method of ['evalsha', 'eval'] as const) {
-        const sendScript: Send = client[method].bind(dropping);
-        client[method] = (script, numkeys, keysAndArgs) =>
-          numkeys === 3 && keysAndArgs[2].endsWith(':removing') ? Promise.reject(new Error('dropped before it was sent')) : sendScript(script, numkeys, keysAndArgs);
-      }
+      const dropping = connectWrappingRemovals(() => Promise.reject(new Error('dropped before it was sent')));
       const failing = await instance({}, {}, dropping);
       const a = await instance();
       const b = await instance();
@@ -1222,17 +1230,8 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
     });
 
     it('a read-mode logout whose removal Redis makes but answers too late says it is done all the same: no removal is left under way', async () => {
-      const client = connect();
-      type Send = (script: string, numkeys: number, keysAndArgs: string[]) => Promise<unknown>;
-      const slow = client as unknown as Record<'evalsha' | 'eval', Send>;
       // The removal reaches Redis at once (by SHA, or as source the first time); its answer comes after the store's timeout.
-      for (const method of ['evalsha', 'eval'] as const) {
-        const send: Send = slow[method].bind(client);
-        slow[method] = (script, numkeys, keysAndArgs) => {
-          const sent = send(script, numkeys, keysAndArgs);
-          return numkeys === 3 && keysAndArgs[2].endsWith(':removing') ? sent.then(async (reply) => (await sleep(400), reply)) : sent;
-        };
-      }
+      const client = connectWrappingRemovals((call) => call().then(async (reply) => (await sleep(400), reply)));
       const a = await instance({ timeout: 200 }, { lockMode: () => 'read' }, client);
       const jar = new CookieJar();
       const id = await login(jar, a.url);

@@ -612,6 +612,14 @@ describe('Session.destroy()', function () {
       return { ...setup, id };
     }
 
+    /** The data of session `id`, once the store of `setup` removes sessions again: the session must still be there. */
+    async function dataAfterwards(setup: { t: TestApp; spy: { hooks: { before?: unknown } } }, id: string): Promise<unknown> {
+      setup.spy.hooks.before = undefined;
+      const next = await setup.t.client.get('/whoami').set('Cookie', cookieFor(id));
+      expect(next.body).to.deep.include({ id, isNew: false });
+      return next.body.data;
+    }
+
     it('a destroy() the handler did not await fails the request with 503, not the process, and the session stays', async () => {
       const { t, spy, id } = await failingDestroy();
 
@@ -679,7 +687,8 @@ describe('Session.destroy()', function () {
     });
 
     it('a failure the handler caught still fails the request (a store failure is a 503); the handler sees the session as it was, and it stays', async () => {
-      const { t, spy, id } = await failingDestroy();
+      const setup = await failingDestroy();
+      const { t, id } = setup;
 
       afterCaughtFailure = undefined;
 
@@ -690,14 +699,13 @@ describe('Session.destroy()', function () {
       expect(sessionCookie(res), 'no cookie change').to.equal(undefined);
       // The set() made while the removal was under way went with the failure.
       expect(afterCaughtFailure, 'what the handler sees after the failure').to.deep.equal({ id, data: { user: 'ann', roles: ['reader'] }, idAfterSet: id });
-      spy.hooks.before = undefined;
       // Its set() after the failure went with the failure too.
-      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
-      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
+      expect(await dataAfterwards(setup, id)).to.deep.equal({ user: 'ann', roles: ['reader'] });
     });
 
     it('after a failed destroy() the handler caught, what it changes goes with the failure: a login that goes on is not saved under the old ID', async () => {
-      const { t, spy, memory, id } = await failingDestroy();
+      const setup = await failingDestroy();
+      const { t, memory, id } = setup;
       const sizeBefore = memory.size;
 
       const res = await t.client.post('/switch-user-caught').set('Cookie', cookieFor(id));
@@ -706,30 +714,25 @@ describe('Session.destroy()', function () {
       expect(sessionCookie(res), 'no cookie change').to.equal(undefined);
       expect(await storedData(memory, id), 'the session, stored').to.deep.equal({ user: 'ann', roles: ['reader'] });
       expect(memory.size, 'no new session stored').to.equal(sizeBefore);
-      spy.hooks.before = undefined;
-      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
-      expect(next.body).to.deep.include({ id, isNew: false });
-      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
+      expect(await dataAfterwards(setup, id)).to.deep.equal({ user: 'ann', roles: ['reader'] });
     });
 
     it('after two failed destroy() calls, what the handler changed between them goes with the failure too', async () => {
-      const { t, spy, id } = await failingDestroy();
+      const setup = await failingDestroy();
+      const { t, id } = setup;
 
       expect((await t.client.post('/switch-user-caught?twice').set('Cookie', cookieFor(id))).status).to.equal(503);
 
-      spy.hooks.before = undefined;
-      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
-      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'] });
+      expect(await dataAfterwards(setup, id)).to.deep.equal({ user: 'ann', roles: ['reader'] });
     });
 
     it('a set() before a destroy() that fails is saved, as a change the handler made before its failure', async () => {
-      const { t, spy, id } = await failingDestroy();
+      const setup = await failingDestroy();
+      const { t, id } = setup;
 
       expect((await t.client.post('/set-then-logout-caught').set('Cookie', cookieFor(id))).status).to.equal(503);
 
-      spy.hooks.before = undefined;
-      const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
-      expect(next.body.data).to.deep.equal({ user: 'ann', roles: ['reader'], cart: [1] });
+      expect(await dataAfterwards(setup, id)).to.deep.equal({ user: 'ann', roles: ['reader'], cart: [1] });
     });
 
     it('a regenerate() before a destroy() that fails still happens: the session moves to its new ID, with its data', async () => {
