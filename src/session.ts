@@ -134,6 +134,18 @@ export class Session {
     if (this.#state.committing) this.#hooks.changedTooLate(method);
   }
 
+  /**
+   * #noteChange for a change of the data, which is then dropped: true when
+   * it is too late. A commit that waits for the exclusive lock reads the
+   * change log after its wait, so a change let in meanwhile would be saved
+   * after all, and one after a failed removal would reach the session the
+   * handler meant to retire (see RemovalFailure).
+   */
+  #tooLateFor(method: string): boolean {
+    this.#noteChange(method);
+    return this.#state.committing;
+  }
+
   /** The session ID (64 lowercase hex characters with the default generator). */
   get id(): string {
     return this.#state.id;
@@ -163,7 +175,7 @@ export class Session {
   set<K extends DeclaredKey>(key: K, value: SessionValues[K]): void;
   set<K extends string>(key: K, value: SessionValue<K>): void;
   set(key: string, value: unknown): void {
-    this.#noteChange('set');
+    if (this.#tooLateFor('set')) return;
     checkKey(key);
     const copy = copyValue(value, key);
     const state = this.#state;
@@ -180,7 +192,7 @@ export class Session {
   }
 
   delete(key: string): void {
-    this.#noteChange('delete');
+    if (this.#tooLateFor('delete')) return;
     checkKey(key);
     // Deleting what this request cannot see is no change at all.
     if (!this.#state.values.delete(key)) return;
@@ -189,7 +201,7 @@ export class Session {
 
   /** Empties the data; the (empty) session stays, with its cookie. */
   clear(): void {
-    this.#noteChange('clear');
+    if (this.#tooLateFor('clear')) return;
     if (this.#state.values.size === 0) return;
     this.#state.values.clear();
     this.#state.changes.push({ op: 'clear' });

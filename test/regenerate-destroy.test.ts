@@ -36,6 +36,9 @@ let regeneratedInHandler: Gate | undefined;
 /** Set by POST /logout-late-seen once its late destroy() has resolved: what ctx.session held then. */
 let seenAfterLateLogout: { keys: string[]; data: Record<string, unknown> } | undefined;
 
+/** Opened by GET /set-then-late-set once its late set() has run. */
+let lateSetDone: Gate | undefined;
+
 /** Set by POST /logout-caught. */
 let afterCaughtFailure: { id: string; data: Record<string, unknown>; idAfterSet: string } | undefined;
 
@@ -284,6 +287,17 @@ async function start(options: SessionOptions = {}, slowDestroyMs = 0): Promise<S
         session.set('seen', 1);
         setTimeout(() => void session.destroy().catch(() => undefined), 20);
       },
+      // A change, then another from a task the handler did not await, which runs while the commit waits for the exclusive lock.
+      'GET /set-then-late-set': (ctx) => {
+        const session = ctx.session;
+        session.set('seen', 1);
+        setTimeout(() => {
+          session.set('late', 1);
+          session.delete('seen');
+          session.clear();
+          lateSetDone?.open();
+        }, 20);
+      },
       'GET /whoami': (ctx) => describeSession(ctx),
     },
   });
@@ -462,6 +476,34 @@ describe('Session.regenerate()', function () {
         regeneratedInHandler = undefined;
       }
     });
+  });
+});
+
+describe('a change from a task the handler did not await, made while the commit waits for the exclusive lock', function () {
+  this.timeout(60_000);
+
+  it('is lost, as its warning says: a set(), delete() or clear() then changes nothing in the store', async () => {
+    const { t } = await start();
+    const id = await login(t);
+    lingerHeld = gate();
+    const release = gate();
+    lingerRelease = release;
+    lateSetDone = gate();
+
+    const warnings = await warningsDuring('KOA_LOCKED_SESSION_LATE_CHANGE', async () => {
+      // A reader holds the shared lock, so the next request's commit waits for the exclusive one.
+      const lingering = t.client.get('/linger').set('Cookie', cookieFor(id)).then((r) => r);
+      await lingerHeld!.promise;
+      const pending = t.client.get('/set-then-late-set').set('Cookie', cookieFor(id)).then((r) => r);
+      await lateSetDone!.promise; // the late changes, while the commit waits
+      release.open();
+      expect((await pending).status).to.equal(200);
+      await lingering;
+    });
+
+    expect(warnings).to.have.length(1);
+    const next = await t.client.get('/whoami').set('Cookie', cookieFor(id));
+    expect(next.body.data, 'the session: its set() made before the commit began').to.deep.equal({ user: 'ann', roles: ['reader'], seen: 1 });
   });
 });
 
