@@ -141,7 +141,7 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
       const send: Send = calls[method].bind(client);
       calls[method] = (script, numkeys, keysAndArgs) => {
         const call = () => send(script, numkeys, keysAndArgs);
-        return numkeys === 3 && keysAndArgs[2].endsWith(':removing') ? wrap(call) : call();
+        return numkeys === 3 && keysAndArgs[2].endsWith(':removers') ? wrap(call) : call();
       };
     }
     return client;
@@ -212,7 +212,7 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
   async function ourKeys(client: Redis): Promise<string[]> {
     for (let tries = 0; tries < 100; tries++) {
       const keys = await keysOf(client, `${prefix}*`);
-      if (!keys.some((key) => key.endsWith(':removing'))) return keys;
+      if (!keys.some((key) => key.endsWith(':removers'))) return keys;
       await sleep(10);
     }
     return keysOf(client, `${prefix}*`);
@@ -1177,11 +1177,11 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
       });
     }
 
-    it("removals under way are kept by token: two processes' removals of one session overlap, an end takes only its own, and one may reach Redis before its start", async () => {
+    it("removals under way are kept by token: two processes' removals of one session overlap, an end takes only its own, and an end that comes before its removal ends it", async () => {
       const a = await instance({ lockTtl: 5_000 });
-      const b = await instance();
+      const b = await instance({ lockTtl: 5_000 });
       const id = await login(new CookieJar(), a.url);
-      const underWay = () => a.store.removedSince(id, Date.now() + 60_000); // asked long after the mark's time: only the set can say yes
+      const underWay = () => a.store.removedSince(id, Date.now() + 60_000); // asked long after the mark's time: only a removal under way can say yes
 
       await a.store.removeUntilDone(id, 'a');
       await b.store.removeUntilDone(id, 'b');
@@ -1192,15 +1192,15 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
       assert.equal(await underWay(), true, "ends of other removals take nothing from b's");
       await b.store.removalDone(id, 'b');
       assert.equal(await underWay(), false, 'both done');
-      assert.equal(await a.client.exists(a.store.removingKey(id)), 0, 'nothing is left to expire');
+      const ttl = await a.client.pttl(a.store.removersKey(id));
+      assert.ok(ttl > 0 && ttl <= 5_000, `what is left expires within the removers' lockTtl (${ttl} ms)`);
 
-      // A removal's end first (its start sent again as EVAL after NOSCRIPT, behind it), then its start:
-      // under way until the set expires, as a removal whose process ended.
+      // A removal's end first (its removal timed out in the client, or was sent again as EVAL after NOSCRIPT), then the removal.
+      await a.client.del(a.store.removersKey(id));
       await a.store.removalDone(id, 'late');
       await a.store.removeUntilDone(id, 'late');
-      assert.equal(await underWay(), true);
-      const ttl = await a.client.pttl(a.store.removingKey(id));
-      assert.ok(ttl > 0 && ttl <= 5_000, `expires within the remover's lockTtl (${ttl} ms)`);
+      assert.equal(await underWay(), false, 'the late removal is not under way');
+      assert.equal(await a.client.exists(a.store.removersKey(id)), 0, 'nothing is left to expire');
     });
 
     it('a logout whose removal never reached Redis takes nothing from a later one: a login by destroy() in another process still holds back a request of a third', async () => {
@@ -1229,6 +1229,24 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
       assert.deepEqual((await send(jar, b.url, 'GET', '/')).body, { user: 'alice' }, 'the login stands');
     });
 
+    it('a logout whose removal reaches Redis only after its request let go (it timed out in the client) leaves nothing under way: a login right after starts a session', async () => {
+      const client = connectWrappingRemovals(async (call) => (await sleep(400), call()));
+      const a = await instance({ timeout: 200 }, {}, client);
+      const b = await instance();
+      const jar = new CookieJar();
+      const id = await login(jar, a.url);
+
+      assert.equal((await send(jar, a.url, 'POST', '/destroy')).status, 503);
+      await sleep(700); // the removal reaches Redis after the request's end, and this is past the clocks' margin
+      assert.deepEqual(await sessionKeys(a.client), [], 'the removal was made, and nothing of it is left under way');
+      const { reply, interrupted, missed } = await lateWrite(b.app, send(jar, b.url, 'POST', '/set?key=user&value=%22bob%22'));
+
+      assert.equal(reply.status, 200);
+      assert.deepEqual([interrupted, missed], [0, 1]);
+      assert.ok(jar.sessionId !== undefined && jar.sessionId !== id, 'a new session and its cookie');
+      assert.deepEqual((await send(jar, b.url, 'GET', '/')).body, { user: 'bob' });
+    });
+
     it('a read-mode logout whose removal Redis makes but answers too late says it is done all the same: no removal is left under way', async () => {
       // The removal reaches Redis at once (by SHA, or as source the first time); its answer comes after the store's timeout.
       const client = connectWrappingRemovals((call) => call().then(async (reply) => (await sleep(400), reply)));
@@ -1240,7 +1258,7 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
       const reply = await send(jar, a.url, 'POST', '/destroy?first=seen');
       assert.equal(reply.status, 503);
       await sleep(500); // the late answer, and what follows it
-      assert.equal(await client.exists(a.store.removingKey(id)), 0, 'the removal is no longer under way');
+      assert.equal(await client.exists(a.store.removersKey(id)), 0, 'the removal is no longer under way');
       assert.ok(Number.isFinite(Number(await client.get(a.store.removedKey(id)))), 'the mark holds a time');
     });
 

@@ -16,7 +16,7 @@ import { JsonText } from '../values';
  * the user's keys, so no key is reserved. The lock, when used, is
  * `${prefix}{${id}}:lock`, `${prefix}{${id}}:removed` remembers for a
  * while that the session was removed (see REMOVED_MEMORY_MS in redis.ts),
- * and `${prefix}{${id}}:removing` counts the removals under way (see
+ * and `${prefix}{${id}}:removers` keeps the removals under way (see
  * RedisStore.removeUntilDone): the hash tag `{id}` puts them all in one
  * Cluster slot.
  */
@@ -206,15 +206,31 @@ return 1
 `, 2);
 
 /**
- * DESTROY by a request that goes on running: its token ARGV[4] joins the
- * set KEYS[3] of removals under way (see RedisStore.removeUntilDone),
- * which lasts ARGV[3] ms from its last change.
+ * The removals under way of one session (see RedisStore.removeUntilDone)
+ * are a sorted set of their requests' tokens, lasting the remover's
+ * lockTtl from its last change: score 1 for a removal under way, score 0
+ * for a request whose end reached Redis before its removal did (its
+ * removal timed out in the client, or was sent again as EVAL after
+ * NOSCRIPT, and came late). Neither the end of a removal that never
+ * reached Redis (a command the client dropped at a failed reconnection)
+ * nor a late removal can then take another's place or stay under way.
+ */
+const UNDER_WAY = 1;
+const ENDED = 0;
+
+/**
+ * DESTROY by a request that goes on running: its token ARGV[4] is under
+ * way in KEYS[3] (ARGV[3]: how long that lasts), unless its end came first.
  */
 export const DESTROY_UNDER_WAY = new Script(`
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
+if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[4])) == ${ENDED} then
+  redis.call('ZREM', KEYS[3], ARGV[4])
+else
+  redis.call('ZADD', KEYS[3], ${UNDER_WAY}, ARGV[4])
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
 return 1
 `, 3);
 
@@ -222,26 +238,23 @@ return 1
 export const RESTAMP = new Script(`return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])`);
 
 /**
- * RESTAMP, and the removal with token ARGV[4] no longer under way in the
- * set KEYS[2] (ARGV[3]: how long the set lasts; Redis drops it once
- * empty). A set of tokens, not a flag or a count: the removals of two
- * processes may overlap, and the end of a removal that never reached
- * Redis (a command the client dropped at a failed reconnection) must take
- * nothing from another's. An end that reaches Redis before its removal (a
- * DESTROY_UNDER_WAY sent again as EVAL after NOSCRIPT) leaves that removal
- * under way until the set expires, as one whose process ended.
+ * RESTAMP, and the removal of the request with token ARGV[4] no longer
+ * under way in KEYS[2] (ARGV[3]: how long its removals last): taken out,
+ * or, when its removal has not reached Redis, marked as ended for it to
+ * find (see UNDER_WAY).
  */
 export const RESTAMP_UNDER_WAY = new Script(`
-if redis.call('SREM', KEYS[2], ARGV[4]) == 1 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+if redis.call('ZREM', KEYS[2], ARGV[4]) == 0 then redis.call('ZADD', KEYS[2], ${ENDED}, ARGV[4]) end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])
 `, 2);
 
 /**
- * KEYS[1] a removal mark, KEYS[2] its set of removals under way: the
- * removal time the mark holds (false, a nil reply, when there is none),
- * and how many removals are under way.
+ * KEYS[1] a removal mark, KEYS[2] its removals under way: the removal time
+ * the mark holds (false, a nil reply, when there is none), and how many
+ * removals are under way.
  */
-export const REMOVED_AT = new Script(`return { redis.call('GET', KEYS[1]), redis.call('SCARD', KEYS[2]) }`, 2);
+export const REMOVED_AT = new Script(`return { redis.call('GET', KEYS[1]), redis.call('ZCOUNT', KEYS[2], ${UNDER_WAY}, ${UNDER_WAY}) }`, 2);
 
 /**
  * RETIRE's removal time: now, with a random fraction of a millisecond that

@@ -232,9 +232,13 @@ export class RedisStore implements AtomicStore, LockingStore {
     return `${this.key(id)}:removed`;
   }
 
-  /** The Redis key that says the removal of session `id` is under way (see removeUntilDone). */
-  removingKey(id: string): string {
-    return `${this.key(id)}:removing`;
+  /**
+   * The Redis key that keeps the removals of session `id` under way (see
+   * removeUntilDone). Not `:removing`, which versions before held a count
+   * in: a sorted set under that name would fail their commands.
+   */
+  removersKey(id: string): string {
+    return `${this.key(id)}:removers`;
   }
 
   /**
@@ -290,13 +294,13 @@ export class RedisStore implements AtomicStore, LockingStore {
   /**
    * @internal destroy(), by a request that goes on running with the
    * session's lock (a logout, a login that destroy()s first): its `token`
-   * in the set under `removingKey(id)` says the removal is under way until
-   * removalDone with that token (see removedSince), or for lockTtl after
-   * the set's last change at most, should the request's process end first
-   * (as its Redis lock would).
+   * under `removersKey(id)` says the removal is under way until removalDone
+   * with that token (see removedSince), or for lockTtl after that key's
+   * last change at most, should the request's process end first (as its
+   * Redis lock would).
    */
   async removeUntilDone(id: string, token: string): Promise<void> {
-    const keys = [this.key(id), this.removedKey(id), this.removingKey(id)];
+    const keys = [this.key(id), this.removedKey(id), this.removersKey(id)];
     await this.run(DESTROY_UNDER_WAY, keys, [REMOVED_MEMORY_MS, Date.now(), this.lockTtl, token]);
   }
 
@@ -313,7 +317,7 @@ export class RedisStore implements AtomicStore, LockingStore {
    * behind it, as a request of its process would wait for its lock.
    */
   async removedSince(id: string, since: number): Promise<boolean> {
-    const answer = await this.run(REMOVED_AT, [this.removedKey(id), this.removingKey(id)], []);
+    const answer = await this.run(REMOVED_AT, [this.removedKey(id), this.removersKey(id)], []);
     const [removedAt, underWay] = Array.isArray(answer) ? answer : [];
     if (Number(underWay) > 0) return true;
     return removedAt !== null && removedAt !== undefined && Number(String(removedAt)) + CLOCK_MARGIN_MS >= since;
@@ -334,7 +338,7 @@ export class RedisStore implements AtomicStore, LockingStore {
       return;
     }
     const args = [REMOVED_MEMORY_MS, Date.now(), this.lockTtl, underWayToken];
-    await this.run(RESTAMP_UNDER_WAY, [this.removedKey(id), this.removingKey(id)], args);
+    await this.run(RESTAMP_UNDER_WAY, [this.removedKey(id), this.removersKey(id)], args);
   }
 
   /** Pushes the expiry of `id` out to `maxAgeMs` from now; never creates a session. */
