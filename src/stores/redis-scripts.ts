@@ -207,54 +207,45 @@ return 1
 
 /**
  * The removals under way of one session (see RedisStore.removeUntilDone)
- * are a sorted set of their requests' tokens, lasting the remover's
- * lockTtl from its last change: score 1 for a removal under way, score 0
- * for a request whose end reached Redis before its removal did (its
- * removal timed out in the client, or was sent again as EVAL after
- * NOSCRIPT, and came late). Neither the end of a removal that never
- * reached Redis (a command the client dropped at a failed reconnection)
- * nor a late removal can then take another's place or stay under way.
+ * are a sorted set of their requests' tokens, kept as long as a removal
+ * mark: a removal under way scores the time it stops counting as one
+ * (when it was made, its process's clock, plus the remover's lockTtl, not
+ * renewed: its process may end first), a request that said it is done
+ * scores ENDED, for good. Neither the end of a removal that never reached
+ * Redis (a command the client dropped at a failed reconnection) nor a
+ * removal that reaches Redis after its request's end (it timed out in the
+ * client, or was sent again) can then take another's place or stay under way.
  */
-const UNDER_WAY = 1;
 const ENDED = 0;
 
 /**
  * DESTROY by a request that goes on running: its token ARGV[4] is under
- * way in KEYS[3] (ARGV[3]: how long that lasts), unless its end came first.
+ * way in KEYS[3] for ARGV[3] ms from ARGV[2], unless that request is done.
  */
 export const DESTROY_UNDER_WAY = new Script(`
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
-if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[4])) == ${ENDED} then
-  redis.call('ZREM', KEYS[3], ARGV[4])
-else
-  redis.call('ZADD', KEYS[3], ${UNDER_WAY}, ARGV[4])
-end
-if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
+redis.call('ZADD', KEYS[3], 'NX', tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return 1
 `, 3);
 
 /** KEYS[1] a removal mark; ARGV[1] how long it stays, in ms; ARGV[2] the time. Moves the mark's time on, if there is one. */
 export const RESTAMP = new Script(`return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])`);
 
-/**
- * RESTAMP, and the removal of the request with token ARGV[4] no longer
- * under way in KEYS[2] (ARGV[3]: how long its removals last): taken out,
- * or, when its removal has not reached Redis, marked as ended for it to
- * find (see UNDER_WAY).
- */
+/** RESTAMP, and the request with token ARGV[3] done with its removals in KEYS[2] (see ENDED). */
 export const RESTAMP_UNDER_WAY = new Script(`
-if redis.call('ZREM', KEYS[2], ARGV[4]) == 0 then redis.call('ZADD', KEYS[2], ${ENDED}, ARGV[4]) end
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+redis.call('ZADD', KEYS[2], ${ENDED}, ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])
 `, 2);
 
 /**
- * KEYS[1] a removal mark, KEYS[2] its removals under way: the removal time
- * the mark holds (false, a nil reply, when there is none), and how many
- * removals are under way.
+ * KEYS[1] a removal mark, KEYS[2] its removals under way; ARGV[1] the
+ * time: the removal time the mark holds (false, a nil reply, when there is
+ * none), and how many removals are under way then.
  */
-export const REMOVED_AT = new Script(`return { redis.call('GET', KEYS[1]), redis.call('ZCOUNT', KEYS[2], ${UNDER_WAY}, ${UNDER_WAY}) }`, 2);
+export const REMOVED_AT = new Script(`return { redis.call('GET', KEYS[1]), redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf') }`, 2);
 
 /**
  * RETIRE's removal time: now, with a random fraction of a millisecond that

@@ -295,9 +295,8 @@ export class RedisStore implements AtomicStore, LockingStore {
    * @internal destroy(), by a request that goes on running with the
    * session's lock (a logout, a login that destroy()s first): its `token`
    * under `removersKey(id)` says the removal is under way until removalDone
-   * with that token (see removedSince), or for lockTtl after that key's
-   * last change at most, should the request's process end first (as its
-   * Redis lock would).
+   * with that token (see removedSince), or for lockTtl after the removal at
+   * most, should the request's process end first (as its Redis lock would).
    */
   async removeUntilDone(id: string, token: string): Promise<void> {
     const keys = [this.key(id), this.removedKey(id), this.removersKey(id)];
@@ -317,7 +316,7 @@ export class RedisStore implements AtomicStore, LockingStore {
    * behind it, as a request of its process would wait for its lock.
    */
   async removedSince(id: string, since: number): Promise<boolean> {
-    const answer = await this.run(REMOVED_AT, [this.removedKey(id), this.removersKey(id)], []);
+    const answer = await this.run(REMOVED_AT, [this.removedKey(id), this.removersKey(id)], [Date.now()]);
     const [removedAt, underWay] = Array.isArray(answer) ? answer : [];
     if (Number(underWay) > 0) return true;
     return removedAt !== null && removedAt !== undefined && Number(String(removedAt)) + CLOCK_MARGIN_MS >= since;
@@ -337,7 +336,7 @@ export class RedisStore implements AtomicStore, LockingStore {
       await this.run(RESTAMP, [this.removedKey(id)], [REMOVED_MEMORY_MS, Date.now()]);
       return;
     }
-    const args = [REMOVED_MEMORY_MS, Date.now(), this.lockTtl, underWayToken];
+    const args = [REMOVED_MEMORY_MS, Date.now(), underWayToken];
     await this.run(RESTAMP_UNDER_WAY, [this.removedKey(id), this.removersKey(id)], args);
   }
 

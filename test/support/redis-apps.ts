@@ -126,7 +126,8 @@ export async function startApp(store: Store, options: SessionOptions = {}): Prom
         return;
       case 'POST /destroy':
         if (query.first !== undefined) session.set(String(query.first), 1);
-        await session.destroy();
+        // ?retry: a failed removal is tried once more
+        await session.destroy().catch((error: unknown) => (query.retry === undefined ? Promise.reject(error) : session.destroy()));
         if (query.hold !== undefined) await hold();
         if (query.key !== undefined) session.set(String(query.key), json(query.value)); // a login that destroy()s first
         ctx.status = 204;
