@@ -176,8 +176,14 @@ export class Storage {
 
   /** What a plain store holds under `key`, read as a session. */
   private async get(key: string, now: number): Promise<StoredSession | undefined> {
-    const stored: SessionData | undefined | null = await this.store.get(key);
-    if (stored === undefined || stored === null) return undefined;
+    const answer: unknown = await this.store.get(key);
+    // Nothing, as koa-session reads a store's answer: undefined, null (koa-redis), or any other falsy value.
+    if (!answer) return undefined;
+    // Anything else that is not an object would be read as a session of the cookie's ID: the client's choice.
+    if (typeof answer !== 'object' || Array.isArray(answer)) {
+      throw new TypeError(`the store's get() answered ${Array.isArray(answer) ? 'an array' : `a ${typeof answer}`}, not a record or nothing`);
+    }
+    const stored = answer as SessionData;
     // A plain store may have handed out its own object, which must stay untouched.
     const { data, createdAt, touchedAt } = toRecord(this.atomic ? stored : cloneChecked(stored), now);
     const values = valuesOf(data);

@@ -106,18 +106,50 @@ describe('Store: custom stores', () => {
     });
   }
 
-  it('a store that answers null for a missing session (as koa-redis does) gives a new session', async () => {
-    const store: Store = {
-      get: async () => null as unknown as undefined,
-      set: async () => {},
-      destroy: async () => {},
+  /** A store over `map` whose get() answers `missing` for an ID it does not have. */
+  function storeAnswering(missing: unknown, map = new Map<string, unknown>()): Store {
+    return {
+      get: async (id: string) => (map.has(id) ? map.get(id) : missing) as SessionData | undefined,
+      set: async (id: string, record: SessionData) => void map.set(id, JSON.parse(JSON.stringify(record))),
+      destroy: async (id: string) => void map.delete(id),
     };
-    const run = await start(undefined, handler, { middleware: withStore(store) });
-    const res = await call(run, new Jar().set('session_id', hexId('d')), 'get');
-    expect(res.status).to.equal(200);
-    expect(res.body.isNew).to.equal(true);
-    expect(res.body.id).to.not.equal(hexId('d'));
-  });
+  }
+
+  for (const missing of [null, false, '', 0]) {
+    it(`a store that answers ${JSON.stringify(missing)} for a missing session (null as koa-redis does, any falsy value as koa-session reads it) gives a new session: the client's ID is not adopted`, async () => {
+      const map = new Map<string, unknown>();
+      const run = await start(undefined, handler, { middleware: withStore(storeAnswering(missing, map)) });
+      const chosen = hexId('d');
+      const missed: unknown[] = [];
+      run.app.on('session:missed', (event) => missed.push(event));
+
+      const res = await call(run, new Jar().set('session_id', chosen), 'post', '/?k=n&v=1');
+
+      expect(res.status).to.equal(200);
+      expect(res.body.isNew).to.equal(true);
+      expect(res.body.id).to.match(HEX64).and.not.equal(chosen);
+      expect(cookieNamed(res)?.value).to.equal(res.body.id);
+      expect([...map.keys()]).to.deep.equal([res.body.id]);
+      expect(missed).to.have.length(1);
+    });
+  }
+
+  for (const [what, answer] of [['a string', '{"n":1}'], ['an array', [7]], ['a number', 5]] as const) {
+    it(`a store whose get() answers ${what} fails the request with 503: it is not read as a session of the client's ID`, async () => {
+      const map = new Map<string, unknown>();
+      const run = await start(undefined, handler, { middleware: withStore(storeAnswering(answer, map)) });
+      const errors: unknown[] = [];
+      run.app.on('error', (error) => errors.push(error));
+
+      const res = await call(run, new Jar().set('session_id', hexId('d')), 'post', '/?k=n&v=1');
+
+      expect(res.status).to.equal(503);
+      expect(setCookies(res)).to.deep.equal([]);
+      expect(map.size).to.equal(0);
+      expect(errors[0]).to.be.instanceOf(SessionStoreError);
+      expect(String((errors[0] as Error).cause)).to.include(`answered ${what}`);
+    });
+  }
 
   it('a record seeded into a Map store as plain data ({ n: 5 }) is read as the session\'s data', async () => {
     const map = new Map<string, unknown>();
