@@ -211,14 +211,16 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
   /**
    * This test's keys, once no removal is under way (its end is told without
    * waiting, after the response), leaving out the keys that keep track of
-   * removals (their own tests look at them).
+   * removals (their own tests look at them). Throws when a removal stays
+   * under way.
    */
   async function ourKeys(client: Redis): Promise<string[]> {
     const isRemovers = (key: string) => key.endsWith(':removers');
     for (let tries = 0; ; tries++) {
       const keys = await keysOf(client, `${prefix}*`);
       const underWay = await Promise.all(keys.filter(isRemovers).map((key) => client.zcount(key, `(${Date.now()}`, '+inf')));
-      if (underWay.every((count) => count === 0) || tries === 100) return keys.filter((key) => !isRemovers(key));
+      if (underWay.every((count) => count === 0)) return keys.filter((key) => !isRemovers(key));
+      if (tries === 100) throw new Error(`a removal is still under way: ${keys.filter(isRemovers).join(', ')}`);
       await sleep(10);
     }
   }
@@ -1204,6 +1206,20 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
       assert.equal(await underWay(), false, 'a removal after its end is not under way');
       const ttl = await a.client.pttl(a.store.removersKey(id));
       assert.ok(ttl > 50_000 && ttl <= 60_000, `the ends are kept as long as the removal mark (${ttl} ms)`);
+    });
+
+    it("a removal under way lasts its remover's lockTtl when that is longer than the removal mark's minute, whatever other removals' ends come meanwhile", async () => {
+      const a = await instance({ lockTtl: 90_000 });
+      const b = await instance();
+      const id = await login(new CookieJar(), a.url);
+
+      await a.store.removeUntilDone(id, 'a');
+      await b.store.removeUntilDone(id, 'b');
+      await b.store.removalDone(id, 'b');
+
+      const ttl = await a.client.pttl(a.store.removersKey(id));
+      assert.ok(ttl > 89_000 && ttl <= 90_000, `the key lasts a's lockTtl (${ttl} ms)`);
+      assert.equal(await a.store.removedSince(id, Date.now() + 80_000), true, "a's removal is under way");
     });
 
     it('a logout whose removal never reached Redis takes nothing from a later one: a login by destroy() in another process still holds back a request of a third', async () => {

@@ -211,12 +211,17 @@ return 1
  * mark: a removal under way scores the time it stops counting as one
  * (when it was made, its process's clock, plus the remover's lockTtl, not
  * renewed: its process may end first), a request that said it is done
- * scores ENDED, for good. Neither the end of a removal that never reached
+ * scores ENDED, for good. The key lasts as long as the longest of those
+ * (a removal mark's minute, or a remover's longer lockTtl) from its last
+ * change, never less. Neither the end of a removal that never reached
  * Redis (a command the client dropped at a failed reconnection) nor a
  * removal that reaches Redis after its request's end (it timed out in the
  * client, or was sent again) can then take another's place or stay under way.
  */
 const ENDED = 0;
+
+/** Lua: KEYS[n] is to last at least `ms` from now (a string of ms), and no less than it already does. */
+const lastsAtLeast = (n: number, ms: string) => `if redis.call('PTTL', KEYS[${n}]) < tonumber(${ms}) then redis.call('PEXPIRE', KEYS[${n}], ${ms}) end`;
 
 /**
  * DESTROY by a request that goes on running: its token ARGV[4] is under
@@ -226,7 +231,7 @@ export const DESTROY_UNDER_WAY = new Script(`
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
 redis.call('ZADD', KEYS[3], 'NX', tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[4])
-redis.call('PEXPIRE', KEYS[3], ARGV[1])
+${lastsAtLeast(3, 'math.max(tonumber(ARGV[1]), tonumber(ARGV[3]))')}
 return 1
 `, 3);
 
@@ -236,7 +241,7 @@ export const RESTAMP = new Script(`return redis.call('SET', KEYS[1], ARGV[2], 'X
 /** RESTAMP, and the request with token ARGV[3] done with its removals in KEYS[2] (see ENDED). */
 export const RESTAMP_UNDER_WAY = new Script(`
 redis.call('ZADD', KEYS[2], ${ENDED}, ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
+${lastsAtLeast(2, 'ARGV[1]')}
 return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])
 `, 2);
 
