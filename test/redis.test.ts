@@ -1220,6 +1220,12 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
       const ttl = await a.client.pttl(a.store.removersKey(id));
       assert.ok(ttl > 89_000 && ttl <= 90_000, `the key lasts a's lockTtl (${ttl} ms)`);
       assert.equal(await a.store.removedSince(id, Date.now() + 80_000), true, "a's removal is under way");
+
+      // An end before its removal is kept as long, for a removal that comes late to find it.
+      const other = await login(new CookieJar(), a.url);
+      await a.store.removalDone(other, 'late');
+      const endKept = await a.client.pttl(a.store.removersKey(other));
+      assert.ok(endKept > 89_000 && endKept <= 90_000, `the end is kept for a's lockTtl (${endKept} ms)`);
     });
 
     it('a logout whose removal never reached Redis takes nothing from a later one: a login by destroy() in another process still holds back a request of a third', async () => {

@@ -238,10 +238,14 @@ return 1
 /** KEYS[1] a removal mark; ARGV[1] how long it stays, in ms; ARGV[2] the time. Moves the mark's time on, if there is one. */
 export const RESTAMP = new Script(`return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])`);
 
-/** RESTAMP, and the request with token ARGV[3] done with its removals in KEYS[2] (see ENDED). */
+/**
+ * RESTAMP, and the request with token ARGV[3] done with its removals in
+ * KEYS[2] (see ENDED), kept for as long as a removal of that request
+ * (ARGV[4]: its lockTtl) could still arrive and count.
+ */
 export const RESTAMP_UNDER_WAY = new Script(`
 redis.call('ZADD', KEYS[2], ${ENDED}, ARGV[3])
-${lastsAtLeast(2, 'ARGV[1]')}
+${lastsAtLeast(2, 'math.max(tonumber(ARGV[1]), tonumber(ARGV[4]))')}
 return redis.call('SET', KEYS[1], ARGV[2], 'XX', 'PX', ARGV[1])
 `, 2);
 

@@ -336,7 +336,7 @@ export class RedisStore implements AtomicStore, LockingStore {
       await this.run(RESTAMP, [this.removedKey(id)], [REMOVED_MEMORY_MS, Date.now()]);
       return;
     }
-    const args = [REMOVED_MEMORY_MS, Date.now(), underWayToken];
+    const args = [REMOVED_MEMORY_MS, Date.now(), underWayToken, this.lockTtl];
     await this.run(RESTAMP_UNDER_WAY, [this.removedKey(id), this.removersKey(id)], args);
   }
 
