@@ -125,9 +125,9 @@ export function session(opts?: SessionOptions): Middleware {
     // this resumes. Once none is, nothing is awaited up to the commit, so none can slip in between.
     while (state.destroying !== undefined) await state.destroying.catch(() => undefined);
     // The store failed to remove the session: the request fails (SPEC: a store failure is a 503), whether
-    // the handler awaited destroy() or not, caught its error or not. The session stays as it was, without
-    // what the handler changed after the failure (see RemovalFailure). With the
-    // headers out, failing would only keep Koa from sending the body (a stream would hang): the app hears of it.
+    // the handler awaited destroy() or not, caught its error or not. The session is committed as the first
+    // failed destroy() found it (see RemovalFailure).
+    // With the headers out, failing would only keep Koa from sending the body (a stream would hang): the app hears of it.
     // Else the app hears of it with the commit's outcome, where the lock is let go of whatever an 'error' listener throws.
     const removalFailure = state.removalFailure;
     let unheardRemovalFailure: Failure | undefined;

@@ -212,9 +212,8 @@ function isApp(value: unknown): boolean {
 export function checkOptionsObject(opts: unknown, fn: 'session' | 'withStore', extra?: unknown): void {
   if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new TypeError('koa-locked-session: options must be an object');
   if (isApp(opts) || isApp(extra)) {
-    const store = fn === 'withStore' ? 'store' : '';
-    const usage = `app.use(${fn}(${store})) or app.use(${fn}(${store === '' ? '' : `${store}, `}{ ... }))`;
-    throw new TypeError(`koa-locked-session: ${fn}() takes an options object, not the app: write ${usage}`);
+    const [bare, full] = fn === 'withStore' ? ['store', 'store, { ... }'] : ['', '{ ... }'];
+    throw new TypeError(`koa-locked-session: ${fn}() takes an options object, not the app: write app.use(${fn}(${bare})) or app.use(${fn}(${full}))`);
   }
 }
 

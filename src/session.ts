@@ -52,11 +52,13 @@ export interface SessionState {
 /**
  * A removal the store failed (see Session.destroy): the request fails with
  * its error, and commits the session as the first failed destroy() found
- * it. What the handler changes after the failure goes with the failure: a
- * login that caught it and went on would otherwise be saved under the ID it
- * meant to retire (one an attacker may have planted).
+ * it. What the handler changed since that destroy() was called (while the
+ * removal ran, or after it failed) goes with the failure: a login that
+ * caught it and went on would otherwise be saved under the ID it meant to
+ * retire (one an attacker may have planted).
  */
 export interface RemovalFailure extends Failure {
+  /** The session when the first failed destroy() was called: what the commit saves. */
   readonly before: SessionState;
 }
 

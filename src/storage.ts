@@ -85,14 +85,14 @@ export class Storage {
   }
 
   /**
-   * `underWayToken`: the request goes on running with the session's lock,
+   * `removalToken`: the request goes on running with the session's lock,
    * and says when it is done, with this token (see removalDone).
    */
-  async remove(id: string, underWayToken?: string): Promise<void> {
+  async remove(id: string, removalToken?: string): Promise<void> {
     const redis = this.redis;
     const key = this.key(id);
     await this.attempt('destroy', () =>
-      (underWayToken !== undefined && redis !== undefined ? redis.removeUntilDone(key, underWayToken) : this.store.destroy(key)));
+      (removalToken !== undefined && redis !== undefined ? redis.removeUntilDone(key, removalToken) : this.store.destroy(key)));
   }
 
   /**
@@ -101,8 +101,8 @@ export class Storage {
    * lock's release on the same connection, it lands before any request
    * that waited for that lock reads it. A failure only costs that.
    */
-  removalDone(id: string, underWayToken: string | undefined): void {
-    this.redis?.removalDone(this.key(id), underWayToken).catch(() => trace('removal-mark-failed', id));
+  removalDone(id: string, removalToken: string | undefined): void {
+    this.redis?.removalDone(this.key(id), removalToken).catch(() => trace('removal-mark-failed', id));
   }
 
   /**

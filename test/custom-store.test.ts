@@ -107,7 +107,7 @@ describe('Store: custom stores', () => {
   }
 
   /** A store over `map` whose get() answers `missing` for an ID it does not have. */
-  function storeAnswering(missing: unknown, map = new Map<string, unknown>()): Store {
+  function storeAnswering(missing: unknown, map: Map<string, unknown>): Store {
     return {
       get: async (id: string) => (map.has(id) ? map.get(id) : missing) as SessionData | undefined,
       set: async (id: string, record: SessionData) => void map.set(id, JSON.parse(JSON.stringify(record))),

@@ -109,7 +109,7 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     expect(() => session({ cookiePath: '/a;b' })).to.throw(TypeError, /cookiePath must be a cookie path: '\/' followed by printable ASCII other than ';'/);
   });
 
-  it('withStore(store, app) and withStore(store, a string) are refused as session() refuses them, not as unknown options', () => {
+  it('withStore(store, app) and withStore(store, a non-object) are refused as session() refuses them, not as unknown options', () => {
     const app = new Koa();
     expect(() => withStore(okStore(), app as unknown as SessionOptions)).to.throw(
       TypeError,

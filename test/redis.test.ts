@@ -225,6 +225,7 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
     }
   }
 
+  /** This test's session hashes: its keys but the locks and removal marks (and never a removal under way, see ourKeys). */
   async function sessionKeys(client: Redis): Promise<string[]> {
     return (await ourKeys(client)).filter((key) => !key.endsWith(':lock') && !key.endsWith(':removed'));
   }
@@ -1272,7 +1273,7 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
       assert.deepEqual((await send(jar, b.url, 'GET', '/')).body, { user: 'bob' });
     });
 
-    it('a logout whose first removal times out and reaches Redis after the second one ended the request leaves nothing under way: a login right after starts a session', async () => {
+    it('a logout whose first removal times out and reaches Redis after the retry succeeded and the request ended leaves nothing under way: a login right after starts a session', async () => {
       let removals = 0;
       const client = connectWrappingRemovals(async (call) => (removals++ === 0 ? (await sleep(400), call()) : call()));
       const a = await instance({ timeout: 200 }, {}, client);

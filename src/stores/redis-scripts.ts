@@ -205,7 +205,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `, 2);
 
-/**
+/*
  * The removals under way of one session (see RedisStore.removeUntilDone)
  * are a sorted set of their requests' tokens, kept as long as a removal
  * mark: a removal under way scores the time it stops counting as one
@@ -218,10 +218,12 @@ return 1
  * removal that reaches Redis after its request's end (it timed out in the
  * client, or was sent again) can then take another's place or stay under way.
  */
+
+/** The score of a request that said it is done: below any time, so REMOVED_AT never counts it again. */
 const ENDED = 0;
 
-/** Lua: KEYS[n] is to last at least `ms` from now (a string of ms), and no less than it already does. */
-const lastsAtLeast = (n: number, ms: string) => `if redis.call('PTTL', KEYS[${n}]) < tonumber(${ms}) then redis.call('PEXPIRE', KEYS[${n}], ${ms}) end`;
+/** Lua: KEYS[n] lasts at least `ms` (a Lua expression, in ms) from now, and never less than it already does. */
+const lastsAtLeast = (n: number, ms: string) => `if redis.call('PTTL', KEYS[${n}]) < ${ms} then redis.call('PEXPIRE', KEYS[${n}], ${ms}) end`;
 
 /**
  * DESTROY by a request that goes on running: its token ARGV[4] is under

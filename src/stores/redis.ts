@@ -234,8 +234,9 @@ export class RedisStore implements AtomicStore, LockingStore {
 
   /**
    * The Redis key that keeps the removals of session `id` under way (see
-   * removeUntilDone). Not `:removing`, which versions before held a count
-   * in: a sorted set under that name would fail their commands.
+   * removeUntilDone). Not `:removing`, where earlier versions kept a count:
+   * their INCR/DECR on a sorted set would fail with WRONGTYPE during a
+   * rolling upgrade.
    */
   removersKey(id: string): string {
     return `${this.key(id)}:removers`;
@@ -293,14 +294,14 @@ export class RedisStore implements AtomicStore, LockingStore {
 
   /**
    * @internal destroy(), by a request that goes on running with the
-   * session's lock (a logout, a login that destroy()s first): its `token`
+   * session's lock (a logout, a login that destroy()s first): its `removalToken`
    * under `removersKey(id)` says the removal is under way until removalDone
    * with that token (see removedSince), or for lockTtl after the removal at
    * most, should the request's process end first (as its Redis lock would).
    */
-  async removeUntilDone(id: string, token: string): Promise<void> {
+  async removeUntilDone(id: string, removalToken: string): Promise<void> {
     const keys = [this.key(id), this.removedKey(id), this.removersKey(id)];
-    await this.run(DESTROY_UNDER_WAY, keys, [REMOVED_MEMORY_MS, Date.now(), this.lockTtl, token]);
+    await this.run(DESTROY_UNDER_WAY, keys, [REMOVED_MEMORY_MS, Date.now(), this.lockTtl, removalToken]);
   }
 
   /**
@@ -328,15 +329,15 @@ export class RedisStore implements AtomicStore, LockingStore {
    * session while the remover still ran (after a destroy(), a login's
    * handler may run on for a while before its set()) then counts as one
    * in line behind the removal, as it does in the remover's own process.
-   * `underWayToken`: the request removed it with removeUntilDone, with
+   * `removalToken`: the request removed it with removeUntilDone, with
    * that token, whose removal is then no longer under way.
    */
-  async removalDone(id: string, underWayToken?: string): Promise<void> {
-    if (underWayToken === undefined) {
+  async removalDone(id: string, removalToken?: string): Promise<void> {
+    if (removalToken === undefined) {
       await this.run(RESTAMP, [this.removedKey(id)], [REMOVED_MEMORY_MS, Date.now()]);
       return;
     }
-    const args = [REMOVED_MEMORY_MS, Date.now(), underWayToken, this.lockTtl];
+    const args = [REMOVED_MEMORY_MS, Date.now(), removalToken, this.lockTtl];
     await this.run(RESTAMP_UNDER_WAY, [this.removedKey(id), this.removersKey(id)], args);
   }
 
