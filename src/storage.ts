@@ -184,6 +184,9 @@ export class Storage {
       throw new TypeError(`the store's get() answered ${Array.isArray(answer) ? 'an array' : `a ${typeof answer}`}, not a record or nothing`);
     }
     const stored = answer as SessionData;
+    // An empty object too: what a store built on HGETALL answers for a missing key. Read as a session,
+    // it would adopt the cookie's ID; the library never writes one, and one from elsewhere holds nothing.
+    if (Object.keys(stored).length === 0) return undefined;
     // A plain store may have handed out its own object, which must stay untouched.
     const { data, createdAt, touchedAt } = toRecord(this.atomic ? stored : cloneChecked(stored), now);
     const values = valuesOf(data);

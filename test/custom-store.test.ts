@@ -115,8 +115,8 @@ describe('Store: custom stores', () => {
     };
   }
 
-  for (const missing of [null, false, '', 0]) {
-    it(`a store that answers ${JSON.stringify(missing)} for a missing session (null as koa-redis does, any falsy value as koa-session reads it) gives a new session: the client's ID is not adopted`, async () => {
+  for (const missing of [null, false, '', 0, {}]) {
+    it(`a store that answers ${JSON.stringify(missing)} for a missing session (null as koa-redis does, any falsy value as koa-session reads it, {} as HGETALL does) gives a new session: the client's ID is not adopted`, async () => {
       const map = new Map<string, unknown>();
       const run = await start(undefined, handler, { middleware: withStore(storeAnswering(missing, map)) });
       const chosen = hexId('d');
