@@ -8,10 +8,11 @@ import { asError } from './errors';
  * session, a regenerated ID, a logout), the client must still hear of it,
  * whatever fails after this point, so this request's error handler lends
  * the error the cookie's headers for the length of its call (Koa's handler
- * is synchronous), as a property that is not enumerable: error loggers
- * that print an error's properties must not print a session ID. Nothing is
- * left on the error: an app may throw one error object on many requests,
- * and one user's cookie must not ride along on another's.
+ * is synchronous). Only once the app's 'error' listeners have run, which
+ * Koa's handler calls before it reads the headers: a logger must not
+ * print a session ID, whichever of the error's properties it prints. Nothing
+ * is left on the error: an app may throw one error object on many
+ * requests, and one user's cookie must not ride along on another's.
  */
 export function keepCookieOnError(ctx: Context, sessionCookie: SessionCookie): void {
   const handleError = ctx.onerror;
@@ -23,11 +24,24 @@ export function keepCookieOnError(ctx: Context, sessionCookie: SessionCookie): v
     const own = Object.getOwnPropertyDescriptor(error, 'headers');
     // A frozen or sealed error cannot carry them (and Koa's handler fails on one with a status of its own).
     if (!Object.isExtensible(error) || own?.configurable === false) return handleError.call(this, error);
-    const headers = mergeHeaders((error as { headers?: Record<string, unknown> }).headers, kept);
-    Object.defineProperty(error, 'headers', { value: headers, writable: true, enumerable: false, configurable: true });
+    let before = (error as { headers?: Record<string, unknown> }).headers;
+    let listenersRan = false;
+    const afterListeners = (): void => {
+      listenersRan = true;
+    };
+    Object.defineProperty(error, 'headers', {
+      get: () => (listenersRan ? mergeHeaders(before, kept) : before),
+      set: (value: Record<string, unknown> | undefined) => {
+        before = value;
+      },
+      enumerable: false,
+      configurable: true,
+    });
+    this.app.on('error', afterListeners); // the last of them: listeners run in the order they were added
     try {
       handleError.call(this, error);
     } finally {
+      this.app.removeListener('error', afterListeners);
       if (own === undefined) delete (error as { headers?: unknown }).headers;
       else Object.defineProperty(error, 'headers', own);
     }

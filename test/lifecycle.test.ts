@@ -460,7 +460,10 @@ describe('Request lifecycle: the session cookie on error responses', () => {
       throw new Error('boom');
     });
     const logged: string[] = [];
-    run.app.on('error', (error: unknown) => logged.push(JSON.stringify(error), inspect(error)));
+    run.app.on('error', (error: unknown) => {
+      const headers = JSON.stringify((error as { headers?: unknown }).headers) ?? 'none'; // as a logger of HTTP errors' headers would
+      logged.push(JSON.stringify(error), inspect(error), inspect(error, { showHidden: true }), headers);
+    });
     const res = await call(run, new Jar(), 'post');
     expect(res.status).to.equal(500);
     const id = cookieNamed(res)?.value as string;
@@ -468,7 +471,7 @@ describe('Request lifecycle: the session cookie on error responses', () => {
     expect(setCookies(res).map((c) => c.name)).to.deep.equal(['session_id']);
     expect(res.headers['cache-control']).to.equal('no-cache="Set-Cookie"');
     expect(res.headers.vary).to.equal('Cookie');
-    expect(logged).to.have.length(2);
+    expect(logged).to.have.length(4);
     for (const line of logged) expect(line).to.not.include(id);
   });
 
