@@ -24,15 +24,16 @@ export function keepCookieOnError(ctx: Context, sessionCookie: SessionCookie): v
     const own = Object.getOwnPropertyDescriptor(error, 'headers');
     // A frozen or sealed error cannot carry them (and Koa's handler fails on one with a status of its own).
     if (!Object.isExtensible(error) || own?.configurable === false) return handleError.call(this, error);
-    let before = (error as { headers?: Record<string, unknown> }).headers;
+    // The error's own headers, read when asked: a session() of another cookie around this one lends its own the same way.
+    let ownHeaders = (): Record<string, unknown> | undefined => (own?.get === undefined ? own?.value : own.get.call(error));
     let listenersRan = false;
     const afterListeners = (): void => {
       listenersRan = true;
     };
     Object.defineProperty(error, 'headers', {
-      get: () => (listenersRan ? mergeHeaders(before, kept) : before),
+      get: () => (listenersRan ? mergeHeaders(ownHeaders(), kept) : ownHeaders()),
       set: (value: Record<string, unknown> | undefined) => {
-        before = value;
+        ownHeaders = () => value;
       },
       enumerable: false,
       configurable: true,

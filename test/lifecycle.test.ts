@@ -475,6 +475,25 @@ describe('Request lifecycle: the session cookie on error responses', () => {
     for (const line of logged) expect(line).to.not.include(id);
   });
 
+  it('with two session() middlewares of two cookies, an error response carries both cookies, and the listeners see neither', async () => {
+    const setAdmin = async (ctx: Context, next: Next) => {
+      ctx.session.set('admin', true); // the session of the admin_sid cookie, before the inner session() serves its own
+      await next();
+    };
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('user', 'ada');
+      throw new Error('boom');
+    }, { before: [session({ store: memoryStore(), cookieName: 'admin_sid' }), setAdmin] });
+    const heard: unknown[] = [];
+    run.app.on('error', (error: { headers?: unknown }) => heard.push(error.headers));
+
+    const res = await call(run, new Jar(), 'post');
+
+    expect(res.status).to.equal(500);
+    expect(setCookies(res).map((c) => c.name).sort()).to.deep.equal(['admin_sid', 'session_id']);
+    expect(heard).to.deep.equal([undefined]);
+  });
+
   it('an error a middleware before the session throws in place of the handler\'s still carries the cookie', async () => {
     const run = await start({ store: memoryStore() }, (ctx) => {
       if (ctx.method === 'POST') {
