@@ -1,68 +1,49 @@
+import type { ServerResponse } from 'node:http';
 import type { Context } from 'koa';
 import type { SessionCookie } from './cookie';
-import { asError } from './errors';
 
 /**
  * Koa's error handler drops every response header and sets those of the
  * error's `headers` instead. When the session cookie changed (a new
  * session, a regenerated ID, a logout), the client must still hear of it,
- * whatever fails after this point, so this request's error handler lends
- * the error the cookie's headers for the length of its call (Koa's handler
- * is synchronous). Only once the app's 'error' listeners have run, which
- * Koa's handler calls before it reads the headers: a logger must not
- * print a session ID, whichever of the error's properties it prints. Nothing
- * is left on the error: an app may throw one error object on many
- * requests, and one user's cookie must not ride along on another's.
+ * whatever fails after this point, so this request's error handler adds
+ * the cookie's headers to the error response just before Koa's handler
+ * ends it (it does so synchronously, after the app's 'error' listeners),
+ * beside the error's own. Nothing is lent to the error: its listeners and
+ * loggers never see a session ID there, and an error the app throws on
+ * many requests never carries one user's cookie to another.
  */
 export function keepCookieOnError(ctx: Context, sessionCookie: SessionCookie): void {
   const handleError = ctx.onerror;
   ctx.onerror = function onerror(this: Context, thrown: unknown): void {
     const kept = thrown === null || thrown === undefined ? undefined : sessionCookie.errorHeaders(this);
     if (kept === undefined) return handleError.call(this, thrown as Error);
-    // What Koa makes of a thrown non-Error, made here so that it can carry the headers.
-    const error = asError(thrown);
-    const own = Object.getOwnPropertyDescriptor(error, 'headers');
-    // A frozen or sealed error cannot carry them (and Koa's handler fails on one with a status of its own).
-    if (!Object.isExtensible(error) || own?.configurable === false) return handleError.call(this, error);
-    // The error's own headers, read when asked: a session() of another cookie around this one lends its own the same way.
-    let ownHeaders = (): Record<string, unknown> | undefined => (own?.get === undefined ? own?.value : own.get.call(error));
-    let listenersRan = false;
-    const afterListeners = (): void => {
-      listenersRan = true;
+    const res = this.res;
+    const end = res.end;
+    // Put back by its own call, so that a session() of another cookie around this one, which does the same, adds its own too.
+    const endWithCookie = function (this: ServerResponse, ...args: unknown[]): ServerResponse {
+      res.end = end;
+      addHeaders(res, kept);
+      return (end as (...endArgs: unknown[]) => ServerResponse).apply(this, args);
     };
-    Object.defineProperty(error, 'headers', {
-      get: () => (listenersRan ? mergeHeaders(ownHeaders(), kept) : ownHeaders()),
-      set: (value: Record<string, unknown> | undefined) => {
-        ownHeaders = () => value;
-      },
-      enumerable: false,
-      configurable: true,
-    });
-    this.app.on('error', afterListeners); // the last of them: listeners run in the order they were added
+    res.end = endWithCookie as ServerResponse['end'];
     try {
-      handleError.call(this, error);
+      handleError.call(this, thrown as Error);
     } finally {
-      this.app.removeListener('error', afterListeners);
-      if (own === undefined) delete (error as { headers?: unknown }).headers;
-      else Object.defineProperty(error, 'headers', own);
+      // Not called: the headers were out already, or the handler failed.
+      if (res.end === endWithCookie) res.end = end;
     }
   };
 }
 
-/** `added` on top of an error's own `headers`, a header both have holding both values (a list item once). */
-function mergeHeaders(own: Record<string, unknown> | undefined, added: Record<string, string | string[]>): Record<string, unknown> {
-  const merged: Record<string, unknown> = { ...own };
+/** `added` on top of the response's headers, a header both have holding both values (a list item once). */
+function addHeaders(res: ServerResponse, added: Record<string, string | string[]>): void {
   for (const [name, value] of Object.entries(added)) {
-    const same = Object.keys(merged).find((key) => key.toLowerCase() === name.toLowerCase());
-    if (same === undefined) {
-      merged[name] = value;
-      continue;
-    }
-    const before = merged[same];
-    delete merged[same];
-    merged[name] = Array.isArray(value) ? [before, ...value].flat() : withListItem(String(before), value);
+    const before = res.getHeader(name);
+    if (before === undefined) res.setHeader(name, value);
+    else if (Array.isArray(value)) res.setHeader(name, [...(Array.isArray(before) ? before : [String(before)]), ...value]);
+    else res.setHeader(name, withListItem(String(before), value));
   }
-  return merged;
 }
 
 /**

@@ -494,6 +494,52 @@ describe('Request lifecycle: the session cookie on error responses', () => {
     expect(heard).to.deep.equal([undefined]);
   });
 
+  it("headers an error class gives all its errors (a getter on the prototype) are sent beside the cookie", async () => {
+    class Unauthorized extends Error {
+      status = 401;
+      expose = true;
+      get headers(): Record<string, string> {
+        return { 'WWW-Authenticate': 'Bearer realm="api"' };
+      }
+    }
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('tries', 1);
+      throw new Unauthorized('sign in');
+    });
+    const res = await call(run, new Jar(), 'post');
+    expect(res.status).to.equal(401);
+    expect(res.headers['www-authenticate']).to.equal('Bearer realm="api"');
+    expect(cookieNamed(res)?.value).to.match(HEX64);
+  });
+
+  it("'error' listeners that re-emit the error, or replace its headers, change nothing of the cookies, see none of them, and are the app's own only", async () => {
+    const setAdmin = async (ctx: Context, next: Next) => {
+      ctx.session.set('admin', true);
+      await next();
+    };
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      ctx.session.set('user', 'ada');
+      throw new Error('boom');
+    }, { before: [session({ store: memoryStore(), cookieName: 'admin_sid' }), setAdmin] });
+    const seen: string[] = [];
+    const listeners: number[] = [];
+    run.app.on('error', (error: Error & { headers?: unknown }, ctx: Context) => {
+      if (error.message !== 'boom') return;
+      listeners.push(run.app.listenerCount('error'));
+      run.app.emit('error', new Error('wrapped'), ctx); // as an app forwarding errors to a tracker
+      error.headers = { 'X-Request-Failed': '1' };
+    });
+    run.app.on('error', (error: { headers?: unknown }) => seen.push(inspect(error, { showHidden: true, getters: true }), JSON.stringify(error.headers) ?? ''));
+
+    const res = await call(run, new Jar(), 'post');
+
+    expect(res.status).to.equal(500);
+    expect(setCookies(res).map((c) => c.name).sort()).to.deep.equal(['admin_sid', 'session_id']);
+    expect(res.headers['x-request-failed']).to.equal('1');
+    expect(listeners, "the app's listeners only").to.deep.equal([run.app.listenerCount('error')]);
+    for (const cookie of setCookies(res)) for (const line of seen) expect(line).to.not.include(cookie.value);
+  });
+
   it('an error a middleware before the session throws in place of the handler\'s still carries the cookie', async () => {
     const run = await start({ store: memoryStore() }, (ctx) => {
       if (ctx.method === 'POST') {
