@@ -20,10 +20,12 @@ export function keepCookieOnError(ctx: Context, sessionCookie: SessionCookie): v
     if (kept === undefined) return handleError.call(this, thrown as Error);
     const res = this.res;
     const end = res.end;
+    const putBack = Object.prototype.hasOwnProperty.call(res, 'end') ? () => void (res.end = end) : () => void delete (res as { end?: unknown }).end;
     // Put back by its own call, so that a session() of another cookie around this one, which does the same, adds its own too.
     const endWithCookie = function (this: ServerResponse, ...args: unknown[]): ServerResponse {
-      res.end = end;
-      addHeaders(res, kept);
+      putBack();
+      // An error handler of the app's own may have sent the headers itself (writeHead).
+      if (!res.headersSent) addHeaders(res, kept);
       return (end as (...endArgs: unknown[]) => ServerResponse).apply(this, args);
     };
     res.end = endWithCookie as ServerResponse['end'];
@@ -31,7 +33,7 @@ export function keepCookieOnError(ctx: Context, sessionCookie: SessionCookie): v
       handleError.call(this, thrown as Error);
     } finally {
       // Not called: the headers were out already, or the handler failed.
-      if (res.end === endWithCookie) res.end = end;
+      if (res.end === endWithCookie) putBack();
     }
   };
 }
@@ -40,9 +42,15 @@ export function keepCookieOnError(ctx: Context, sessionCookie: SessionCookie): v
 function addHeaders(res: ServerResponse, added: Record<string, string | string[]>): void {
   for (const [name, value] of Object.entries(added)) {
     const before = res.getHeader(name);
-    if (before === undefined) res.setHeader(name, value);
-    else if (Array.isArray(value)) res.setHeader(name, [...(Array.isArray(before) ? before : [String(before)]), ...value]);
-    else res.setHeader(name, withListItem(String(before), value));
+    if (before === undefined) {
+      res.setHeader(name, value);
+    } else if (Array.isArray(value)) {
+      // Lines the response has already (an error handler of the app's own that leaves the headers as they were) are not sent twice.
+      const lines = Array.isArray(before) ? before : [String(before)];
+      res.setHeader(name, [...lines, ...value.filter((line) => !lines.includes(line))]);
+    } else {
+      res.setHeader(name, withListItem(String(before), value));
+    }
   }
 }
 

@@ -475,6 +475,30 @@ describe('Request lifecycle: the session cookie on error responses', () => {
     for (const line of logged) expect(line).to.not.include(id);
   });
 
+  for (const [what, ownHandler] of [
+    ['sends its headers itself (writeHead)', function (this: Context, error: unknown) {
+      if (error === null || error === undefined) return; // as Koa's: it is also called when the response finishes
+      this.res.writeHead(500, { 'Content-Type': 'application/json' });
+      this.res.end('{"error":"x"}');
+    }],
+    ['leaves the headers as they were', function (this: Context, error: unknown) {
+      if (error === null || error === undefined) return;
+      this.res.statusCode = 500;
+      this.res.end('oops');
+    }],
+  ] as const) {
+    it(`an error handler of the app's own that ${what} ends the response, with the session cookie once at most`, async () => {
+      const run = await start({ store: memoryStore() }, (ctx) => {
+        ctx.session.set('tries', 1);
+        throw new Error('boom');
+      });
+      run.app.context.onerror = ownHandler as Context['onerror'];
+      const res = await call(run, new Jar(), 'post');
+      expect(res.status).to.equal(500);
+      expect(setCookies(res).filter((c) => c.name === 'session_id').length).to.be.at.most(1);
+    });
+  }
+
   it("headers an error class gives all its errors (a getter on the prototype) are sent beside the cookie", async () => {
     class Unauthorized extends Error {
       status = 401;
