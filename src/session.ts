@@ -10,7 +10,7 @@ export interface SessionHooks {
   newId(): string;
   /** Removes the stored session `id` from the store (resolves once removed). */
   removeStored(id: string): Promise<void>;
-  /** `method` changed the session after its commit began: the change is lost (see Session.#noteChange). */
+  /** `method` changed the session after its commit began: the change is lost (see Session.#tooLate). */
   changedTooLate(method: string): void;
 }
 
@@ -45,7 +45,7 @@ export interface SessionState {
    * it: this request then runs on an empty session and commits nothing.
    */
   readonly removedAhead: string | undefined;
-  /** The middleware has begun committing: a change now would be lost (see Session.#noteChange). */
+  /** The middleware has begun committing: a change now would be lost (see Session.#tooLate). */
   committing: boolean;
 }
 
@@ -130,22 +130,17 @@ export class Session {
    * A change once the commit has begun (code after `await next()` in an
    * outer middleware, a task the handler did not await) can no longer be
    * saved. Throwing then would lose the response's cookie, or crash the
-   * process from a task nobody awaits: the middleware warns instead.
+   * process from a task nobody awaits: the middleware warns instead, and
+   * this says it is too late. set(), delete() and clear() then change
+   * nothing: a commit that waits for the exclusive lock reads the change log
+   * after its wait, so a change let in meanwhile would be saved after all,
+   * and one after a failed removal would reach the session the handler
+   * meant to retire (see RemovalFailure).
    */
-  #noteChange(method: string): void {
-    if (this.#state.committing) this.#hooks.changedTooLate(method);
-  }
-
-  /**
-   * #noteChange for a change of the data, which is then dropped: true when
-   * it is too late. A commit that waits for the exclusive lock reads the
-   * change log after its wait, so a change let in meanwhile would be saved
-   * after all, and one after a failed removal would reach the session the
-   * handler meant to retire (see RemovalFailure).
-   */
-  #tooLateFor(method: string): boolean {
-    this.#noteChange(method);
-    return this.#state.committing;
+  #tooLate(method: string): boolean {
+    if (!this.#state.committing) return false;
+    this.#hooks.changedTooLate(method);
+    return true;
   }
 
   /** The session ID (64 lowercase hex characters with the default generator). */
@@ -177,7 +172,7 @@ export class Session {
   set<K extends DeclaredKey>(key: K, value: SessionValues[K]): void;
   set<K extends string>(key: K, value: SessionValue<K>): void;
   set(key: string, value: unknown): void {
-    if (this.#tooLateFor('set')) return;
+    if (this.#tooLate('set')) return;
     checkKey(key);
     const copy = copyValue(value, key);
     const state = this.#state;
@@ -194,7 +189,7 @@ export class Session {
   }
 
   delete(key: string): void {
-    if (this.#tooLateFor('delete')) return;
+    if (this.#tooLate('delete')) return;
     checkKey(key);
     // Deleting what this request cannot see is no change at all.
     if (!this.#state.values.delete(key)) return;
@@ -203,7 +198,7 @@ export class Session {
 
   /** Empties the data; the (empty) session stays, with its cookie. */
   clear(): void {
-    if (this.#tooLateFor('clear')) return;
+    if (this.#tooLate('clear')) return;
     if (this.#state.values.size === 0) return;
     this.#state.values.clear();
     this.#state.changes.push({ op: 'clear' });
@@ -236,7 +231,7 @@ export class Session {
    */
   async regenerate(): Promise<void> {
     const state = this.#state;
-    this.#noteChange('regenerate');
+    this.#tooLate('regenerate');
     state.id = this.#hooks.newId();
     state.needsNewId = false;
     if (!state.destroyed) state.regenerated = true;
@@ -249,7 +244,7 @@ export class Session {
    * does not, and a failure to remove fails the request.
    */
   destroy(): Promise<void> {
-    this.#noteChange('destroy');
+    this.#tooLate('destroy');
     const state = this.#state;
     // Kept until it settles: a second call meanwhile waits for the same removal, and the commit waits
     // for one the handler did not await, so a logout that forgot `await` still expires the cookie.

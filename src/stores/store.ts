@@ -12,8 +12,8 @@ export interface Store {
    * The record stored for `id`, or `undefined` when there is none or it has
    * expired. Rejects only when the store itself failed: "not found" is never
    * an error, and an error is never "not found". Any falsy answer (null, as
-   * koa-redis gives), or an empty object, reads as none; one that is not an object (a string, an
-   * array) fails the request with 503.
+   * koa-redis gives), or an empty object, reads as none; one that is not an
+   * object (a string, an array) fails the request with 503.
    */
   get(id: string): Promise<SessionData | undefined>;
 
