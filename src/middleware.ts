@@ -205,7 +205,8 @@ export function withStore(store: Store, opts?: SessionOptions): Middleware {
   if (store === undefined || store === null) {
     throw new TypeError('koa-locked-session: withStore(store) needs a store (for the default MemoryStore, use session())');
   }
-  // Checked before the spread, which would turn an app into its own fields and a string into its characters.
-  if (opts !== undefined) checkOptionsObject(opts, 'withStore');
+  // Checked before the spread, which would turn an app into its own fields and a string into its characters;
+  // a third argument only plain JavaScript can pass, as session(opts, app) would (koa-session's form).
+  if (opts !== undefined || arguments[2] !== undefined) checkOptionsObject(opts ?? {}, 'withStore', arguments[2]);
   return session({ ...opts, store });
 }

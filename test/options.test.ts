@@ -118,6 +118,11 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     for (const opts of ['x', [], 5]) {
       expect(() => withStore(okStore(), opts as unknown as SessionOptions)).to.throw(TypeError, /^koa-locked-session: options must be an object$/);
     }
+    // koa-session's session(opts, app) form, carried over from plain JavaScript:
+    const withApp = withStore as unknown as (store: Store, opts: SessionOptions | undefined, app: Koa) => unknown;
+    for (const opts of [{}, { maxAge: 1000 }, undefined]) {
+      expect(() => withApp(okStore(), opts, app)).to.throw(TypeError, /^koa-locked-session: withStore\(\) takes an options object, not the app/);
+    }
   });
 
   it('withStore() checks the other options too', () => {
