@@ -20,6 +20,14 @@ import { expect } from './support/app';
 
 const ROOT = join(__dirname, '..');
 
+function benchOverNpm(argv: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('npm', ['run', '--silent', 'bench', '--', ...argv], { cwd: ROOT }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : (error.code as number | null), stdout, stderr });
+    });
+  });
+}
+
 function refusal(argv: string[]): string {
   try {
     parseArgs(argv);
@@ -87,13 +95,17 @@ describe('npm run bench: the command line', () => {
     expect(USAGE).to.contain('W1, W2, W3, W2x, W4');
   });
 
+  it('over npm: --help prints the usage on stdout and exits 0', async function () {
+    this.timeout(60_000);
+    const outcome = await benchOverNpm(['--help']);
+    expect(outcome.code).to.equal(0);
+    expect(outcome.stdout.trim()).to.equal(USAGE.trim());
+    expect(outcome.stderr).to.equal('');
+  });
+
   it('over npm: a bad option is one line on stderr and exit code 1, before anything runs', async function () {
     this.timeout(60_000);
-    const outcome = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      execFile('npm', ['run', '--silent', 'bench', '--', '--rounds', 'x'], { cwd: ROOT }, (error, stdout, stderr) => {
-        resolve({ code: error === null ? 0 : (error.code as number | null), stdout, stderr });
-      });
-    });
+    const outcome = await benchOverNpm(['--rounds', 'x']);
     expect(outcome.code).to.equal(1);
     expect(outcome.stderr.trim()).to.equal('npm run bench: --rounds needs a whole number of at least 1, not x');
     expect(outcome.stdout).to.equal('');
