@@ -39,11 +39,32 @@ export class SessionLocks {
     );
   }
 
-  /** The in-process lock once it comes, then the cross-process one. */
-  private async takeRemote(id: string, remote: DistributedLock): Promise<Releasers> {
-    // On the monotonic clock, as the lock table counts: a wall clock stepped meanwhile (NTP, a VM resumed) would give the store an hour, or nothing.
+  /**
+   * Makes a shared hold on `id` exclusive, ahead of the requests in line
+   * (see LockTable.upgrade), then takes the cross-process lock where the
+   * store offers one: the order of take.
+   */
+  upgrade(id: string): Promise<Releasers> {
     const started = performance.now();
-    const local = await this.table.acquire(id, 'write', this.timeoutMs);
+    const local = this.table.upgrade(id, this.timeoutMs);
+    if (this.remote !== undefined) return this.withRemote(id, this.remote, started, local);
+    return Promise.resolve(local).then((release) => ({ local: release, remote: undefined, inherited: undefined }));
+  }
+
+  /** The in-process lock once it comes, then the cross-process one. */
+  private takeRemote(id: string, remote: DistributedLock): Promise<Releasers> {
+    const started = performance.now();
+    return this.withRemote(id, remote, started, this.table.acquire(id, 'write', this.timeoutMs));
+  }
+
+  /**
+   * The cross-process lock, once the in-process one (`taking`, asked for at
+   * `started`) has come, within what is left of lockTimeout. On the
+   * monotonic clock, as the lock table counts: a wall clock stepped
+   * meanwhile (NTP, a VM resumed) would give the store an hour, or nothing.
+   */
+  private async withRemote(id: string, remote: DistributedLock, started: number, taking: Eventually<Release>): Promise<Releasers> {
+    const local = await taking;
     try {
       // Nothing is handed over under a cross-process lock: another process may write between two of ours (see Storage.readingBack).
       const left = Math.max(0, this.timeoutMs - (performance.now() - started));
@@ -134,9 +155,11 @@ export class HeldLock {
   }
 
   /**
-   * Makes the hold exclusive. A shared hold is given up first: two readers
-   * that both waited for exclusivity while still holding their shared locks
-   * would wait for each other for ever.
+   * Makes the hold exclusive, before the requests in line: they came after
+   * this one (see LockTable.upgrade). The shared hold is given up as it
+   * waits: two readers that both waited for exclusivity while still holding
+   * their shared locks would wait for each other for ever. It holds nothing
+   * when the wait fails.
    */
   exclusive(): Promise<void> | undefined {
     if (this.heldMode === 'write') return undefined;
@@ -144,8 +167,10 @@ export class HeldLock {
   }
 
   private async upgrade(): Promise<void> {
-    await this.release(); // a shared hold is in-process only: nothing to wait for
-    await this.take('write');
+    // A shared hold is in-process only: nothing to hand back to the store.
+    this.releasers = undefined;
+    this.heldMode = undefined;
+    this.hold('write', await this.locks.upgrade(this.id));
   }
 
   /** Gives the lock back; a promise only when a cross-process lock is handed back too. */

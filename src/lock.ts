@@ -47,11 +47,20 @@ interface Waiter {
  *   `whenFree`, is all the waiting there is: the last holder out calls it.
  * Most locks are never waited for, so the semaphore is made only when a
  * request first has to wait.
+ *
+ * A reader that changed the session makes its hold exclusive at commit
+ * (see upgrade) ahead of the line: everyone in line came after it, and a
+ * writer that queued behind its shared hold must find its changes saved,
+ * not have them written over its own afterwards.
  */
 class ReadWriteLock {
   private line: Semaphore | undefined;
   /** Set while the head of the line waits for the holders to leave; the last holder out calls it (see give). */
   private whenFree: (() => void) | undefined;
+  /** What the head of the line waits for, while it does. */
+  private headMode: LockMode | undefined;
+  /** Readers that gave up their shared hold for the exclusive one, in the order they asked (see upgrade). */
+  private upgraders: Waiter[] | undefined;
   private readers = 0;
   private writing = false;
   /** Requests holding or waiting for this lock. */
@@ -93,12 +102,41 @@ class ReadWriteLock {
     void line.acquire().then(([, nextInLine]) => this.atHead(mode, waiter, nextInLine));
   }
 
-  /** Gives `mode` back; the last holder out wakes the head of the line. */
+  /** Gives `mode` back; the last holder out lets in the first reader making its hold exclusive, else wakes the head of the line. */
   give(mode: LockMode): void {
     if (mode === 'write') this.writing = false;
     else if (--this.readers > 0) return;
+    if (this.upgraders !== undefined && this.upgraders.length > 0) return this.grantUpgrader();
+    this.wakeHead();
+  }
+
+  /**
+   * Gives up a shared hold for the exclusive one, before anyone in line:
+   * granted once the other readers have left (or made their holds
+   * exclusive in turn, each after the one before it). A reader keeping its
+   * shared hold while it waited would wait for ever for another doing the same.
+   */
+  upgrade(waiter: Waiter): void {
+    (this.upgraders ??= []).push(waiter);
+    this.give('read');
+  }
+
+  /** An upgrade that gave up before it was granted no longer holds up the head of the line (see isFreeFor). */
+  dropUpgrade(waiter: Waiter): void {
+    const upgraders = this.upgraders as Waiter[];
+    upgraders.splice(upgraders.indexOf(waiter), 1);
+    if (upgraders.length === 0 && this.headMode !== undefined && this.isFreeFor(this.headMode)) this.wakeHead();
+  }
+
+  private grantUpgrader(): void {
+    this.writing = true;
+    (this.upgraders as Waiter[]).shift()!.settle(true);
+  }
+
+  private wakeHead(): void {
     const wake = this.whenFree;
     this.whenFree = undefined;
+    this.headMode = undefined;
     wake?.();
   }
 
@@ -114,6 +152,7 @@ class ReadWriteLock {
       return waiter.settle(false);
     }
     if (this.isFreeFor(mode)) return this.grant(mode, waiter, nextInLine);
+    this.headMode = mode;
     this.whenFree = () => {
       waiter.leave = undefined;
       this.grant(mode, waiter, nextInLine);
@@ -121,6 +160,7 @@ class ReadWriteLock {
     waiter.leave = () => {
       waiter.leave = undefined;
       this.whenFree = undefined;
+      this.headMode = undefined;
       nextInLine();
       waiter.settle(false);
     };
@@ -133,7 +173,8 @@ class ReadWriteLock {
   }
 
   private isFreeFor(mode: LockMode): boolean {
-    return mode === 'read' ? !this.writing : !this.writing && this.readers === 0;
+    if (this.writing || (this.upgraders !== undefined && this.upgraders.length > 0)) return false;
+    return mode === 'read' || this.readers === 0;
   }
 
   private hold(mode: LockMode): void {
@@ -332,6 +373,42 @@ export class LockTable {
         }, timeoutMs);
       }
       lock.queue(mode, waiter);
+    });
+  }
+
+  /**
+   * Makes the caller's shared hold on `id` exclusive, ahead of the requests
+   * in line (see ReadWriteLock.upgrade): the release of the exclusive hold,
+   * at once when the caller was the last reader, else a promise of it. The
+   * caller's shared hold is gone either way (its release must not be
+   * called); after `timeoutMs` the promise rejects with
+   * SessionLockTimeoutError, and the caller holds nothing.
+   */
+  upgrade(id: string, timeoutMs: number): Eventually<Release> {
+    const lock = this.entries.get(id) as ReadWriteLock; // the caller's hold keeps it in the table
+    let granted: (() => void) | undefined;
+    let grantedAtOnce = false;
+    const waiter: Waiter = {
+      gaveUp: false,
+      leave: undefined,
+      settle: () => (granted === undefined ? (grantedAtOnce = true) : granted()),
+    };
+    lock.upgrade(waiter);
+    if (grantedAtOnce) return this.releaser(id, lock, 'write');
+    trace('lock-wait', id, 'write');
+    return new Promise<Release>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      granted = () => {
+        clearTimeout(timer);
+        resolve(this.releaser(id, lock, 'write'));
+      };
+      if (timeoutMs !== Infinity) {
+        timer = setTimeout(() => {
+          lock.dropUpgrade(waiter);
+          if (--lock.users === 0) this.entries.delete(id);
+          reject(new SessionLockTimeoutError(timeoutMs));
+        }, timeoutMs);
+      }
     });
   }
 

@@ -96,7 +96,7 @@ export function session(opts?: SessionOptions): Middleware {
 
     // 3. The handler.
     // The token of the removals this request made while holding the lock, which it says it is done with when it
-    // lets go (see removalDone below). Kept here: a hold made exclusive after a failed removal no longer knows of it.
+    // lets go (see removalDone below).
     let removalToken: string | undefined;
     const session = new Session(state, {
       newId: options.genid,

@@ -142,7 +142,7 @@ function start(options: SessionOptions = {}, extraRoutes: Record<string, Handler
       await ctx.session.destroy();
       ctx.session.set('user', 'grace');
     },
-    // A read that changes the session once a concurrent /logout is queued behind it (?streamed: then answers on ctx.res itself).
+    // A read that changes the session once a concurrent /logout has asked for the lock (?streamed: then answers on ctx.res itself).
     '/slow-set': async (ctx) => {
       await run.asked('/logout').promise;
       await delay(50);
@@ -152,7 +152,7 @@ function start(options: SessionOptions = {}, extraRoutes: Record<string, Handler
         ctx.res.writeHead(200).end('streamed');
       }
     },
-    // A read that regenerates once a concurrent /hold is queued behind it.
+    // A read that regenerates once a concurrent /hold has asked for the lock.
     '/slow-regenerate': async (ctx) => {
       await run.asked('/hold').promise;
       await delay(50);
@@ -207,9 +207,9 @@ function send(test: request.Test): Promise<Res> {
 /** A stored session's read races a logout: the read commits after the session is gone (`streamed`: its response went out before). */
 async function interruptRead(run: Running, cookie: string, streamed = false): Promise<{ read: Res; logout: Res }> {
   const pending = send(request(run.server).get(streamed ? '/slow-set?streamed' : '/slow-set').set('Cookie', cookie));
-  // /slow-set holds its shared lock until /logout is queued for the exclusive one.
+  // /slow-set holds its shared lock while /logout, a read too, removes the session (destroy() acts at once).
   await run.reached('/slow-set').promise;
-  const logout = await request(run.server).post('/logout').set('Cookie', cookie);
+  const logout = await request(run.server).get('/logout').set('Cookie', cookie);
   const read = await pending;
   return { read, logout };
 }
@@ -554,8 +554,8 @@ describe('session:lock-timeout at commit', () => {
     const cookie = cookieHeader(saved);
     const reading = send(request(run.server).get('/slow-regenerate').set('Cookie', cookie));
     await run.reached('/slow-regenerate').promise;
-    // /hold queues for the exclusive lock behind the read, then keeps it past lockTimeout.
-    const holder = await request(run.server).post('/hold').set('Cookie', cookie);
+    // GET /hold shares the lock with the read and keeps it past lockTimeout: the regenerate's commit waits for it to leave.
+    const holder = await request(run.server).get('/hold').set('Cookie', cookie);
     const read = await reading;
     expect(holder.status).to.equal(200);
     expect(read.status).to.equal(503);

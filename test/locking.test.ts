@@ -512,6 +512,10 @@ describe('Locking', function () {
         'POST /logout': async (ctx) => ctx.session.destroy(),
         'GET /logout': async (ctx) => ctx.session.destroy(),
         'POST /relogin': async (ctx) => ctx.session.regenerate(),
+        'GET /relogin': async (ctx) => {
+          await ctx.session.regenerate();
+          log.add('regenerated');
+        },
         'POST /slow-logout': async (ctx) => {
           log.add('enter S');
           await slow.promise;
@@ -591,20 +595,42 @@ describe('Locking', function () {
       ['a MemoryStore', () => memoryStore()],
       ['a koa-session style store (get/set/destroy only)', () => new ForgetfulStore()],
     ] as Array<[string, () => Store]>) {
-      it(`a GET that sets a key after a POST /logout destroyed the session does not bring it back, on ${kind}`, async () => {
+      it(`a GET that sets a key, with a POST /logout in line behind it, commits first, and the logout then removes the session for good, on ${kind}`, async () => {
         const r = await race({}, makeStore());
         const id = await login(r.t);
 
         const [sRes, logoutRes] = await queuedBehindSlow(r, id, 'post', '/logout', 'logout');
 
+        // First come, first served: the GET's change is saved before the logout, which came after it, removes the session.
+        expect(sRes.status).to.equal(200);
+        expect(sessionCookie(sRes)?.value, "the GET's commit came first").to.equal(id);
         expect(logoutRes.status).to.equal(200);
+        expect(sessionCookie(logoutRes)?.value, 'the logout expires the cookie').to.equal('');
         expect(await r.store.get(id), 'stored session').to.equal(undefined);
-        expectInterrupted(r, sRes, id, { handled: 'S' });
+        expect(r.interrupted, "'session:interrupted' events").to.deep.equal([]);
         const after = await r.t.client.get('/whoami').set('Cookie', cookieFor(id));
         expect(after.body.isNew).to.equal(true);
         expect(after.body.data).to.deep.equal({});
       });
     }
+
+    it('a GET that sets a key while another GET regenerates the session writes to neither ID', async () => {
+      const r = await race();
+      const id = await login(r.t);
+      const s = await slowRequest(r, id, 'get', '/slow');
+      // Read mode: the regenerate takes the exclusive lock at its commit, once S, sharing the lock, lets go of it.
+      const relogin = tagged(r.t, 'get', '/relogin', id, 'relogin');
+      await r.log.waitFor('regenerated');
+      await new Promise((resolve) => setImmediate(resolve)); // its commit is now waiting for S
+      r.slow.open();
+      const [sRes, reloginRes] = await Promise.all([s.response, relogin]);
+
+      const newId = sessionCookie(reloginRes)?.value as string;
+      expect(newId).to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
+      expect(await r.store.get(id), 'old ID in the store').to.equal(undefined);
+      expect(await storedData(r.store, newId), 'data under the new ID').to.deep.equal({ user: 'ann' });
+      expectInterrupted(r, sRes, id, { handled: 'S' });
+    });
 
     it('a GET that sets a key after another GET logged the session out does not bring it back', async () => {
       const r = await race();
@@ -631,17 +657,18 @@ describe('Locking', function () {
       expectInterrupted(r, sRes, id, { handled: 'S' });
     });
 
-    it('a GET that sets a key after another request regenerated the session writes to neither ID', async () => {
+    it('a GET that sets a key, with a regenerate in line behind it, commits first: the new ID carries its key', async () => {
       const r = await race();
       const id = await login(r.t);
 
       const [sRes, reloginRes] = await queuedBehindSlow(r, id, 'post', '/relogin', 'relogin');
 
+      expect(sessionCookie(sRes)?.value, "the GET's commit came first").to.equal(id);
       const newId = sessionCookie(reloginRes)?.value as string;
       expect(newId).to.match(/^[0-9a-f]{64}$/).and.not.equal(id);
       expect(await r.store.get(id), 'old ID in the store').to.equal(undefined);
-      expect(await storedData(r.store, newId), 'data under the new ID').to.deep.equal({ user: 'ann' });
-      expectInterrupted(r, sRes, id, { handled: 'S' });
+      expect(await storedData(r.store, newId), 'data under the new ID').to.deep.equal({ user: 'ann', seen: true });
+      expect(r.interrupted, "'session:interrupted' events").to.deep.equal([]);
     });
 
     it('a request queued behind a logout of its session starts no session of its own: no cookie, nothing stored', async () => {
@@ -1022,7 +1049,7 @@ describe('Locking', function () {
 
     it('a read that cannot get the exclusive lock for its commit within lockTimeout gets 503 and saves nothing', async () => {
       const log = new EventLog();
-      const gates = { R: gate(), W: gate() };
+      const gates = { R: gate(), H: gate() };
       const t = await start({ store: memoryStore(), lockTimeout: 100, lockMode: loggingLockMode(log) }, {
         routes: {
           'POST /login': (ctx) => ctx.session.set('n', 1),
@@ -1031,10 +1058,10 @@ describe('Locking', function () {
             await gates.R.promise;
             ctx.session.set('r', true);
           },
-          'POST /w': async (ctx) => {
-            log.add('enter W');
-            await gates.W.promise;
-            ctx.session.set('w', true);
+          'GET /hold': async (ctx) => {
+            log.add('enter H');
+            await gates.H.promise;
+            return { n: ctx.session.get('n') };
           },
           'GET /read': (ctx) => describeSession(ctx),
         },
@@ -1042,18 +1069,118 @@ describe('Locking', function () {
       const id = await login(t);
 
       const reader = tagged(t, 'get', '/r', id, 'R');
-      await log.waitFor('enter R');
-      const writer = tagged(t, 'post', '/w', id, 'W');
-      await log.waitFor('queue W');
-      gates.R.open(); // R's commit now waits behind W, which holds on
+      const holder = tagged(t, 'get', '/hold', id, 'H');
+      await Promise.all([log.waitFor('enter R'), log.waitFor('enter H')]);
+      gates.R.open(); // R's commit now waits for H, which shares the lock and holds on
       const readerRes = await reader;
-      gates.W.open();
-      const writerRes = await writer;
+      gates.H.open();
+      const holderRes = await holder;
 
       expect(readerRes.status).to.equal(503);
-      expect(writerRes.status).to.equal(200);
+      expect(holderRes.status).to.equal(200);
       const read = await t.client.get('/read').set('Cookie', cookieFor(id));
-      expect(read.body.data).to.deep.equal({ n: 1, w: true });
+      expect(read.body.data).to.deep.equal({ n: 1 });
+    });
+
+    describe('a read-mode change is committed before the requests that queued behind its shared lock', () => {
+      async function readThenQueuedWrite(readChange: (ctx: Context) => void, write: (ctx: Context) => void): Promise<{ data: unknown; statuses: number[] }> {
+        const log = new EventLog();
+        const reading = gate();
+        const t = await start({ store: memoryStore(), lockMode: loggingLockMode(log) }, {
+          routes: {
+            'POST /login': (ctx) => {
+              ctx.session.set('flash', 'Welcome');
+              ctx.session.set('theme', 'dark');
+            },
+            'GET /page': async (ctx) => {
+              log.add('enter R');
+              await reading.promise;
+              readChange(ctx);
+            },
+            'POST /save': (ctx) => {
+              log.add('enter W');
+              write(ctx);
+            },
+            'GET /read': (ctx) => describeSession(ctx),
+          },
+        });
+        const id = await login(t);
+        const page = tagged(t, 'get', '/page', id, 'R');
+        await log.waitFor('enter R');
+        const save = tagged(t, 'post', '/save', id, 'W');
+        await log.waitFor('queue W'); // in line behind the read's shared lock
+        reading.open();
+        const statuses = (await Promise.all([page, save])).map((res) => res.status);
+        expect(log.indexOf('enter W'), 'W runs after R').to.be.greaterThan(log.indexOf('enter R'));
+        const read = await t.client.get('/read').set('Cookie', cookieFor(id));
+        return { data: read.body.data, statuses };
+      }
+
+      it('a flash message the read consumed does not swallow the one the write behind it set', async () => {
+        const outcome = await readThenQueuedWrite(
+          (ctx) => ctx.session.delete('flash'),
+          (ctx) => {
+            ctx.session.set('flash', 'Saved');
+            ctx.session.set('doc', 'v2');
+          },
+        );
+        expect(outcome.statuses).to.deep.equal([200, 200]);
+        expect(outcome.data).to.deep.equal({ theme: 'dark', flash: 'Saved', doc: 'v2' });
+      });
+
+      it("the read's set() of a key the write behind it also sets leaves the write's value", async () => {
+        const outcome = await readThenQueuedWrite(
+          (ctx) => ctx.session.set('theme', 'from-read'),
+          (ctx) => ctx.session.set('theme', ctx.session.get('theme') === 'from-read' ? 'from-write, after the read' : 'from-write, before the read'),
+        );
+        expect(outcome.data).to.deep.equal({ flash: 'Welcome', theme: 'from-write, after the read' });
+      });
+
+      it("the read's clear() does not wipe what the write behind it saved", async () => {
+        const outcome = await readThenQueuedWrite(
+          (ctx) => ctx.session.clear(),
+          (ctx) => ctx.session.set('cart', ['a', 'b']),
+        );
+        expect(outcome.data).to.deep.equal({ cart: ['a', 'b'] });
+      });
+    });
+
+    it('a read that gave up waiting for the exclusive lock at its commit lets a read queued behind it join the reads still holding the lock', async () => {
+      const log = new EventLog();
+      const gates = { H: gate(), U: gate() };
+      const t = await start({ store: memoryStore(), lockTimeout: 300, lockMode: loggingLockMode(log) }, {
+        routes: {
+          'POST /login': (ctx) => ctx.session.set('n', 1),
+          'GET /hold': async () => {
+            log.add('enter H');
+            await gates.H.promise;
+          },
+          'GET /upgrade': async (ctx) => {
+            log.add('enter U');
+            await gates.U.promise;
+            ctx.session.set('u', true);
+            log.add('commit U');
+          },
+          'GET /read': (ctx) => describeSession(ctx),
+        },
+      });
+      const id = await login(t);
+      const holder = tagged(t, 'get', '/hold', id, 'H');
+      const upgrader = tagged(t, 'get', '/upgrade', id, 'U');
+      await Promise.all([log.waitFor('enter H'), log.waitFor('enter U')]);
+      gates.U.open(); // U's commit waits for H
+      await log.waitFor('commit U');
+      await sleep(150); // R queues behind U's wait, well after it began
+      const reader = tagged(t, 'get', '/read', id, 'R');
+      const upgraderRes = await upgrader; // U gives up, 300 ms after it began to wait
+      const readerRes = await reader; // R, still within its own 300 ms, joins H
+      gates.H.open();
+      const holderRes = await holder;
+
+      expect(upgraderRes.status).to.equal(503);
+      expect(readerRes.status, 'the read queued behind the upgrade').to.equal(200);
+      expect(readerRes.body.data).to.deep.equal({ n: 1 });
+      expect(holderRes.status).to.equal(200);
     });
 
     it('a read that changed nothing does not fail when its expiry push cannot get the exclusive lock in time: the push is left to a later request', async () => {
