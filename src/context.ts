@@ -1,5 +1,6 @@
 import type { Context } from 'koa';
 import { Session } from './session';
+import type { SessionMiddleware } from './nesting';
 import type { Warnings } from './warnings';
 
 declare module 'koa' {
@@ -12,6 +13,30 @@ declare module 'koa' {
 /** What a handler threw, kept until the session is committed. */
 export interface Failure {
   readonly error: unknown;
+}
+
+/** A session middleware, with the session it serves, and the one around it (of another cookie or store). */
+export interface Serving {
+  readonly by: SessionMiddleware;
+  readonly session: Session;
+  readonly outer: Serving | undefined;
+}
+
+/** The session middlewares a request is in, while their handlers run: see LockTable.servingMark. */
+const SERVED_BY = Symbol('koa-locked-session: served by');
+
+interface Served {
+  [SERVED_BY]?: Serving;
+}
+
+/** The innermost session middleware `ctx` is in, or undefined. */
+export function servingOf(ctx: Context): Serving | undefined {
+  return (ctx as Served)[SERVED_BY];
+}
+
+/** Marks `ctx` as in `serving` (undefined: in none), while its handler runs. */
+export function markServing(ctx: Context, serving: Serving | undefined): void {
+  (ctx as Served)[SERVED_BY] = serving;
 }
 
 /** Puts `value` in `ctx.session`, which is read-only to the app. */
@@ -46,11 +71,18 @@ export async function takeBackSession(ctx: Context, session: Session, warnings: 
   }
 }
 
-/** The session of `ctx`; throws when the session middleware did not run for it. */
+/**
+ * The session of `ctx`; throws when the session middleware did not run for
+ * it, or when the handler replaced ctx.session (see takeBack), saying which.
+ */
 export function getSession(ctx: Context): Session {
   const current: unknown = (ctx as { session?: unknown }).session;
   if (current instanceof Session) return current;
-  throw new Error('koa-locked-session: no session on this context; is the session middleware installed (app.use(session())) before this code?');
+  if (servingOf(ctx) === undefined) {
+    throw new Error('koa-locked-session: no session on this context; is the session middleware installed (app.use(session())) before this code?');
+  }
+  const logout = current === null || current === undefined ? `, to ${current}: a logout, done when the handler returns` : '';
+  throw new Error(`koa-locked-session: ctx.session was replaced${logout}; to log out and go on using the session, call await ctx.session.destroy() instead`);
 }
 
 /** Alias of getSession. */

@@ -1,6 +1,6 @@
 import type { Context, Middleware, Next } from 'koa';
 import type { Failure } from './context';
-import { setSession, takeBackSession } from './context';
+import { markServing, servingOf, setSession, takeBackSession } from './context';
 import { NO_COOKIE, commit, planCommit, withoutCookie } from './commit';
 import { SessionCookie } from './cookie';
 import { keepCookieOnError } from './error-headers';
@@ -11,7 +11,7 @@ import { SessionLocks } from './hold';
 import { generateId } from './ids';
 import { lockTableOf } from './lock';
 import type { SessionMiddleware } from './nesting';
-import { cannotShare, findServing, markServing, passThrough, servingOf, servingOptions, unusedOptions } from './nesting';
+import { cannotShare, findServing, passThrough, servingOptions, unusedOptions } from './nesting';
 import { SessionOpener } from './opening';
 import { checkOptionsObject, resolveOptions } from './options';
 import type { SessionOptions } from './options';

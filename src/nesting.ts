@@ -1,6 +1,7 @@
 import type { Context, Next } from 'koa';
 import type { Failure } from './context';
 import { setSession, takeBack, takeBackSession } from './context';
+import type { Serving } from './context';
 import type { LockMode } from './lock';
 import type { ResolvedOptions, SameSite } from './options';
 import { Session } from './session';
@@ -78,30 +79,6 @@ export function unusedOptions(outer: ServingOptions, inner: ServingOptions): str
 function alike(a: unknown, b: unknown): boolean {
   if (Object.is(a, b)) return true;
   return typeof a === 'function' && typeof b === 'function' && String(a) === String(b);
-}
-
-/** One of them, with the session it serves, and the one around it (of another cookie or store). */
-export interface Serving {
-  readonly by: SessionMiddleware;
-  readonly session: Session;
-  readonly outer: Serving | undefined;
-}
-
-/** The session middlewares a request is in, while their handlers run: see LockTable.servingMark. */
-const SERVED_BY = Symbol('koa-locked-session: served by');
-
-interface Served {
-  [SERVED_BY]?: Serving;
-}
-
-/** The innermost session middleware `ctx` is in, or undefined. */
-export function servingOf(ctx: Context): Serving | undefined {
-  return (ctx as Served)[SERVED_BY];
-}
-
-/** Marks `ctx` as in `serving` (undefined: in none), while its handler runs. */
-export function markServing(ctx: Context, serving: Serving | undefined): void {
-  (ctx as Served)[SERVED_BY] = serving;
 }
 
 /** The first middleware, from the innermost out, among those the request is in, that `matches`. */

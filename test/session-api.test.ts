@@ -936,6 +936,35 @@ describe('getSession and fromContext', () => {
     expect((await call(run, jar, 'get')).body).to.deep.equal({ via: 'getSession' });
   });
 
+  it('getSession(ctx) after the handler replaced ctx.session throws an Error saying so, not that the middleware is missing', async () => {
+    const replacements: Record<string, unknown> = { null: null, undefined, object: { views: 1 } };
+    const run = await start({ store: memoryStore() }, (ctx) => {
+      if (ctx.method === 'POST') return void ctx.session.set('user', 'ann');
+      (ctx as { session: unknown }).session = replacements[ctx.query.with as string];
+      try {
+        getSession(ctx);
+        ctx.body = { threw: false };
+      } catch (error) {
+        ctx.body = { threw: error instanceof Error, message: (error as Error).message };
+      }
+    });
+    const jar = new Jar();
+    await call(run, jar, 'post');
+    for (const replacement of ['null', 'undefined']) {
+      const res = await call(run, jar, 'get', `/?with=${replacement}`);
+      expect(res.body).to.deep.equal({
+        threw: true,
+        message: `koa-locked-session: ctx.session was replaced, to ${replacement}: a logout, done when the handler returns; to log out and go on using the session, call await ctx.session.destroy() instead`,
+      });
+      await call(run, jar, 'post'); // logged out: a new session for the next round
+    }
+    const res = await call(run, jar, 'get', '/?with=object');
+    expect(res.body).to.deep.equal({
+      threw: true,
+      message: 'koa-locked-session: ctx.session was replaced; to log out and go on using the session, call await ctx.session.destroy() instead',
+    });
+  });
+
   for (const [name, fn] of [['getSession', getSession], ['fromContext', fromContext]] as const) {
     it(`${name}(ctx) throws an Error mentioning the session middleware when it is not installed`, async () => {
       const run = await start(undefined, (ctx) => ctx.body = 'unused', {
