@@ -357,6 +357,7 @@ describe('Session: the TypeError of a refused value names the place in it', () =
         ['n', deepest],
         ['loop', circular],
         ['fn', { a: { b: () => 1 } }],
+        ['deep', JSON.parse(`${'['.repeat(1001)}1${']'.repeat(1001)}`)],
       ];
       for (const [key, value] of attempts) {
         try {
@@ -375,6 +376,7 @@ describe('Session: the TypeError of a refused value names the place in it', () =
       'koa-locked-session: session value "n".k2.k1.k0.z is a non-finite number (NaN), which JSON cannot carry unchanged',
       'koa-locked-session: session value "loop".list[0].back is a circular reference, which JSON cannot carry unchanged',
       'koa-locked-session: session value "fn".a.b is a function, which JSON cannot carry unchanged',
+      `koa-locked-session: ${`session value "deep"${'[0]'.repeat(1000)}`.slice(0, 200)} is nested deeper than 1000 objects or arrays, the most a session value may nest`,
     ]);
   });
 });
