@@ -269,8 +269,8 @@ export class MemoryStore implements AtomicStore {
 
   /**
    * Live sessions held; expired ones not yet swept are not counted. Counted
-   * one by one (expiry is lazy, so a running count could not tell): about
-   * 30 ms of blocking per million sessions.
+   * one by one (expiry is lazy, so a running count could not tell): some
+   * 30-60 ms of blocking per million sessions.
    */
   get size(): number {
     const now = Date.now();
