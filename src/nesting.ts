@@ -1,7 +1,6 @@
 import type { Context, Next } from 'koa';
-import type { Failure } from './context';
+import type { Failure, Serving } from './context';
 import { setSession, takeBack, takeBackSession } from './context';
-import type { Serving } from './context';
 import type { LockMode } from './lock';
 import type { ResolvedOptions, SameSite } from './options';
 import { Session } from './session';
