@@ -189,16 +189,18 @@ describe('properties: concurrent requests behave like the sequential model', fun
 
 // ---------------------------------------------------------------- the lock table on its own
 
-type Actor = { id: 'x' | 'y'; mode: Mode; startMs: number; holdMs: number; timeoutMs: number; releaseTwice: boolean };
+/** `upgradeHoldMs`, for a reader: after holding its shared lock, it makes it exclusive (a read-mode commit) and holds that as long. */
+type Actor = { id: 'x' | 'y'; mode: Mode; startMs: number; holdMs: number; timeoutMs: number; releaseTwice: boolean; upgradeHoldMs: number | undefined };
 
 function showActor(a: Actor, i: number): string {
-  return `#${i} ${a.mode} ${a.id} at ${a.startMs}ms hold ${a.holdMs}ms timeout ${a.timeoutMs === Infinity ? '∞' : `${a.timeoutMs}ms`}${a.releaseTwice ? ' (releases twice)' : ''}`;
+  const upgrade = a.mode === 'read' && a.upgradeHoldMs !== undefined ? ` then upgrade, hold ${a.upgradeHoldMs}ms` : '';
+  return `#${i} ${a.mode} ${a.id} at ${a.startMs}ms hold ${a.holdMs}ms${upgrade} timeout ${a.timeoutMs === Infinity ? '∞' : `${a.timeoutMs}ms`}${a.releaseTwice ? ' (releases twice)' : ''}`;
 }
 
 describe('properties: LockTable, driven directly', function () {
   this.timeout(600_000);
 
-  it('grants are exclusive for writers, shared for readers, first come first served, time out cleanly and leave the table empty', async () => {
+  it('grants are exclusive for writers, shared for readers, first come first served, upgrades go ahead of the line, time out cleanly and leave the table empty', async () => {
     const actor: fc.Arbitrary<Actor> = fc.record({
       id: fc.constantFrom<'x' | 'y'>('x', 'x', 'y'),
       mode,
@@ -206,6 +208,7 @@ describe('properties: LockTable, driven directly', function () {
       holdMs: fc.integer({ min: 0, max: 6 }),
       timeoutMs: fc.oneof(fc.constant(Infinity), fc.integer({ min: 0, max: 8 })),
       releaseTwice: fc.boolean(),
+      upgradeHoldMs: fc.option(fc.integer({ min: 0, max: 4 }), { nil: undefined }),
     });
     await fc.assert(
       fc.asyncProperty(fc.array(actor, { minLength: 1, maxLength: 14 }), fc.context(), async (actors, context) => {
@@ -216,10 +219,13 @@ describe('properties: LockTable, driven directly', function () {
         const queued: { i: number; id: string; mode: Mode }[] = [];
         const granted: number[] = [];
         const timedOut = new Set<number>();
+        // Every queueing, grant and upgrade in the order it happened, to check that upgrades go ahead of the line.
+        const events: string[] = [];
         await Promise.all(
           actors.map(async (a, i) => {
             await new Promise((resolve) => setTimeout(resolve, a.startMs));
             queued.push({ i, id: a.id, mode: a.mode });
+            events.push(`queue ${i}`);
             let release: () => void;
             try {
               release = await table.acquire(a.id, a.mode, a.timeoutMs);
@@ -229,6 +235,7 @@ describe('properties: LockTable, driven directly', function () {
               return;
             }
             granted.push(i);
+            events.push(`grant ${i}`);
             const h = holders.get(a.id) ?? { readers: 0, writer: false };
             holders.set(a.id, h);
             if (h.writer) problems.push(`#${i} (${a.mode}) was granted ${a.id} while a writer held it`);
@@ -238,6 +245,21 @@ describe('properties: LockTable, driven directly', function () {
             await new Promise((resolve) => setTimeout(resolve, a.holdMs));
             if (a.mode === 'write') h.writer = false;
             else h.readers--;
+            if (a.mode === 'read' && a.upgradeHoldMs !== undefined) {
+              // A read-mode commit: the shared hold is given up for the exclusive one.
+              events.push(`upgrade ${i}`);
+              try {
+                release = await table.upgrade(a.id, a.timeoutMs);
+              } catch (error) {
+                if (!(error instanceof SessionLockTimeoutError)) problems.push(`#${i}'s upgrade rejected with ${String(error)}`);
+                return;
+              }
+              events.push(`upgraded ${i}`);
+              if (h.writer || h.readers > 0) problems.push(`#${i}'s upgrade was granted ${a.id} while ${h.writer ? 'a writer' : `${h.readers} reader(s)`} held it`);
+              h.writer = true;
+              await new Promise((resolve) => setTimeout(resolve, a.upgradeHoldMs));
+              h.writer = false;
+            }
             release();
             if (a.releaseTwice) release(); // a second release must not free someone else's hold
           }),
@@ -256,9 +278,23 @@ describe('properties: LockTable, driven directly', function () {
             if ((grantedAt.get(a.i) as number) > (grantedAt.get(b.i) as number)) problems.push(`#${b.i} (${b.mode}) was granted ${b.id} before #${a.i} (${a.mode}), which queued first`);
           }
         }
+        // An upgrade goes ahead of the writers that queued while its shared hold lasted, and of the readers that queued
+        // while it waited: all of them came after the request that upgrades.
+        const at = (event: string): number => events.indexOf(event);
+        actors.forEach((u, i) => {
+          if (at(`upgraded ${i}`) < 0) return;
+          actors.forEach((b, j) => {
+            if (j === i || b.id !== u.id || at(`grant ${j}`) < 0) return;
+            const after = b.mode === 'write' ? at(`grant ${i}`) : at(`upgrade ${i}`);
+            if (at(`queue ${j}`) > after && at(`grant ${j}`) < at(`upgraded ${i}`)) {
+              problems.push(`#${j} (${b.mode}) queued after #${i} ${b.mode === 'write' ? 'held its shared lock' : 'began to upgrade'}, and was granted before the upgrade`);
+            }
+          });
+        });
         // Every waiter with no time limit got the lock.
         actors.forEach((a, i) => {
           if (a.timeoutMs === Infinity && !grantedAt.has(i)) problems.push(`#${i} waits for ever and was never granted`);
+          if (a.timeoutMs === Infinity && a.mode === 'read' && a.upgradeHoldMs !== undefined && at(`upgraded ${i}`) < 0) problems.push(`#${i} upgrades without a time limit and never got the exclusive lock`);
         });
         // After all that, both locks can be had at once.
         for (const id of ['x', 'y']) {
