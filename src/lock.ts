@@ -44,23 +44,22 @@ interface Waiter {
  *   so readers that arrive after a waiting writer queue behind it: no
  *   writer starvation, first come first served.
  * - Only the head ever waits for the holders to leave, so one slot,
- *   `whenFree`, is all the waiting there is: the last holder out calls it.
+ *   `head`, is all the waiting the line does: the last holder out wakes it.
  * Most locks are never waited for, so the semaphore is made only when a
  * request first has to wait.
  *
  * A reader that changed the session makes its hold exclusive at commit
  * (see upgrade) ahead of the line: everyone in line came after it, and a
  * writer that queued behind its shared hold must find its changes saved,
- * not have them written over its own afterwards.
+ * not have them written over its own afterwards. Such readers wait outside
+ * the line, in `upgraders`, and the head of the line waits for them too.
  */
 class ReadWriteLock {
   private line: Semaphore | undefined;
-  /** Set while the head of the line waits for the holders to leave; the last holder out calls it (see give). */
-  private whenFree: (() => void) | undefined;
-  /** What the head of the line waits for, while it does. */
-  private headMode: LockMode | undefined;
-  /** Readers that gave up their shared hold for the exclusive one, in the order they asked (see upgrade). */
-  private upgraders: Waiter[] | undefined;
+  /** Set while the head of the line waits for the holders (and upgraders) to leave: what it waits for, and its wake-up. */
+  private head: { readonly mode: LockMode; readonly wake: () => void } | undefined;
+  /** The grants of the readers that gave up their shared hold for the exclusive one, in the order they asked (see upgrade); made when first needed. */
+  private upgraders: (() => void)[] | undefined;
   private readers = 0;
   private writing = false;
   /** Requests holding or waiting for this lock. */
@@ -86,8 +85,9 @@ class ReadWriteLock {
 
   /**
    * Grants `mode` within this call when nobody would wait for it: the line
-   * is empty and nobody holds the lock (or, for a reader, only readers do).
-   * Most requests get their lock this way, without a trip through the line.
+   * is empty and nobody holds the lock (or, for a reader, only readers do,
+   * none of them waiting to make its hold exclusive). Most requests get
+   * their lock this way, without a trip through the line.
    */
   tryTake(mode: LockMode): boolean {
     // The head of the line holds the line's unit: a free line means nobody is queued.
@@ -106,38 +106,41 @@ class ReadWriteLock {
   give(mode: LockMode): void {
     if (mode === 'write') this.writing = false;
     else if (--this.readers > 0) return;
-    if (this.upgraders !== undefined && this.upgraders.length > 0) return this.grantUpgrader();
-    this.wakeHead();
+    const upgrader = this.upgraders?.shift();
+    if (upgrader === undefined) return this.wakeHead();
+    this.writing = true;
+    upgrader();
   }
 
   /**
    * Gives up a shared hold for the exclusive one, before anyone in line:
-   * granted once the other readers have left (or made their holds
-   * exclusive in turn, each after the one before it). A reader keeping its
-   * shared hold while it waited would wait for ever for another doing the same.
+   * true when granted within this call, else `granted` is called once the
+   * other readers have left (or made their holds exclusive in turn, each
+   * after the one before it). A reader keeping its shared hold while it
+   * waited would wait for ever for another doing the same.
    */
-  upgrade(waiter: Waiter): void {
-    (this.upgraders ??= []).push(waiter);
+  upgrade(granted: () => void): boolean {
+    const upgraders = (this.upgraders ??= []);
+    upgraders.push(granted);
     this.give('read');
+    return !upgraders.includes(granted);
   }
 
   /** An upgrade that gave up before it was granted no longer holds up the head of the line (see isFreeFor). */
-  dropUpgrade(waiter: Waiter): void {
-    const upgraders = this.upgraders as Waiter[];
-    upgraders.splice(upgraders.indexOf(waiter), 1);
-    if (upgraders.length === 0 && this.headMode !== undefined && this.isFreeFor(this.headMode)) this.wakeHead();
+  dropUpgrade(granted: () => void): void {
+    const at = this.upgraders?.indexOf(granted) ?? -1;
+    if (at >= 0) this.upgraders?.splice(at, 1);
+    if (this.head !== undefined && this.isFreeFor(this.head.mode)) this.wakeHead();
   }
 
-  private grantUpgrader(): void {
-    this.writing = true;
-    (this.upgraders as Waiter[]).shift()!.settle(true);
+  private get upgrading(): boolean {
+    return this.upgraders !== undefined && this.upgraders.length > 0;
   }
 
   private wakeHead(): void {
-    const wake = this.whenFree;
-    this.whenFree = undefined;
-    this.headMode = undefined;
-    wake?.();
+    const head = this.head;
+    this.head = undefined;
+    head?.wake();
   }
 
   /**
@@ -152,15 +155,16 @@ class ReadWriteLock {
       return waiter.settle(false);
     }
     if (this.isFreeFor(mode)) return this.grant(mode, waiter, nextInLine);
-    this.headMode = mode;
-    this.whenFree = () => {
-      waiter.leave = undefined;
-      this.grant(mode, waiter, nextInLine);
+    this.head = {
+      mode,
+      wake: () => {
+        waiter.leave = undefined;
+        this.grant(mode, waiter, nextInLine);
+      },
     };
     waiter.leave = () => {
       waiter.leave = undefined;
-      this.whenFree = undefined;
-      this.headMode = undefined;
+      this.head = undefined;
       nextInLine();
       waiter.settle(false);
     };
@@ -173,7 +177,7 @@ class ReadWriteLock {
   }
 
   private isFreeFor(mode: LockMode): boolean {
-    if (this.writing || (this.upgraders !== undefined && this.upgraders.length > 0)) return false;
+    if (this.writing || this.upgrading) return false;
     return mode === 'read' || this.readers === 0;
   }
 
@@ -386,26 +390,20 @@ export class LockTable {
    */
   upgrade(id: string, timeoutMs: number): Eventually<Release> {
     const lock = this.entries.get(id) as ReadWriteLock; // the caller's hold keeps it in the table
-    let granted: (() => void) | undefined;
-    let grantedAtOnce = false;
-    const waiter: Waiter = {
-      gaveUp: false,
-      leave: undefined,
-      settle: () => (granted === undefined ? (grantedAtOnce = true) : granted()),
-    };
-    lock.upgrade(waiter);
-    if (grantedAtOnce) return this.releaser(id, lock, 'write');
+    let resolveGrant: (() => void) | undefined;
+    const granted = (): void => resolveGrant?.();
+    if (lock.upgrade(granted)) return this.releaser(id, lock, 'write');
     trace('lock-wait', id, 'write');
     return new Promise<Release>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
-      granted = () => {
+      resolveGrant = () => {
         clearTimeout(timer);
         resolve(this.releaser(id, lock, 'write'));
       };
       if (timeoutMs !== Infinity) {
         timer = setTimeout(() => {
-          lock.dropUpgrade(waiter);
-          if (--lock.users === 0) this.entries.delete(id);
+          lock.dropUpgrade(granted);
+          this.leave(id, lock);
           reject(new SessionLockTimeoutError(timeoutMs));
         }, timeoutMs);
       }
@@ -417,7 +415,7 @@ export class LockTable {
     // Dropped: what a writer handed over was meant for the next request in line, perhaps this one,
     // and a later one must not start from it (one that finds nothing handed over loads the session).
     lock.handedOver = undefined;
-    if (--lock.users === 0) this.entries.delete(id);
+    this.leave(id, lock);
   }
 
   private releaser(id: string, lock: ReadWriteLock, mode: LockMode): Release {
@@ -426,10 +424,17 @@ export class LockTable {
       if (done) return;
       done = true;
       // The last user drops the whole entry: nobody is left to hand it to.
-      if (--lock.users === 0) return void this.entries.delete(id);
+      if (this.leave(id, lock)) return;
       if (mode === 'write') lock.handedOver = handOver;
       lock.give(mode);
     };
+  }
+
+  /** One user fewer for `id`'s lock; the last drops the entry (true then). */
+  private leave(id: string, lock: ReadWriteLock): boolean {
+    if (--lock.users > 0) return false;
+    this.entries.delete(id);
+    return true;
   }
 }
 
