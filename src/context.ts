@@ -81,8 +81,10 @@ export function getSession(ctx: Context): Session {
   if (servingOf(ctx) === undefined) {
     throw new Error('koa-locked-session: no session on this context; is the session middleware installed (app.use(session())) before this code?');
   }
-  const logout = current === null || current === undefined ? `, to ${current}: a logout, done when the handler returns` : '';
-  throw new Error(`koa-locked-session: ctx.session was replaced${logout}; to log out and go on using the session, call await ctx.session.destroy() instead`);
+  if (current === null || current === undefined) {
+    throw new Error(`koa-locked-session: ctx.session was replaced, to ${current}: a logout, done when the handler returns; to log out and go on using the session, call await ctx.session.destroy() instead`);
+  }
+  throw new Error('koa-locked-session: ctx.session was replaced with another value, which is not stored; ctx.session is read-only: change the session with ctx.session.set(key, value)');
 }
 
 /** Alias of getSession. */

@@ -207,6 +207,6 @@ export function withStore(store: Store, opts?: SessionOptions): Middleware {
   }
   // Checked before the spread, which would turn an app into its own fields and a string into its characters;
   // a third argument only plain JavaScript can pass, as session(opts, app) would (koa-session's form).
-  if (opts !== undefined || arguments[2] !== undefined) checkOptionsObject(opts ?? {}, 'withStore', arguments[2]);
+  if (opts !== undefined || arguments[2] !== undefined) checkOptionsObject(opts === undefined ? {} : opts, 'withStore', arguments[2]);
   return session({ ...opts, store });
 }

@@ -100,12 +100,11 @@ class Walk {
 
   constructor(private readonly key: string) {}
 
-  /** The error for what was found here, as `why` it is refused; `shortened`: its place cut to 200 characters. */
-  refuse(what: string, why = 'which JSON cannot carry unchanged', shortened = false): TypeError {
+  /** The error for what was found here, as `why` it is refused; its place cut to 200 characters. */
+  refuse(what: string, why = 'which JSON cannot carry unchanged'): TypeError {
     let where = `session value ${JSON.stringify(this.key)}`;
     for (const step of this.steps) where += typeof step === 'number' ? `[${step}]` : `.${step}`;
-    if (shortened) where = where.slice(0, 200);
-    return new TypeError(`koa-locked-session: ${where} is ${what}, ${why}`);
+    return new TypeError(`koa-locked-session: ${where.slice(0, 200)} is ${what}, ${why}`);
   }
 }
 
@@ -161,7 +160,7 @@ function isObjectPrototype(proto: unknown): boolean {
 
 function copyObject(value: object, walk: Walk): unknown {
   const { ancestors } = walk;
-  if (ancestors.length === MAX_DEPTH) throw walk.refuse(`nested deeper than ${MAX_DEPTH} objects or arrays`, 'the most a session value may nest', true);
+  if (ancestors.length === MAX_DEPTH) throw walk.refuse(`nested deeper than ${MAX_DEPTH} objects or arrays`, 'the most a session value may nest');
   if (ancestors.includes(value)) throw walk.refuse('a circular reference');
   if (Object.getOwnPropertySymbols(value).length > 0) throw walk.refuse('an object with symbol keys');
   const proto: unknown = Object.getPrototypeOf(value);

@@ -115,7 +115,7 @@ describe('Options: an invalid option throws a TypeError naming it when session()
       TypeError,
       /^koa-locked-session: withStore\(\) takes an options object, not the app: write app\.use\(withStore\(store\)\) or app\.use\(withStore\(store, \{ \.\.\. \}\)\)$/,
     );
-    for (const opts of ['x', [], 5]) {
+    for (const opts of ['x', [], 5, null]) {
       expect(() => withStore(okStore(), opts as unknown as SessionOptions)).to.throw(TypeError, /^koa-locked-session: options must be an object$/);
     }
     // koa-session's session(opts, app) form, carried over from plain JavaScript:

@@ -963,7 +963,7 @@ describe('getSession and fromContext', () => {
     const res = await call(run, jar, 'get', '/?with=object');
     expect(res.body).to.deep.equal({
       threw: true,
-      message: 'koa-locked-session: ctx.session was replaced; to log out and go on using the session, call await ctx.session.destroy() instead',
+      message: 'koa-locked-session: ctx.session was replaced with another value, which is not stored; ctx.session is read-only: change the session with ctx.session.set(key, value)',
     });
   });
 
