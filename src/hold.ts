@@ -32,7 +32,10 @@ export class SessionLocks {
    */
   take<T>(id: string, mode: LockMode, whenTaken: (releasers: Releasers) => T): Eventually<T> {
     const remote = mode === 'write' ? this.remote : undefined;
-    if (remote !== undefined) return this.takeRemote(id, remote).then(whenTaken);
+    if (remote !== undefined) {
+      const started = performance.now();
+      return this.withRemote(id, remote, started, this.table.acquire(id, 'write', this.timeoutMs)).then(whenTaken);
+    }
     return this.table.acquire(id, mode, this.timeoutMs, (local, queued) =>
       // Granted at once: nobody was in line, so no writer just handed anything over.
       whenTaken({ local, remote: undefined, inherited: queued ? this.table.takeHandOver(id) : undefined }),
@@ -49,12 +52,6 @@ export class SessionLocks {
     const local = this.table.upgrade(id, this.timeoutMs);
     if (this.remote !== undefined) return this.withRemote(id, this.remote, started, local);
     return Promise.resolve(local).then((release) => ({ local: release, remote: undefined, inherited: undefined }));
-  }
-
-  /** The in-process lock once it comes, then the cross-process one. */
-  private takeRemote(id: string, remote: DistributedLock): Promise<Releasers> {
-    const started = performance.now();
-    return this.withRemote(id, remote, started, this.table.acquire(id, 'write', this.timeoutMs));
   }
 
   /**
