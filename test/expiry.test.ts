@@ -629,6 +629,49 @@ describe('Expiry', function () {
       expect(res.headers['set-cookie']).to.equal(undefined);
     });
 
+    // Past its idle end a push is due at commit; before its absolute end, with a long maxAge, only the re-sent cookie is.
+    const ENDS = [
+      { end: 'its idle end', options: { maxAge: 4_000 }, sinceLogin: 100, during: 4_500 },
+      { end: 'its idle end, loaded once a push was due', options: { maxAge: 4_000 }, sinceLogin: 500, during: 4_500 },
+      { end: 'its absolute end, no push due', options: { maxAge: 600_000, absoluteTimeout: 4_000 }, sinceLogin: 100, during: 4_000 },
+    ];
+    for (const { end, options, sinceLogin, during } of ENDS) {
+      it(`with rolling, a read during which the session reaches ${end} re-sends no cookie and reports session:interrupted`, async () => {
+        const inHandler = gate();
+        const release = gate();
+        const store = memoryStore();
+        const t = cleanup.track(
+          await startApp({ store, ...options, rolling: true }, {
+            routes: {
+              'POST /login': (ctx) => ctx.session.set('user', 'ann'),
+              'GET /slow': async (ctx) => {
+                inHandler.open();
+                await release.promise;
+                return describeSession(ctx);
+              },
+            },
+          }),
+        );
+        const interrupted: string[] = [];
+        t.app.on('session:interrupted', ({ ctx }: SessionEvent) => interrupted.push(ctx.path));
+        await withHeldClock(async (clock) => {
+          const { id } = await login(t);
+          clock.at += sinceLogin;
+          const slow = t.client.get('/slow').set('Cookie', cookieFor(id)).then((res) => res);
+          await inHandler.promise;
+          clock.at += during; // past the session's end while the handler runs
+          release.open();
+          const res = await slow;
+
+          expect(res.status).to.equal(200);
+          expect(res.body).to.deep.include({ id, data: { user: 'ann' } });
+          expect(res.headers['set-cookie'], 'Set-Cookie for the ended session').to.equal(undefined);
+          expect(interrupted).to.deep.equal(['/slow']);
+          expect(await store.get(id), 'the ended session').to.equal(undefined);
+        });
+      });
+    }
+
     it('with rolling, an expired session gets a fresh one and no cookie for the old ID', async () => {
       const t = await start({ store: memoryStore(), rolling: true, maxAge: 300 });
       const { id } = await login(t);
