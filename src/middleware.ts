@@ -100,7 +100,7 @@ export function session(opts?: SessionOptions): Middleware {
       const action = committing instanceof Promise ? await committing : committing;
       // 5. The cookie.
       request.sendCookie(action, signed);
-      request.throwFailure();
+      request.failIfFailed();
     } finally {
       request.finish();
       // Code after this middleware's next() in the one around it changes that one's session, still uncommitted.

@@ -48,6 +48,8 @@ export class SessionRequest {
   private removalToken: string | undefined;
   /** Once the middleware is done there is no cookie left to keep: a listener's error goes to the caller. */
   private finished = false;
+  /** Whether a replaced ctx.session was taken back (see unfinishedWork). */
+  private tookBack = false;
 
   constructor(
     private readonly ctx: Context,
@@ -90,13 +92,18 @@ export class SessionRequest {
 
   /**
    * What the handler left under way, for the middleware to wait for before
-   * the commit: a replaced ctx.session to take back (see takeBack), or a
-   * destroy() it did not await, so that the commit sees the session gone.
-   * Undefined once nothing is.
+   * the commit: first a replaced ctx.session to take back (see takeBack),
+   * then each destroy() it did not await, so that the commit sees the
+   * session gone. Undefined once nothing is.
    */
   unfinishedWork(): Promise<void> | undefined {
     const { ctx, session } = this;
-    if (ctx.session !== session) return takeBackSession(ctx, session, this.parts.warnings);
+    // Taken back once: a ctx.session that does not keep what is put in it (an accessor of koa-session's
+    // left installed in front) would never read back as this session.
+    if (!this.tookBack && ctx.session !== session) {
+      this.tookBack = true;
+      return takeBackSession(ctx, session, this.parts.warnings);
+    }
     return this.opened.state.destroying?.catch(() => undefined);
   }
 
@@ -107,8 +114,8 @@ export class SessionRequest {
     // The store failed to remove the session: the request fails (SPEC: a store failure is a 503), whether
     // the handler awaited destroy() or not, caught its error or not. The session is committed as the first
     // failed destroy() found it (see RemovalFailure).
-    // With the headers out, failing would only keep Koa from sending the body (a stream would hang): the app hears of it.
-    // Else the app hears of it with the commit's outcome, where the lock is let go of whatever an 'error' listener throws.
+    // With the headers out, failing would only keep Koa from sending the body (a stream would hang), and the handler's
+    // own error goes first: either way the app hears of it once the commit is done (see failedCommit and failIfFailed).
     const removalFailure = state.removalFailure;
     undoChangesSinceFailedRemoval(state);
     if (removalFailure !== undefined && removalFailure.error !== this.failure?.error) {
@@ -156,6 +163,11 @@ export class SessionRequest {
     return commit({ state, lock, storage, expiry, report: this.tell }, plan, now);
   }
 
+  /**
+   * Throws the commit's error, having told the app of the others; with the
+   * headers out, tells the app of it instead, and the response stands
+   * without a cookie. Lets go of the lock either way.
+   */
   private failedCommit(caught: unknown, sentBeforeCommit: boolean): CookieAction {
     const { ctx } = this;
     try {
@@ -205,7 +217,7 @@ export class SessionRequest {
   }
 
   /** Once the cookie is on the response: fails the request with what failed, or tells the app of it. */
-  throwFailure(): void {
+  failIfFailed(): void {
     const { ctx } = this;
     if (this.unheardRemovalFailure !== undefined) tellAppOf(ctx, this.unheardRemovalFailure.error);
     if (this.listenerFailure !== undefined) {

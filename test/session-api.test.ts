@@ -6,8 +6,11 @@
 import { inspect, isDeepStrictEqual } from 'node:util';
 import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
+import Koa from 'koa';
 import type { Context } from 'koa';
-import { fromContext, getSession, Session } from '../src';
+import koaSession from 'koa-session';
+import supertest from 'supertest';
+import { fromContext, getSession, session, Session } from '../src';
 import { parseJson } from '../src/values';
 import { HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, isExpired, memoryStore, start, warningsDuring } from './support/app';
 
@@ -917,6 +920,29 @@ describe('Session: replacing ctx.session', () => {
       await call(run, jar, 'get', '/me');
     });
     expect(warnings).to.deep.equal([]);
+  });
+
+  it('with koa-session still installed in front (a migration half done), whose ctx.session never reads back as this one, each request is answered and the process is warned', async () => {
+    const koa = new Koa();
+    koa.keys = ['a migration'];
+    koa.use(koaSession(koa));
+    koa.use(session());
+    koa.use((ctx) => {
+      ctx.body = 'answered';
+    });
+    const server = koa.listen(0, '127.0.0.1');
+    try {
+      const warnings = await warningsDuring('KOA_LOCKED_SESSION_REPLACED', async () => {
+        for (let i = 0; i < 2; i++) {
+          const res = await supertest(server).get('/').timeout(5_000);
+          expect(res.status).to.equal(200);
+          expect(res.text).to.equal('answered');
+        }
+      });
+      expect(warnings).to.have.length(1);
+    } finally {
+      server.close();
+    }
   });
 });
 
