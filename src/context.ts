@@ -48,11 +48,14 @@ export function setSession(ctx: Context, value: unknown): void {
  * The handler replaced ctx.session. `ctx.session = null` is how
  * koa-session logs out, so null (or undefined) is a destroy(); any other
  * value cannot be stored, and the process is warned. Either way
- * ctx.session is this request's session again.
+ * ctx.session is this request's session again, unless another middleware
+ * defines ctx.session (koa-session's accessor), which the process is
+ * warned of instead.
  */
 export async function takeBack(ctx: Context, session: Session, warnings: Warnings): Promise<void> {
   const replacement: unknown = ctx.session;
   setSession(ctx, session);
+  if (ctx.session !== session) return warnings.sessionTakenOver();
   if (replacement === null || replacement === undefined) await session.destroy();
   else warnings.replaced();
 }

@@ -22,6 +22,16 @@ export class Warnings {
     this.once('KOA_LOCKED_SESSION_REPLACED', 'ctx.session was replaced with another value, which is not stored; use ctx.session.set(key, value)');
   }
 
+  /** `ctx.session` does not keep what this middleware puts in it: another middleware defines it (see takeBack). */
+  sessionTakenOver(): void {
+    this.once(
+      'KOA_LOCKED_SESSION_TAKEN_OVER',
+      "ctx.session does not keep the session this middleware puts in it: another middleware defines it (koa-session's " +
+        'session(app), installed too?), so handlers see that one\'s session instead of this one\'s, and nothing they set is stored here; ' +
+        'remove the other session middleware',
+    );
+  }
+
   /** `ctx.session.views = 1`, as koa-session is used: a property of the object, never stored. */
   property(key: string): void {
     // koa-session's per-session lifetime: set() would store it as data, and change nothing.

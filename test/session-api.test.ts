@@ -922,7 +922,7 @@ describe('Session: replacing ctx.session', () => {
     expect(warnings).to.deep.equal([]);
   });
 
-  it('with koa-session still installed in front (a migration half done), whose ctx.session never reads back as this one, each request is answered and the process is warned', async () => {
+  it('with koa-session still installed in front (a migration half done), whose ctx.session never reads back as this one, each request is answered and the process is warned to remove it', async () => {
     const koa = new Koa();
     koa.keys = ['a migration'];
     koa.use(koaSession(koa));
@@ -932,7 +932,7 @@ describe('Session: replacing ctx.session', () => {
     });
     const server = koa.listen(0, '127.0.0.1');
     try {
-      const warnings = await warningsDuring('KOA_LOCKED_SESSION_REPLACED', async () => {
+      const warnings = await warningsDuring('KOA_LOCKED_SESSION_TAKEN_OVER', async () => {
         for (let i = 0; i < 2; i++) {
           const res = await supertest(server).get('/').timeout(5_000);
           expect(res.status).to.equal(200);
@@ -940,6 +940,7 @@ describe('Session: replacing ctx.session', () => {
         }
       });
       expect(warnings).to.have.length(1);
+      expect(warnings[0]).to.include("another middleware defines it (koa-session's session(app), installed too?)").and.include('remove the other session middleware');
     } finally {
       server.close();
     }
