@@ -2,6 +2,7 @@ import type { Context } from 'koa';
 import { Session } from './session';
 import type { SessionMiddleware } from './nesting';
 import type { Warnings } from './warnings';
+import { TAKEN_OVER } from './warnings';
 
 declare module 'koa' {
   interface ExtendableContext {
@@ -76,7 +77,8 @@ export async function takeBackSession(ctx: Context, session: Session, warnings: 
 
 /**
  * The session of `ctx`; throws when the session middleware did not run for
- * it, or when the handler replaced ctx.session (see takeBack), saying which.
+ * it, when the handler replaced ctx.session (see takeBack), or when another
+ * middleware defines ctx.session, saying which.
  */
 export function getSession(ctx: Context): Session {
   const current: unknown = (ctx as { session?: unknown }).session;
@@ -84,10 +86,22 @@ export function getSession(ctx: Context): Session {
   if (servingOf(ctx) === undefined) {
     throw new Error('koa-locked-session: no session on this context; is the session middleware installed (app.use(session())) before this code?');
   }
+  if (isDefinedElsewhere(ctx)) {
+    throw new Error(`koa-locked-session: ctx.session does not hold this library's session: ${TAKEN_OVER}; remove the other session middleware, and its session(app) call`);
+  }
   if (current === null || current === undefined) {
     throw new Error(`koa-locked-session: ctx.session was replaced, to ${current}: a logout, done when the handler returns; to log out and go on using the session, call await ctx.session.destroy() instead`);
   }
   throw new Error('koa-locked-session: ctx.session was replaced with another value, which is not stored; ctx.session is read-only: change the session with ctx.session.set(key, value)');
+}
+
+/** Whether ctx.session is an accessor, which this library never makes: koa-session's session(app) defines one on app.context. */
+function isDefinedElsewhere(ctx: Context): boolean {
+  for (let holder: object | null = ctx; holder !== null; holder = Object.getPrototypeOf(holder) as object | null) {
+    const property = Object.getOwnPropertyDescriptor(holder, 'session');
+    if (property !== undefined) return property.get !== undefined || property.set !== undefined;
+  }
+  return false;
 }
 
 /** Alias of getSession. */

@@ -4,6 +4,9 @@
  * on). None of them throws: a throw would drop the response's cookie (a
  * login's new ID), or crash the process from a task nobody awaits.
  */
+/** Who holds ctx.session when it does not keep this library's session (see takeBack and getSession in context.ts). */
+export const TAKEN_OVER = "another middleware defines it (koa-session's session(app), called on this app too?)";
+
 export class Warnings {
   private readonly given = new Set<string>();
 
@@ -26,9 +29,8 @@ export class Warnings {
   sessionTakenOver(): void {
     this.once(
       'KOA_LOCKED_SESSION_TAKEN_OVER',
-      "ctx.session does not keep the session this middleware puts in it: another middleware defines it (koa-session's " +
-        'session(app), installed too?), so handlers see that one\'s session instead of this one\'s, and nothing they set is stored here; ' +
-        'remove the other session middleware',
+      `ctx.session does not keep the session this middleware puts in it: ${TAKEN_OVER}, so handlers see that one's session ` +
+        "instead of this one's, and nothing they set is stored; remove the other session middleware, and its session(app) call",
     );
   }
 

@@ -629,7 +629,7 @@ describe('Expiry', function () {
       expect(res.headers['set-cookie']).to.equal(undefined);
     });
 
-    // Past its idle end a push is due at commit; before its absolute end, with a long maxAge, only the re-sent cookie is.
+    // Past its idle end a push is due at commit; past its absolute end, with a long maxAge, no push is due: only the re-sent cookie.
     const ENDS = [
       { end: 'its idle end', options: { maxAge: 4_000 }, sinceLogin: 100, during: 4_500 },
       { end: 'its idle end, loaded once a push was due', options: { maxAge: 4_000 }, sinceLogin: 500, during: 4_500 },
