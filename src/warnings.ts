@@ -1,12 +1,12 @@
+/** Who holds ctx.session when it does not keep this library's session (see takeBack and getSession in context.ts). */
+export const TAKEN_OVER = "another middleware defines it (koa-session's session(app), called on this app too?)";
+
 /**
  * Process warnings about mistakes in the app, not in one request: each is
  * given once per middleware (`process.emitWarning`, with a code to filter
  * on). None of them throws: a throw would drop the response's cookie (a
  * login's new ID), or crash the process from a task nobody awaits.
  */
-/** Who holds ctx.session when it does not keep this library's session (see takeBack and getSession in context.ts). */
-export const TAKEN_OVER = "another middleware defines it (koa-session's session(app), called on this app too?)";
-
 export class Warnings {
   private readonly given = new Set<string>();
 
