@@ -87,7 +87,8 @@ const KNOWN = new Set<string>([
   'genid', 'hashIds',
 ]);
 
-// RFC 6265: a cookie name is an RFC 7230 token; path and domain as the cookies package accepts them.
+// RFC 6265: a cookie name is an RFC 7230 token, a path any printable ASCII but ';'. The cookies package's own path
+// check also refuses '<' (its character range skips it), so such a path works here where ctx.cookies.set would throw.
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Starts with '/': browsers ignore any other Path attribute (RFC 6265, 5.2.4). */
 const PATH = /^\/[\x20-\x3a\x3c-\x7e]*$/;

@@ -67,6 +67,11 @@ describe('Cookie settings reach the Set-Cookie header', () => {
     expect(cookieNamed(res)?.attrs.path).to.equal('/app');
   });
 
+  it("a cookiePath with '<' (RFC 6265 allows it; the cookies package's own check refuses it) is written as given", async () => {
+    const { res } = await firstCookie({ cookiePath: '/a<b' }, { keys: ['k'] });
+    expect(setCookies(res).map((c) => c.attrs.path)).to.deep.equal(['/a<b', '/a<b']);
+  });
+
   it('cookiePath also goes on the signature cookie', async () => {
     const { res } = await firstCookie({ cookiePath: '/app' }, { keys: ['k'] });
     expect(cookieNamed(res, 'session_id.sig')?.attrs.path).to.equal('/app');
