@@ -179,10 +179,10 @@ export class Storage {
     const answer: unknown = await this.store.get(key);
     // Nothing, as koa-session reads a store's answer: undefined, null (koa-redis), or any other falsy value.
     if (!answer) return undefined;
-    // Anything else that is not an object would be read as a session of the cookie's ID: the client's choice.
-    if (typeof answer !== 'object' || Array.isArray(answer)) {
-      throw new TypeError(`the store's get() answered ${Array.isArray(answer) ? 'an array' : `a ${typeof answer}`}, not a record or nothing`);
-    }
+    // Anything but a plain object would be read as a session of the cookie's ID (the client's choice), or
+    // with no keys of its own (a Map, a Date) as none: a user logged out, a new session stored over theirs.
+    const unreadable = notPlainObject(answer);
+    if (unreadable !== undefined) throw new TypeError(`the store's get() answered ${unreadable}, not a record or nothing`);
     const stored = answer as SessionData;
     // An empty object too: what a store built on HGETALL answers for a missing key. Read as a session,
     // it would adopt the cookie's ID; the library never writes one, and one from elsewhere holds nothing.
@@ -212,6 +212,17 @@ export class Storage {
       throw new SessionStoreError(operation, error);
     });
   }
+}
+
+/** What `answer` is, when it is not a plain object; undefined when it is. */
+function notPlainObject(answer: unknown): string | undefined {
+  if (typeof answer !== 'object' || answer === null) return `a ${typeof answer}`;
+  if (Array.isArray(answer)) return 'an array';
+  const prototype: unknown = Object.getPrototypeOf(answer);
+  // Object.prototype, of this realm or another, or none at all (node-redis's hGetAll answers such objects).
+  if (prototype === null || Object.getPrototypeOf(prototype) === null) return undefined;
+  const name: unknown = (prototype as { constructor?: { name?: unknown } }).constructor?.name;
+  return typeof name === 'string' && name !== '' ? `an instance of ${name}` : 'an instance of a class';
 }
 
 function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {

@@ -6,7 +6,7 @@
  */
 import type { Context } from 'koa';
 import { SessionStoreError, createMemoryStore, withStore } from '../src';
-import type { SessionData, Store } from '../src';
+import type { SessionData, SessionRecord, Store } from '../src';
 import { HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, setCookies, start } from './support/app';
 
 afterEach(closeAll);
@@ -134,7 +134,21 @@ describe('Store: custom stores', () => {
     });
   }
 
-  for (const [what, answer] of [['a string', '{"n":1}'], ['an array', [7]], ['a number', 5]] as const) {
+  class Row {
+    n = 1;
+  }
+  const notRecords: [string, unknown][] = [
+    ['a string', '{"n":1}'],
+    ['an array', [7]],
+    ['a number', 5],
+    // Keys '0', '1', …: read as a session, the next commit would store its bytes as the user's data.
+    ['an instance of Buffer', Buffer.from('{"n":1}')],
+    // No keys of their own: read as no session, the user would be logged out and a new session stored.
+    ['an instance of Map', new Map([['n', 1]])],
+    ['an instance of Date', new Date()],
+    ['an instance of Row', new Row()],
+  ];
+  for (const [what, answer] of notRecords) {
     it(`a store whose get() answers ${what} fails the request with 503: it is not read as a session of the client's ID`, async () => {
       const map = new Map<string, unknown>();
       const run = await start(undefined, handler, { middleware: withStore(storeAnswering(answer, map)) });
@@ -150,6 +164,18 @@ describe('Store: custom stores', () => {
       expect(String((errors[0] as Error).cause)).to.include(`answered ${what}`);
     });
   }
+
+  it('a record without a prototype (node-redis answers hGetAll so) is read as the session', async () => {
+    const map = new Map<string, unknown>();
+    const run = await start(undefined, handler, { middleware: withStore(storeAnswering(undefined, map)) });
+    const jar = new Jar();
+    const id = (await call(run, jar, 'post', '/?k=n&v=1')).body.id;
+    const stored = map.get(id) as SessionRecord;
+    map.set(id, Object.assign(Object.create(null), { ...stored, data: Object.assign(Object.create(null), stored.data) }));
+    const res = await call(run, jar, 'get');
+    expect(res.status).to.equal(200);
+    expect(res.body).to.deep.equal({ id, isNew: false, data: { n: 1 } });
+  });
 
   it('a record seeded into a Map store as plain data ({ n: 5 }) is read as the session\'s data', async () => {
     const map = new Map<string, unknown>();
