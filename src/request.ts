@@ -188,10 +188,15 @@ export class SessionRequest {
     }
   }
 
-  /** Lets go of the lock once `action` is committed; waits for a cross-process lock to be handed back. */
+  /**
+   * Lets go of the lock once `action` is committed; waits for a
+   * cross-process lock to be handed back, unless the request fails anyway
+   * (a failed removal, say): as after a failed commit, with the store not
+   * answering that would take as long again.
+   */
   private unlock(action: CookieAction): Eventually<CookieAction> {
     const releasing = this.unlockNow();
-    return releasing === undefined ? action : releasing.then(() => action);
+    return releasing === undefined || this.failure !== undefined ? action : releasing.then(() => action);
   }
 
   /** Lets go of the lock now; a promise while a cross-process lock is handed back. */

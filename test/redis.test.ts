@@ -1545,6 +1545,32 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
     });
   });
 
+  it('with lock: true and Redis stalled before a logout, the failed destroy() answers within the store timeout, not after a second wait to unlock', async function () {
+    await withStalledRedis(this, async (own) => {
+      const timeout = 1000;
+      const a = await instance({ lock: true, timeout }, { lockTimeout: 10_000 }, connect({}, own.url));
+      const jar = new CookieJar();
+      await login(jar, a.url);
+      const pending = send(jar, a.url, 'POST', '/destroy?wait');
+      await a.app.held(); // it holds the session's lock, in process and in Redis
+      process.kill(own.pid, 'SIGSTOP');
+      try {
+        const started = Date.now();
+        a.app.release();
+        const reply = await pending;
+        const ms = Date.now() - started;
+        assert.equal(reply.status, 503);
+        assert.ok(ms < 1.6 * timeout, `the 503 came after ${ms} ms, with a store timeout of ${timeout} ms`);
+      } finally {
+        process.kill(own.pid, 'SIGCONT');
+      }
+      // The removal itself may still run once Redis goes on (see README, "When Redis is unreachable"); the lock is handed back.
+      const next = await send(jar, a.url, 'POST', '/set?key=again&value=1');
+      assert.equal(next.status, 200);
+      assert.ok(next.ms < timeout, `the next write waited ${next.ms} ms`);
+    });
+  });
+
   it('with ioredis defaults and Redis stalled, a request gets its 503 after the store\'s default timeout of 5 s', async function () {
     await withStalledRedis(this, async (own) => {
       // ioredis defaults: no commandTimeout, so a command waits in the client for as long as the server does not answer.

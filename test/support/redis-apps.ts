@@ -87,7 +87,7 @@ const json = (value: unknown) => JSON.parse(String(value)) as unknown;
  *   POST /incr?delay=ms     n = n + 1, with an await of `delay` ms in between
  *   POST /hold?key=&value=  set (without key=: change nothing), then wait for release() before committing
  *   POST /regenerate        new ID, same data (?hold: then wait for release(), before the commit)
- *   POST /destroy           log out (?first=key: set key to 1 before; ?hold: then wait for release(); ?key=&value=: then set, a login)
+ *   POST /destroy           log out (?first=key: set key to 1 before; ?wait: wait for release() before it; ?hold: wait after it; ?key=&value=: then set, a login)
  */
 export async function startApp(store: Store, options: SessionOptions = {}): Promise<TestApp> {
   const app = new Koa();
@@ -126,6 +126,7 @@ export async function startApp(store: Store, options: SessionOptions = {}): Prom
         return;
       case 'POST /destroy':
         if (query.first !== undefined) session.set(String(query.first), 1);
+        if (query.wait !== undefined) await hold();
         // ?retry: a failed removal is tried once more
         await session.destroy().catch((error: unknown) => (query.retry === undefined ? Promise.reject(error) : session.destroy()));
         if (query.hold !== undefined) await hold();
