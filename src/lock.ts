@@ -233,6 +233,11 @@ export class LockTable {
     return mark;
   }
 
+  /** The cookies of the middlewares on this table other than `cookieName` (see servingMark). */
+  otherCookies(cookieName: string): string[] {
+    return [...this.servingMarks.keys()].filter((name) => name !== cookieName);
+  }
+
   /** How many sessions have a lock held or waited for right now. */
   get size(): number {
     return this.entries.size;

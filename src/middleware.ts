@@ -30,6 +30,9 @@ export function session(opts?: SessionOptions): Middleware {
   const opener = new SessionOpener(storage, locks, options);
   const sessionCookie = new SessionCookie(options.cookie, options.isValidId);
   const warnings = new Warnings();
+  // One store for two cookies keeps their sessions under one set of IDs: either cookie would load the other's.
+  const otherCookies = table.otherCookies(options.cookie.name);
+  if (otherCookies.length > 0) warnings.storeShared(options.cookie.name, otherCookies[0]!);
   const parts: RequestParts = {
     options,
     expiry,

@@ -62,13 +62,24 @@ export class Warnings {
     );
   }
 
+  /** Made on a store object that a session middleware of another cookie uses too (see LockTable.otherCookies). */
+  storeShared(cookieName: string, otherCookie: string): void {
+    this.once(
+      'KOA_LOCKED_SESSION_STORE_SHARED',
+      `this session() of the cookie ${cookieName} uses the store object of one of the cookie ${otherCookie}, so a session ID of either ` +
+        `is taken under the other's name: a client can present its ${otherCookie} session as its ${cookieName} one, whose handlers ` +
+        'then read its values (a user ID, a signed-in flag) as their own; give each cookie a store of its own (a RedisStore of ' +
+        'another prefix, or session() without a store for a MemoryStore of its own)',
+    );
+  }
+
   /** Nested in a session middleware of the same store and cookie, which serves the request with its own options (see passThrough in nesting.ts). */
   unusedOptions(names: readonly string[]): void {
     this.once(
       'KOA_LOCKED_SESSION_NESTED_OPTIONS',
       `this session() runs inside another session middleware of the same store and cookie, which serves the request with its own options, ` +
         `so this one's ${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} not used; give both the same options, ` +
-        'or give this one another cookieName for a session of its own',
+        'or give this one another cookieName and store for a session of its own',
     );
   }
 

@@ -1274,6 +1274,34 @@ describe('Request lifecycle: session() twice on one request path', () => {
     }
   });
 
+  it('a session() of another cookie on a store object one already uses warns once: either cookie would load the other\'s sessions', async () => {
+    const shared = memoryStore();
+    const makings: Array<[string, () => void, boolean]> = [
+      ['a store of its own', () => session({ store: memoryStore(), cookieName: 'admin_sid' }), false],
+      ['the same cookie again', () => session({ store: shared }), false],
+      ['another cookie, hashIds on (its keys are the hashes)', () => session({ store: shared, cookieName: 'admin_sid', hashIds: true }), false],
+      ['another cookie', () => session({ store: shared, cookieName: 'admin_sid' }), true],
+    ];
+    session({ store: shared });
+    for (const [label, make, warns] of makings) {
+      const warnings = await warningsDuring('KOA_LOCKED_SESSION_STORE_SHARED', async () => make());
+      expect(warnings.length, label).to.equal(warns ? 1 : 0);
+      if (warns) expect(warnings[0]).to.match(/cookie admin_sid uses the store object of one of the cookie session_id.*a store of its own/);
+    }
+    // What the warning is about: the session of one cookie, presented under the other's name, is loaded.
+    const signIn = async (ctx: Context, next: Next) => {
+      if (ctx.path === '/sign-in') ctx.session.set('userId', 7); // the user session (session_id), the admin one's still to come
+      await next();
+    };
+    const run = await start({ store: shared, cookieName: 'admin_sid' }, (ctx) => {
+      ctx.body = { isNew: ctx.session.isNew, data: ctx.session.toJSON() };
+    }, { before: [session({ store: shared }), signIn] });
+    const userJar = new Jar();
+    await call(run, userJar, 'post', '/sign-in');
+    const res = await call(run, new Jar().set('admin_sid', userJar.get('session_id') as string), 'get', '/admin');
+    expect(res.body).to.deep.equal({ isNew: false, data: { userId: 7 } });
+  });
+
   it('a session() nested in another of the same store and cookie but other options warns once, naming them: the outer one serves the request with its own', async () => {
     const store = memoryStore();
     // Options made by a factory, as an app may call one per router: functions alike in their code, not the same objects.
