@@ -1522,15 +1522,22 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
     }
   });
 
-  it('with lock: true and Redis stalled during the handler, the request fails within the store timeout, not after a second wait to unlock', async function () {
-    await withStalledRedis(this, async (own) => {
-      const timeout = 1000;
+  const STALLED_TIMEOUT = 1000;
+
+  /**
+   * With lock: true, stalls Redis while a request to `path` holds its
+   * session's lock (in process and in Redis) and waits in the handler, then
+   * lets it go on: its 503 must come within the store timeout, not after a
+   * second wait to hand the lock back. `after` runs once Redis answers again.
+   */
+  async function failsWithinStoreTimeout(test: Mocha.Context, path: string, after?: (url: string, jar: CookieJar) => Promise<void>): Promise<void> {
+    await withStalledRedis(test, async (own) => {
       // ioredis defaults: commands wait in the client for a server that stopped answering.
-      const a = await instance({ lock: true, timeout }, { lockTimeout: 10_000 }, connect({}, own.url));
+      const a = await instance({ lock: true, timeout: STALLED_TIMEOUT }, { lockTimeout: 10_000 }, connect({}, own.url));
       const jar = new CookieJar();
       await login(jar, a.url);
-      const pending = send(jar, a.url, 'POST', '/hold?key=x&value=1');
-      await a.app.held(); // it holds the session's lock, in process and in Redis
+      const pending = send(jar, a.url, 'POST', path);
+      await a.app.held();
       process.kill(own.pid, 'SIGSTOP');
       try {
         const started = Date.now();
@@ -1538,36 +1545,24 @@ for (const { name: major, Redis: Client, resp } of IOREDIS_MAJORS) describe(`Red
         const reply = await pending;
         const ms = Date.now() - started;
         assert.equal(reply.status, 503);
-        assert.ok(ms < 1.6 * timeout, `the 503 came after ${ms} ms, with a store timeout of ${timeout} ms`);
+        assert.ok(ms < 1.6 * STALLED_TIMEOUT, `the 503 came after ${ms} ms, with a store timeout of ${STALLED_TIMEOUT} ms`);
       } finally {
         process.kill(own.pid, 'SIGCONT');
       }
+      await after?.(a.url, jar);
     });
+  }
+
+  it('with lock: true and Redis stalled during the handler, the request fails within the store timeout, not after a second wait to unlock', async function () {
+    await failsWithinStoreTimeout(this, '/hold?key=x&value=1');
   });
 
   it('with lock: true and Redis stalled before a logout, the failed destroy() answers within the store timeout, not after a second wait to unlock', async function () {
-    await withStalledRedis(this, async (own) => {
-      const timeout = 1000;
-      const a = await instance({ lock: true, timeout }, { lockTimeout: 10_000 }, connect({}, own.url));
-      const jar = new CookieJar();
-      await login(jar, a.url);
-      const pending = send(jar, a.url, 'POST', '/destroy?wait');
-      await a.app.held(); // it holds the session's lock, in process and in Redis
-      process.kill(own.pid, 'SIGSTOP');
-      try {
-        const started = Date.now();
-        a.app.release();
-        const reply = await pending;
-        const ms = Date.now() - started;
-        assert.equal(reply.status, 503);
-        assert.ok(ms < 1.6 * timeout, `the 503 came after ${ms} ms, with a store timeout of ${timeout} ms`);
-      } finally {
-        process.kill(own.pid, 'SIGCONT');
-      }
+    await failsWithinStoreTimeout(this, '/destroy?wait', async (url, jar) => {
       // The removal itself may still run once Redis goes on (see README, "When Redis is unreachable"); the lock is handed back.
-      const next = await send(jar, a.url, 'POST', '/set?key=again&value=1');
+      const next = await send(jar, url, 'POST', '/set?key=again&value=1');
       assert.equal(next.status, 200);
-      assert.ok(next.ms < timeout, `the next write waited ${next.ms} ms`);
+      assert.ok(next.ms < STALLED_TIMEOUT, `the next write waited ${next.ms} ms`);
     });
   });
 
