@@ -40,9 +40,18 @@ export function markServing(ctx: Context, serving: Serving | undefined): void {
   (ctx as Served)[SERVED_BY] = serving;
 }
 
-/** Puts `value` in `ctx.session`, which is read-only to the app. */
+/**
+ * Puts `value` in `ctx.session`, which is read-only to the app. Never
+ * throws, as it runs with the session's lock held: a ctx.session defined
+ * elsewhere without a setter (or with one that throws) keeps its own
+ * value, and takeBack warns of it.
+ */
 export function setSession(ctx: Context, value: unknown): void {
-  (ctx as { session: unknown }).session = value;
+  try {
+    (ctx as { session: unknown }).session = value;
+  } catch {
+    // See above.
+  }
 }
 
 /**

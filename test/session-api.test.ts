@@ -11,8 +11,9 @@ import type { Context } from 'koa';
 import koaSession from 'koa-session';
 import supertest from 'supertest';
 import { fromContext, getSession, session, Session } from '../src';
+import { lockTableOf } from '../src/lock';
 import { parseJson } from '../src/values';
-import { HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, isExpired, memoryStore, start, warningsDuring } from './support/app';
+import { HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, isExpired, memoryStore, start, warningsDuring } from './support/app';
 
 afterEach(closeAll);
 
@@ -959,6 +960,34 @@ describe('Session: replacing ctx.session', () => {
       expect(writes, 'writes to ctx.session in two requests').to.be.at.most(6);
       expect(warnings).to.have.length(1);
       expect(warnings[0]).to.include("another middleware defines it (koa-session's session(app), called on this app too?)").and.include('remove the other session middleware, and its session(app) call');
+    } finally {
+      server.close();
+    }
+  });
+
+  it('with a ctx.session defined on app.context with a getter only, each request is answered, none waits for the lock of the one before, and the process is warned', async () => {
+    const koa = new Koa();
+    const store = memoryStore();
+    koa.use(session({ store, lockTimeout: 2000 }));
+    koa.use((ctx) => {
+      ctx.body = String(ctx.session);
+    });
+    const server = koa.listen(0, '127.0.0.1');
+    try {
+      const id = hexId('f');
+      await store.set(id, { data: { n: 1 }, createdAt: Date.now(), touchedAt: Date.now() }, 60_000);
+      Object.defineProperty(koa.context, 'session', { configurable: true, get: () => 'legacy' });
+      const warnings = await warningsDuring('KOA_LOCKED_SESSION_TAKEN_OVER', async () => {
+        for (let i = 0; i < 3; i++) {
+          const started = Date.now();
+          const res = await supertest(server).post('/').set('Cookie', `session_id=${id}`);
+          expect(res.status).to.equal(200);
+          expect(res.text).to.equal('legacy');
+          expect(Date.now() - started, 'answered without waiting out lockTimeout').to.be.below(1000);
+        }
+      });
+      expect(warnings).to.have.length(1);
+      expect(lockTableOf(store, false).size, 'no lock left held').to.equal(0);
     } finally {
       server.close();
     }
