@@ -390,6 +390,32 @@ describe('MemoryStore', function () {
       expect(code).to.equal(0);
     });
 
+    it('a MemoryStore dropped without close(), and the one session() makes without a store, are collected with their sessions: the timer does not hold them', async function () {
+      this.timeout(120_000);
+      const code = await runChild(
+        "const { MemoryStore, session } = require('./src');" +
+          "require('v8').setFlagsFromString('--expose-gc'); const gc = require('vm').runInNewContext('gc');" +
+          'const stores = []; const heapBefore = process.memoryUsage().heapUsed;' +
+          '(() => { for (let i = 0; i < 20; i++) { const s = new MemoryStore({ cleanupInterval: 60000 });' +
+          "  s.set('a', { text: 'x'.repeat(1000) }, 60000); stores.push(new WeakRef(s)); }" +
+          '  for (let i = 0; i < 200; i++) session(); })();' +
+          '(async () => {' +
+          '  for (let i = 0; i < 10; i++) { await new Promise((r) => setImmediate(r)); gc(); }' +
+          '  const alive = stores.filter((s) => s.deref() !== undefined).length;' +
+          '  const grown = (process.memoryUsage().heapUsed - heapBefore) / 1e6;' +
+          // An empty MemoryStore holds some 200 KB (its 1024 Maps): 200 kept would be 40 MB.
+          "  if (alive > 0 || grown > 5) { console.error(`${alive} of 20 stores alive, heap grown by ${grown.toFixed(1)} MB`); process.exit(1); }" +
+          '})();',
+        90_000,
+      );
+      expect(code).to.equal(0);
+    });
+
+    it('a cleanupInterval under 1 ms, or null, is refused as its message says', () => {
+      expect(() => new MemoryStore({ cleanupInterval: 0.5 })).to.throw(TypeError, /cleanupInterval must be a number of milliseconds from 1 to/);
+      expect(() => new MemoryStore({ cleanupInterval: null as never })).to.throw(TypeError, /cleanupInterval must be a number of milliseconds from 1 to/);
+    });
+
     it('an unknown option (a typo of cleanupInterval) or options that are not an object are refused with a TypeError', () => {
       expect(() => new MemoryStore({ cleanupIntervall: 5 } as never)).to.throw(TypeError, /unknown MemoryStore option cleanupIntervall \(the one option is cleanupInterval\)/);
       expect(() => new MemoryStore(null as never)).to.throw(TypeError, /MemoryStore options must be an object/);

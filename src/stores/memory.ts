@@ -259,12 +259,20 @@ export class MemoryStore implements AtomicStore {
     for (const key of Object.keys(options)) {
       if (key !== 'cleanupInterval') throw new TypeError(`koa-locked-session: unknown MemoryStore option ${key} (the one option is cleanupInterval)`);
     }
-    const interval = options.cleanupInterval ?? 10 * 60 * 1000;
-    if (typeof interval !== 'number' || !Number.isFinite(interval) || interval <= 0 || interval > MAX_TIMER_MS) {
+    const interval = options.cleanupInterval === undefined ? 10 * 60 * 1000 : options.cleanupInterval;
+    if (typeof interval !== 'number' || !Number.isFinite(interval) || interval < 1 || interval > MAX_TIMER_MS) {
       throw new TypeError(`koa-locked-session: MemoryStore option cleanupInterval must be a number of milliseconds from 1 to ${MAX_TIMER_MS}`);
     }
-    this.timer = setInterval(() => void this.sweep(), interval);
-    this.timer.unref(); // the sweep never keeps the process alive
+    // The timer holds the store weakly: one the app drops without close() (each session() without a store
+    // in an app made per test or per tenant, say) is collected with its sessions, and its timer stops.
+    const store = new WeakRef(this);
+    const timer = setInterval(() => {
+      const alive = store.deref();
+      if (alive === undefined) clearInterval(timer);
+      else void alive.sweep();
+    }, interval);
+    timer.unref(); // the sweep never keeps the process alive
+    this.timer = timer;
   }
 
   /**
