@@ -187,6 +187,9 @@ export class Storage {
     // An empty object too: what a store built on HGETALL answers for a missing key. Read as a session,
     // it would adopt the cookie's ID; the library never writes one, and one from elsewhere holds nothing.
     if (Object.keys(stored).length === 0) return undefined;
+    // One koa-session left (see README, "Stores written for koa-session") and held past its end, which
+    // koa-session would have refused: a cookie kept since (a stolen one) must not bring it back.
+    if (!isSessionRecord(stored) && typeof stored._expire === 'number' && stored._expire <= now) return undefined;
     // A plain store may have handed out its own object, which must stay untouched.
     const { data, createdAt, touchedAt } = toRecord(this.atomic ? stored : cloneChecked(stored), now);
     const values = valuesOf(data);

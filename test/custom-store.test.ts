@@ -177,6 +177,23 @@ describe('Store: custom stores', () => {
     expect(res.body).to.deep.equal({ id, isNew: false, data: { n: 1 } });
   });
 
+  it("a session koa-session left in its store is read as plain data while its _expire is ahead, and as gone once it is past, as koa-session would", async () => {
+    const map = new Map<string, unknown>();
+    const live = hexId('1');
+    const ended = hexId('2');
+    map.set(live, { user: 'ada', _expire: Date.now() + 60_000, _maxAge: 86_400_000 });
+    map.set(ended, { user: 'dave', _expire: Date.now() - 1000, _maxAge: 86_400_000 });
+    const run = await start(undefined, handler, { middleware: withStore(koaSessionStyleStore(map, false)) });
+    const missed: unknown[] = [];
+    run.app.on('session:missed', (event) => missed.push(event));
+
+    expect((await call(run, new Jar().set('session_id', live), 'get')).body).to.deep.include({ id: live, isNew: false });
+    const res = await call(run, new Jar().set('session_id', ended), 'get');
+    expect(res.body).to.deep.include({ isNew: true, data: {} });
+    expect(res.body.id).to.not.equal(ended);
+    expect(missed).to.have.length(1);
+  });
+
   it('a record seeded into a Map store as plain data ({ n: 5 }) is read as the session\'s data', async () => {
     const map = new Map<string, unknown>();
     const id = hexId('e');
