@@ -66,8 +66,8 @@ export class Warnings {
   storeShared(cookieName: string, otherCookie: string): void {
     this.once(
       'KOA_LOCKED_SESSION_STORE_SHARED',
-      `this session() of the cookie ${cookieName} uses the store object of one of the cookie ${otherCookie}, so a session ID of either ` +
-        `is taken under the other's name: a client can present its ${otherCookie} session as its ${cookieName} one, whose handlers ` +
+      `this session() of the cookie ${cookieName} has the same store object as a session() of the cookie ${otherCookie}, so the IDs of ` +
+        `either are taken under the other's name: a client can present its ${otherCookie} session as its ${cookieName} one, whose handlers ` +
         'then read its values (a user ID, a signed-in flag) as their own; give each cookie a store of its own (a RedisStore of ' +
         'another prefix, or session() without a store for a MemoryStore of its own)',
     );
