@@ -160,7 +160,7 @@ const FROM_PEERS: Readonly<Record<string, string>> = {
   autoCommit: 'not needed: each request commits what it changed when its handler is done',
   resave: 'not needed: only changes are written',
   saveUninitialized: 'not needed: a new session is saved only once something is set',
-  cookie: 'the cookie settings are the cookie* options and maxAge',
+  cookie: "express-session's cookie: { httpOnly, secure, path, domain, sameSite, maxAge } is cookieHttpOnly, cookieSecure, cookiePath, cookieDomain, sameSite, maxAge",
   expires: 'the cookie expires with the session (maxAge); for a cookie that ends with the browser session, set cookieExpires: false',
   proxy: 'set app.proxy = true, as Koa has it',
   overwrite: 'not needed: the session cookie always replaces one set before it',

@@ -229,7 +229,12 @@ export class Session {
    * removed from the store before the response is sent, and the response
    * carries the new one. Call it after login and any privilege change.
    */
-  async regenerate(): Promise<void> {
+  regenerate(): Promise<void> {
+    if (arguments.length > 0) throw callbackRefused('regenerate');
+    return this.#regenerate();
+  }
+
+  async #regenerate(): Promise<void> {
     const state = this.#state;
     this.#tooLate('regenerate');
     state.id = this.#hooks.newId();
@@ -244,6 +249,7 @@ export class Session {
    * does not, and a failure to remove fails the request.
    */
   destroy(): Promise<void> {
+    if (arguments.length > 0) throw callbackRefused('destroy');
     this.#tooLate('destroy');
     const state = this.#state;
     // Kept until it settles: a second call meanwhile waits for the same removal, and the commit waits
@@ -313,4 +319,15 @@ function restore(state: SessionState, before: SessionState): void {
   state.changes = [...before.changes];
   state.values.clear();
   for (const [key, slot] of before.values) state.values.set(key, slot);
+}
+
+/**
+ * express-session's regenerate(cb) and destroy(cb), and koa-session's
+ * regenerate(cb), call back when done: here the callback would never be
+ * called, and what it does (a set() after a login) never done. Thrown at
+ * once, not as a rejection, which code that does not await would leave
+ * unhandled.
+ */
+function callbackRefused(method: string): TypeError {
+  return new TypeError(`koa-locked-session: ctx.session.${method}() takes no callback; it returns a promise: await ctx.session.${method}(), then go on`);
 }

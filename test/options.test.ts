@@ -149,6 +149,7 @@ describe('Options: an invalid option throws a TypeError naming it when session()
     ["express-session's secret", { secret: 's' }, /unknown option secret \(set app\.keys = \[secret\]/],
     ["koa-session's httpOnly", { httpOnly: false }, /unknown option httpOnly \(it is cookieHttpOnly\)/],
     ["koa-session's renew", { renew: true }, /unknown option renew \(not needed/],
+    ["express-session's cookie", { cookie: { httpOnly: true, maxAge: 1000 } }, /unknown option cookie \(express-session's cookie: \{ httpOnly, secure, path, domain, sameSite, maxAge \} is cookieHttpOnly, cookieSecure, cookiePath, cookieDomain, sameSite, maxAge\)/],
     ["express-session's proxy", { proxy: true }, /unknown option proxy \(set app\.proxy = true/],
     ["koa-session's overwrite", { overwrite: true }, /unknown option overwrite \(not needed/],
     ["the cookies package's expires", { expires: new Date() }, /unknown option expires \(the cookie expires with the session \(maxAge\); for a cookie that ends with the browser session, set cookieExpires: false\)/],

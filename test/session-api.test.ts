@@ -13,7 +13,7 @@ import supertest from 'supertest';
 import { fromContext, getSession, session, Session } from '../src';
 import { lockTableOf } from '../src/lock';
 import { parseJson } from '../src/values';
-import { HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, isExpired, memoryStore, start, warningsDuring } from './support/app';
+import { HEX64, Jar, RecordingStore, call, closeAll, cookieNamed, expect, hexId, isExpired, memoryStore, setCookies, start, warningsDuring } from './support/app';
 
 afterEach(closeAll);
 
@@ -813,6 +813,34 @@ describe('Session: a change after the commit', () => {
       process.off('unhandledRejection', onRejection);
     }
   });
+});
+
+describe("Session: express-session's and koa-session's callbacks", () => {
+  for (const method of ['regenerate', 'destroy'] as const) {
+    it(`${method}(callback), which would never call back, fails the request at once with a TypeError saying to await it, and changes nothing`, async () => {
+      const store = memoryStore();
+      const errors: Error[] = [];
+      let calledBack = false;
+      const run = await start({ store }, (ctx) => {
+        if (ctx.path === '/login') ctx.session.set('user', 'ann');
+        // Plain JavaScript, not awaited, as such code is written: the TypeError is thrown, not a rejection left unhandled.
+        if (ctx.path === '/callback') void (ctx.session[method] as (callback: () => void) => Promise<void>)(() => (calledBack = true));
+        ctx.body = ctx.session.toJSON();
+      });
+      run.app.on('error', (error: Error) => errors.push(error));
+      const jar = new Jar();
+      await call(run, jar, 'post', '/login');
+      const id = jar.get('session_id');
+
+      const res = await call(run, jar, 'post', '/callback');
+      expect(res.status).to.equal(500);
+      expect(errors[0]).to.be.instanceOf(TypeError);
+      expect(errors[0]?.message).to.equal(`koa-locked-session: ctx.session.${method}() takes no callback; it returns a promise: await ctx.session.${method}(), then go on`);
+      expect(calledBack).to.equal(false);
+      expect(setCookies(res)).to.deep.equal([]);
+      expect(await store.get(id as string)).to.deep.include({ data: { user: 'ann' } });
+    });
+  }
 });
 
 describe('Session: replacing ctx.session', () => {
