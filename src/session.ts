@@ -230,7 +230,7 @@ export class Session {
    * carries the new one. Call it after login and any privilege change.
    */
   regenerate(): Promise<void> {
-    if (arguments.length > 0) throw callbackRefused('regenerate');
+    if (typeof arguments[0] === 'function') throw callbackRefused('regenerate');
     return this.#regenerate();
   }
 
@@ -249,7 +249,7 @@ export class Session {
    * does not, and a failure to remove fails the request.
    */
   destroy(): Promise<void> {
-    if (arguments.length > 0) throw callbackRefused('destroy');
+    if (typeof arguments[0] === 'function') throw callbackRefused('destroy');
     this.#tooLate('destroy');
     const state = this.#state;
     // Kept until it settles: a second call meanwhile waits for the same removal, and the commit waits
