@@ -52,6 +52,9 @@ describe('RedisStore options', () => {
       [{ client, prefix: 'app:{x}:' }, /option prefix/],
       [{ client, prefix: 7 }, /option prefix/],
       [{ client, lock: 'yes' }, /option lock /],
+      // null is not "the default" (prefix: process.env.X ?? null would put the app on the shared default prefix).
+      [{ client, prefix: null }, /option prefix/],
+      [{ client, lock: null }, /option lock /],
       [{ client, lockTtl: 0 }, /option lockTtl/],
       [{ client, lockTtl: Infinity }, /option lockTtl/],
       [{ client, timeout: -1 }, /option timeout/],

@@ -144,11 +144,12 @@ function checkOptions(options: RedisStoreOptions): Required<RedisStoreOptions> {
   const client: unknown = options.client;
   if (!isClient(client)) throw invalid('client', 'an ioredis client (new Redis(...) or new Cluster(...))');
   if (hasBraces(keyPrefixesOf(client))) throw invalid('client', 'a client whose keyPrefix has no { or } (the session ID is the hash tag)');
-  const prefix = options.prefix ?? 'sess:';
+  // Only undefined means the default: a null (prefix: process.env.X ?? null) would put the app on the shared default prefix.
+  const prefix = options.prefix === undefined ? 'sess:' : options.prefix;
   if (typeof prefix !== 'string' || hasBraces([prefix])) {
     throw invalid('prefix', 'a string without { or } (the session ID is the hash tag)');
   }
-  const lock = options.lock ?? false;
+  const lock = options.lock === undefined ? false : options.lock;
   if (typeof lock !== 'boolean') throw invalid('lock', 'a boolean');
   return {
     client: client as RedisClient,
