@@ -7,7 +7,7 @@ import { sha256Hex } from './ids';
 import { directMemoryStore } from './stores/memory';
 import type { RedisStore } from './stores/redis';
 import { directRedisStore, ownRedisStore } from './stores/redis';
-import { cloneChecked, dataOfValues } from './values';
+import { cloneChecked, dataOfValues, isObjectPrototype } from './values';
 import { trace } from './events';
 
 /**
@@ -222,8 +222,8 @@ function notPlainObject(answer: unknown): string | undefined {
   if (typeof answer !== 'object' || answer === null) return `a ${typeof answer}`;
   if (Array.isArray(answer)) return 'an array';
   const prototype: unknown = Object.getPrototypeOf(answer);
-  // Object.prototype, of this realm or another, or none at all (node-redis's hGetAll answers such objects).
-  if (prototype === null || Object.getPrototypeOf(prototype) === null) return undefined;
+  // None at all is plain too: node-redis's hGetAll answers such objects.
+  if (prototype === null || isObjectPrototype(prototype)) return undefined;
   const name: unknown = (prototype as { constructor?: { name?: unknown } }).constructor?.name;
   return typeof name === 'string' && name !== '' ? `an instance of ${name}` : 'an instance of a class';
 }

@@ -151,7 +151,7 @@ function isArrayPrototype(proto: unknown): boolean {
  * A realm's own Object.prototype: this one's, or another vm context's (the
  * end of its prototype chain, whose constructor is that realm's Object).
  */
-function isObjectPrototype(proto: unknown): boolean {
+export function isObjectPrototype(proto: unknown): boolean {
   if (proto === Object.prototype) return true;
   if (typeof proto !== 'object' || proto === null || Object.getPrototypeOf(proto) !== null) return false;
   const constructor: unknown = Object.getOwnPropertyDescriptor(proto, 'constructor')?.value;
